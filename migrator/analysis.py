@@ -1,0 +1,432 @@
+"""One read-only pass over a module that finds what the rules need: the training setup.
+
+Facts are names (strings), not nodes, so they stay valid while the rules rewrite the tree one after another.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Set
+
+import libcst as cst
+import libcst.matchers as m
+from libcst.metadata import MetadataWrapper, QualifiedNameProvider
+
+from migrator.names import (
+    assigned_names,
+    dotted,
+    is_dataloader_ctor,
+    is_optimizer_ctor,
+    qualified_names,
+    root_name,
+)
+
+MODULE = "<module>"
+MAIN_GUARD = "<main-guard>"
+FRAMEWORK_CTORS = {
+    "fabric": {"lightning.fabric.Fabric", "lightning.Fabric", "lightning.fabric.fabric.Fabric", "lightning_fabric.Fabric"},
+    "accelerate": {"accelerate.Accelerator", "accelerate.accelerator.Accelerator"},
+}
+DEFAULT_FW_NAME = {"fabric": "fabric", "accelerate": "accelerator"}
+DEVICE_STRING = re.compile(r"^(cuda|cpu|mps|xpu|hpu)(:\d+)?$")
+# Wrappers around a loader in a `for` header that keep its items: enumerate(loader), tqdm(loader), ...
+LOADER_WRAPPERS = {"enumerate", "tqdm", "iter", "tqdm.tqdm", "tqdm.auto.tqdm"}
+
+
+@dataclass
+class FunctionInfo:
+    name: str
+    params: List[str]
+    has_backward: bool = False
+    has_print: bool = False
+    calls: List[tuple] = field(default_factory=list)  # (callee, [arg dotted names or None], {kw: dotted})
+    returns_loaders: bool = False
+    loader_fors: List[tuple] = field(default_factory=list)  # (iterated name, [target names])
+
+
+@dataclass
+class Facts:
+    target: str
+    fw: str
+    fw_exists: bool = False
+    is_training: bool = False
+    setup_scope: Optional[str] = None  # function name, MODULE or MAIN_GUARD
+    optimizers: Dict[str, List[str]] = field(default_factory=dict)  # optimizer -> models it trains
+    loaders: List[str] = field(default_factory=list)  # loaders assigned in the setup scope
+    device_names: Set[str] = field(default_factory=set)
+    functions: Dict[str, FunctionInfo] = field(default_factory=dict)
+    fw_functions: Set[str] = field(default_factory=set)  # functions that take the framework object
+    loader_params: Dict[str, Set[str]] = field(default_factory=dict)  # function -> params fed by set-up loaders
+    external_fw: Set[str] = field(default_factory=set)  # local names of imported functions that take it
+    unthreadable: Set[str] = field(default_factory=set)  # need it but are used other than by direct calls
+
+    @property
+    def models(self) -> List[str]:
+        seen: List[str] = []
+        for ms in self.optimizers.values():
+            for model in ms:
+                if model not in seen:
+                    seen.append(model)
+        return seen
+
+    def fw_scopes(self) -> Set[str]:
+        scopes = set(self.fw_functions)
+        if self.setup_scope:
+            scopes.add(self.setup_scope)
+            if self.setup_scope == MAIN_GUARD:
+                scopes.add(MODULE)
+        return scopes
+
+
+def is_device_expr(node: cst.BaseExpression, qnames) -> bool:
+    """`torch.device(...)`, "cuda", `"cuda" if c else "cpu"`, f"cuda:{rank}", current_accelerator()."""
+    if isinstance(node, cst.Call):
+        q = qnames(node.func)
+        return bool(q & {"torch.device", "torch.accelerator.current_accelerator"})
+    if isinstance(node, cst.SimpleString):
+        return bool(DEVICE_STRING.match(node.evaluated_value if isinstance(node.evaluated_value, str) else ""))
+    if isinstance(node, cst.FormattedString):
+        first = node.parts[0] if node.parts else None
+        return isinstance(first, cst.FormattedStringText) and first.value.startswith(("cuda", "xpu"))
+    if isinstance(node, cst.IfExp):
+        return is_device_expr(node.body, qnames) and is_device_expr(node.orelse, qnames)
+    return False
+
+
+def device_if_target(node: cst.If, qnames) -> Optional[str]:
+    """`if cuda: device = torch.device("cuda") elif ...: ... else: device = ...` -> "device"."""
+    targets = set()
+    branch: Optional[cst.CSTNode] = node
+    while branch is not None:
+        body = branch.body.body if isinstance(branch, (cst.If, cst.Else)) else ()
+        if not body:
+            return None
+        for stmt in body:
+            if not (isinstance(stmt, cst.SimpleStatementLine) and len(stmt.body) == 1):
+                return None
+            small = stmt.body[0]
+            if not (isinstance(small, cst.Assign) and len(small.targets) == 1 and is_device_expr(small.value, qnames)):
+                return None
+            targets.add(dotted(small.targets[0].target))
+        branch = branch.orelse if isinstance(branch, cst.If) else None
+    if isinstance(node.orelse, type(None)) or len(targets) != 1 or None in targets:
+        return None
+    return targets.pop()
+
+
+def unwrap_loader_iter(node: cst.BaseExpression) -> Optional[str]:
+    """`enumerate(tqdm(train_loader))` -> "train_loader"."""
+    while isinstance(node, cst.Call) and dotted(node.func) in LOADER_WRAPPERS and node.args:
+        node = node.args[0].value
+    return dotted(node)
+
+
+def is_main_guard(node: cst.CSTNode) -> bool:
+    return m.matches(
+        node,
+        m.If(test=m.Comparison(left=m.Name("__name__"), comparisons=[m.ComparisonTarget(m.Equal(), m.SimpleString())])),
+    )
+
+
+class _Collector(cst.CSTVisitor):
+    METADATA_DEPENDENCIES = (QualifiedNameProvider,)
+
+    def __init__(self, facts: Facts, local_functions: Set[str], external_fw: Set[str]):
+        super().__init__()
+        self.facts = facts
+        self.local_functions = local_functions
+        self.external_fw = external_fw
+        self.func: Optional[str] = None  # current top-level function
+        self.depth = 0  # function nesting
+        self.class_depth = 0
+        self.in_main_guard = False
+        self.optimizer_scopes: List[str] = []
+        self.loaders_by_scope: Dict[str, List[str]] = {}
+        self.steps: Set[str] = set()
+        self.has_backward = False
+        self.loops = 0
+        self.returns_loader_names: Dict[str, Set[str]] = {}
+
+    def qnames(self, node: cst.CSTNode) -> Set[str]:
+        return qualified_names(self, node)
+
+    def scope(self) -> str:
+        if self.func:
+            return self.func
+        return MAIN_GUARD if self.in_main_guard else MODULE
+
+    def info(self) -> Optional[FunctionInfo]:
+        return self.facts.functions.get(self.func) if self.func else None
+
+    # scopes
+    def visit_ClassDef(self, node: cst.ClassDef) -> None:
+        self.class_depth += 1
+
+    def leave_ClassDef(self, node: cst.ClassDef) -> None:
+        self.class_depth -= 1
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+        if self.depth == 0 and self.class_depth == 0:
+            self.func = node.name.value
+            params = [p.name.value for p in node.params.params]
+            self.facts.functions[self.func] = FunctionInfo(self.func, params)
+        self.depth += 1
+
+    def leave_FunctionDef(self, node: cst.FunctionDef) -> None:
+        self.depth -= 1
+        if self.depth == 0 and self.class_depth == 0:
+            self.func = None
+
+    def visit_If(self, node: cst.If) -> None:
+        if self.depth == 0 and self.class_depth == 0 and is_main_guard(node):
+            self.in_main_guard = True
+        if self.class_depth == 0:
+            target = device_if_target(node, self.qnames)
+            if target:
+                self.facts.device_names.add(target)
+
+    def leave_If(self, node: cst.If) -> None:
+        if self.depth == 0 and is_main_guard(node):
+            self.in_main_guard = False
+
+    def visit_For(self, node: cst.For) -> None:
+        self.loops += 1
+        if self.class_depth and not self.func:
+            return
+        it = unwrap_loader_iter(node.iter)
+        info = self.info()
+        targets = [n for n in assigned_names(node.target)]
+        if it:
+            key = info.loader_fors if info else self.facts.functions.setdefault(
+                self.scope(), FunctionInfo(self.scope(), [])).loader_fors
+            key.append((it, targets))
+
+    def visit_While(self, node: cst.While) -> None:
+        self.loops += 1
+
+    # statements
+    def visit_Return(self, node: cst.Return) -> None:
+        if self.func and self.depth == 1 and node.value is not None:
+            values = node.value.elements if isinstance(node.value, cst.Tuple) else [cst.Element(node.value)]
+            loaders = self.loaders_by_scope.get(self.func, [])
+            for el in values:
+                v = el.value
+                if (isinstance(v, cst.Call) and is_dataloader_ctor(self.qnames(v.func))) or dotted(v) in loaders:
+                    self.facts.functions[self.func].returns_loaders = True
+
+    def visit_Assign(self, node: cst.Assign) -> None:
+        if self.class_depth and not self.func:
+            return
+        value = node.value
+        targets = [n for t in node.targets for n in assigned_names(t.target)]
+        scope = self.scope()
+        if isinstance(value, cst.Call):
+            q = self.qnames(value.func)
+            if q & FRAMEWORK_CTORS[self.facts.target] and len(targets) == 1:
+                self.facts.fw_exists = True
+                self.facts.fw = targets[0]
+            elif is_optimizer_ctor(q) and len(targets) == 1:
+                self.facts.optimizers.setdefault(targets[0], []).extend(
+                    mm for mm in _models_in(value) if mm not in self.facts.optimizers.get(targets[0], []))
+                self.optimizer_scopes.append(scope)
+            elif is_dataloader_ctor(q) or (
+                    dotted(value.func) in self.facts.functions and self.facts.functions[dotted(value.func)].returns_loaders):
+                self.loaders_by_scope.setdefault(scope, []).extend(targets)
+        if is_device_expr(value, self.qnames) and len(targets) == 1:
+            self.facts.device_names.add(targets[0])
+
+    def visit_Call(self, node: cst.Call) -> None:
+        func = node.func
+        info = self.info()
+        if isinstance(func, cst.Attribute):
+            recv = dotted(func.value)
+            if func.attr.value == "backward" and recv != self.facts.fw and "torch.autograd.backward" not in self.qnames(func):
+                self.has_backward = True
+                if info:
+                    info.has_backward = True
+            elif func.attr.value == "step":
+                self.steps.add(recv or "")
+        elif isinstance(func, cst.Name):
+            name = func.value
+            if name == "print" and info:
+                info.has_print = True
+            elif (name in self.local_functions or name in self.external_fw) and self.class_depth == 0:
+                args = [dotted(a.value) for a in node.args if a.keyword is None and not a.star]
+                kws = {a.keyword.value: dotted(a.value) for a in node.args if a.keyword is not None}
+                caller = info if info else self.facts.functions.setdefault(scope_name := self.scope(), FunctionInfo(scope_name, []))
+                caller.calls.append((name, args, kws))
+
+
+def _models_in(call: cst.Call) -> List[str]:
+    """Roots of `X.parameters()` inside an optimizer's arguments: the models it trains."""
+    found: List[str] = []
+
+    class V(cst.CSTVisitor):
+        def visit_Call(self, node: cst.Call) -> None:
+            if m.matches(node.func, m.Attribute(attr=m.Name("parameters") | m.Name("named_parameters"))):
+                base = node.func.value
+                name = dotted(base)
+                if name and name not in found:
+                    # model.encoder.parameters() trains `model`; self.model.parameters() trains `self.model`
+                    parts = name.split(".")
+                    found.append(".".join(parts[:2]) if parts[0] == "self" else parts[0])
+
+    for arg in list(call.args[:1]) + [a for a in call.args if a.keyword and a.keyword.value == "params"]:
+        arg.value.visit(V())
+    return found
+
+
+def _local_function_names(module: cst.Module) -> Set[str]:
+    return {s.name.value for s in module.body if isinstance(s, cst.FunctionDef)}
+
+
+def _imported_external_fw(module: cst.Module, external: frozenset) -> Set[str]:
+    """Local names bound by `from trainer import train_epoch` where trainer.train_epoch takes the framework."""
+    found = set()
+    for stmt in module.body:
+        if isinstance(stmt, cst.SimpleStatementLine):
+            for small in stmt.body:
+                if isinstance(small, cst.ImportFrom) and small.module is not None and not isinstance(small.names, cst.ImportStar):
+                    mod = dotted(small.module)
+                    for alias in small.names:
+                        name = dotted(alias.name)
+                        if f"{mod}.{name}" in external:
+                            found.add(alias.asname.name.value if alias.asname else name)
+    return found
+
+
+def analyze(wrapper: MetadataWrapper, target: str, external_fw: frozenset = frozenset(),
+            module_name: Optional[str] = None) -> Facts:
+    module = wrapper.module
+    facts = Facts(target=target, fw=DEFAULT_FW_NAME[target])
+    local = _local_function_names(module)
+    ext = _imported_external_fw(module, external_fw)
+    facts.external_fw = ext
+    collector = _Collector(facts, local, ext)
+    wrapper.visit(collector)
+    facts.is_training = (collector.has_backward or bool(set(facts.optimizers) & collector.steps) or bool(ext)
+                         or any(module_name and f"{module_name}.{f}" in external_fw for f in local))
+    if collector.optimizer_scopes:
+        facts.setup_scope = collector.optimizer_scopes[0]
+    elif ext:
+        # The entry script of a project whose loop lives in a sibling module: set up where those are called.
+        callers = [f.name for f in facts.functions.values() if any(c[0] in ext for c in f.calls)]
+        facts.setup_scope = callers[0] if callers else None
+    if facts.setup_scope:
+        facts.loaders = collector.loaders_by_scope.get(facts.setup_scope, [])
+        if facts.setup_scope == MAIN_GUARD:
+            facts.loaders = facts.loaders + collector.loaders_by_scope.get(MODULE, [])
+    # functions of this module that other modules of the project call with the framework object
+    forced = {f for f in local if module_name and f"{module_name}.{f}" in external_fw}
+    _propagate(facts, _uses_other_than_calls(module, local), forced)
+    return facts
+
+
+def _uses_other_than_calls(module: cst.Module, local: Set[str]) -> Set[str]:
+    """Local functions referenced other than as `f(...)` (callbacks, mp.spawn targets)."""
+    skip: Set[int] = set()
+    seen: List[cst.Name] = []
+
+    class V(cst.CSTVisitor):
+        def visit_Call(self, node: cst.Call) -> None:
+            skip.add(id(node.func))
+
+        def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+            skip.add(id(node.name))
+
+        def visit_Attribute(self, node: cst.Attribute) -> None:
+            skip.add(id(node.attr))  # model.train() is not a use of a function named train
+
+        def visit_Arg(self, node: cst.Arg) -> None:
+            if node.keyword is not None:
+                skip.add(id(node.keyword))
+
+        def visit_Param(self, node: cst.Param) -> None:
+            skip.add(id(node.name))
+
+        def visit_ImportAlias(self, node: cst.ImportAlias) -> bool:
+            return False
+
+        def visit_Name(self, node: cst.Name) -> None:
+            if node.value in local:
+                seen.append(node)
+
+    module.visit(V())
+    return {n.value for n in seen if id(n) not in skip}
+
+
+def _propagate(facts: Facts, not_only_called: Set[str], forced: Set[str] = frozenset()) -> None:
+    """Which functions take the framework object, and which parameters carry set-up loaders."""
+    funcs = facts.functions
+    setup = facts.setup_scope
+    roots = {setup} if setup else set()
+    if setup == MAIN_GUARD:
+        roots.add(MODULE)
+    # functions reachable from the setup scope
+    reach: Set[str] = set()
+    todo = list(roots)
+    while todo:
+        f = todo.pop()
+        for callee, _, _ in funcs.get(f, FunctionInfo(f, [])).calls:
+            if callee in funcs and callee not in reach and callee not in roots:
+                reach.add(callee)
+                todo.append(callee)
+    # a backward needs the framework wherever it is called from; a print only on the training path
+    needs = {n for n, f in funcs.items()
+             if n not in roots and n not in (MODULE, MAIN_GUARD)
+             and (f.has_backward or (f.has_print and n in reach) or n in forced)}
+    changed = True
+    while changed:
+        changed = False
+        for n, f in funcs.items():
+            if n in needs or n in roots or n in (MODULE, MAIN_GUARD):
+                continue
+            if any(c in needs or c in facts.external_fw for c, _, _ in f.calls):
+                needs.add(n)
+                changed = True
+    facts.unthreadable = {n for n in needs if n in not_only_called}
+    facts.fw_functions = needs - facts.unthreadable
+    # loader parameters: a parameter is a loader if every call passes a set-up loader to it
+    loaders_in: Dict[str, Set[str]] = {s: set(facts.loaders) for s in roots}
+    changed = True
+    while changed:
+        changed = False
+        for n, f in funcs.items():
+            if n in roots or n in (MODULE, MAIN_GUARD):
+                continue
+            callers = [(caller, args, kws) for caller, cf in funcs.items() for (c, args, kws) in cf.calls if c == n]
+            if not callers:
+                continue
+            found = set()
+            for i, p in enumerate(f.params):
+                ok = True
+                for caller, args, kws in callers:
+                    arg = args[i] if i < len(args) else kws.get(p)
+                    if arg is None or arg not in loaders_in.get(caller, set()):
+                        ok = False
+                        break
+                if ok:
+                    found.add(p)
+            if found != loaders_in.get(n, set()):
+                loaders_in[n] = found
+                changed = True
+    facts.loader_params = {k: v for k, v in loaders_in.items() if v}
+
+
+def batch_names(facts: Facts, scope: str) -> Set[str]:
+    """Names bound by `for ... in <set-up loader>` in a scope."""
+    info = facts.functions.get(scope)
+    if not info:
+        return set()
+    loaders = facts.loader_params.get(scope, set())
+    if scope == facts.setup_scope or (facts.setup_scope == MAIN_GUARD and scope == MODULE):
+        loaders = loaders | set(facts.loaders)
+    out: Set[str] = set()
+    for it, targets in info.loader_fors:
+        if it in loaders:
+            out.update(t for t in targets if "." not in t)
+    return out
+
+
+def root_in(node: cst.BaseExpression, names: Set[str]) -> bool:
+    return root_name(node) in names

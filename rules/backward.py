@@ -1,0 +1,61 @@
+"""PTM107 backward: `loss.backward()` becomes the framework's backward.
+
+What it does: `loss.backward()` -> `fabric.backward(loss)` / `accelerator.backward(loss)`, for any
+expression (`(a + b).backward()`) and with its arguments (`retain_graph=True` passes through).
+
+Why: the framework's backward applies mixed-precision loss scaling, gradient accumulation scaling and
+the strategy's own backward; a plain `.backward()` skips them.
+
+Example: `loss.backward(retain_graph=True)` -> `fabric.backward(loss, retain_graph=True)`.
+
+Fabric form: `fabric.backward(loss, *args, **kwargs)`.
+Accelerate form: `accelerator.backward(loss, **kwargs)`: it takes keywords only, so positional arguments
+become `gradient=`, `retain_graph=`, `create_graph=`, `inputs=`.
+
+A backward where the framework object is out of reach (a method, a callback) gets a TODO.
+
+Fix safety: safe.
+"""
+from __future__ import annotations
+
+import libcst as cst
+
+from migrator.names import dotted
+from migrator.rules.base import Context, Rule, RuleTransformer
+
+BACKWARD_PARAMS = ("gradient", "retain_graph", "create_graph", "inputs")
+
+
+class _Transformer(RuleTransformer):
+    def leave_Call(self, original_node: cst.Call, updated_node: cst.Call):
+        func = updated_node.func
+        if not (isinstance(func, cst.Attribute) and func.attr.value == "backward"):
+            return updated_node
+        if dotted(func.value) in (self.fw, "torch.autograd", "autograd"):
+            return updated_node
+        if not self.in_fw_scope():
+            self.todo(original_node, f"`.backward()` out of reach of `{self.fw}`: call `{self.fw}.backward(...)` here")
+            return updated_node
+        loss = func.value
+        if isinstance(loss, cst.BaseExpression) and loss.lpar and len(loss.lpar) == 1:
+            loss = loss.with_changes(lpar=[], rpar=[])  # (a + b).backward() -> fabric.backward(a + b)
+        args = [cst.Arg(loss)]
+        for i, a in enumerate(updated_node.args):
+            if a.keyword is None and self.ctx.target == "accelerate" and i < len(BACKWARD_PARAMS):
+                a = a.with_changes(keyword=cst.Name(BACKWARD_PARAMS[i]), equal=cst.AssignEqual(
+                    whitespace_before=cst.SimpleWhitespace(""), whitespace_after=cst.SimpleWhitespace("")))
+            args.append(a)
+        args = [a.with_changes(comma=cst.MaybeSentinel.DEFAULT) for a in args]
+        for i in range(len(args) - 1):
+            args[i] = args[i].with_changes(comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" ")))
+        self.report(original_node, f"`.backward()` -> `{self.fw}.backward(...)`", True)
+        return cst.Call(func=cst.Attribute(value=cst.Name(self.fw), attr=cst.Name("backward")), args=args)
+
+
+class Backward(Rule):
+    code = "PTM107"
+    name = "backward"
+    examples = []
+
+    def transformer(self, ctx: Context) -> RuleTransformer:
+        return _Transformer(self, ctx)

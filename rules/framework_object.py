@@ -1,0 +1,181 @@
+"""PTM100 framework-object: create the framework object where the training is set up.
+
+What it does: adds `from lightning.fabric import Fabric` and `fabric = Fabric(...)` followed by
+`fabric.launch()` (Fabric), or `from accelerate import Accelerator` and `accelerator = Accelerator(...)`
+(Accelerate), at the start of the function (or module block) that creates the optimizer.
+
+Why: every other rule points at this object: its device, setup, backward and print.
+
+Fabric form: `Fabric(accelerator=..., devices=..., strategy=..., precision=..., num_nodes=...)` from the
+command-line options, then `fabric.launch()`, so `python train.py` and `torchrun` both work. Without
+`--devices`, the device and node counts follow torchrun's environment (`LOCAL_WORLD_SIZE`,
+`GROUP_WORLD_SIZE`), so a torchrun start never trains each process alone. With `--launcher fabric-run`
+the script is meant for `fabric run ...`: `Fabric()` takes no values and there is no `launch()`.
+
+Accelerate form: `Accelerator(cpu=True, mixed_precision=...)` from `--accelerator cpu` and `--precision`.
+The process count comes from the launcher (`accelerate launch`, `torchrun`).
+
+Fix safety: safe; an existing framework object is reused, never created twice.
+"""
+from __future__ import annotations
+
+from typing import List, Sequence
+
+import libcst as cst
+from libcst.codemod.visitors import AddImportsVisitor
+
+from migrator.analysis import MAIN_GUARD, MODULE, is_main_guard
+from migrator.rules.base import Context, Example, Rule, RuleTransformer
+
+ENV_COMMENT = "# without --devices, the device and node counts follow torchrun when it starts the script"
+
+
+def fabric_ctor(ctx: Context) -> str:
+    o = ctx.options
+    if o.launcher == "fabric-run":
+        args = []
+    else:
+        args = []
+        if o.accelerator:
+            args.append(f'accelerator="{o.accelerator}"')
+        if o.devices is not None:
+            dev = o.devices
+            args.append(f"devices={dev}" if str(dev).lstrip("-").isdigit() else f'devices="{dev}"')
+        else:
+            args.append('devices=os.environ.get("LOCAL_WORLD_SIZE", "auto")')
+        if o.strategy:
+            args.append(f'strategy="{o.strategy}"')
+        if ctx.options.num_nodes is not None:
+            args.append(f"num_nodes={o.num_nodes}")
+        elif o.devices is None:
+            args.append('num_nodes=int(os.environ.get("GROUP_WORLD_SIZE", "1"))')
+    precision = o.fabric_precision() or ctx.facts_precision()
+    if precision:
+        args.append(f'precision="{precision}"')
+    return f"{ctx.fw} = Fabric({', '.join(args)})"
+
+
+def accelerator_ctor(ctx: Context) -> str:
+    args = []
+    if ctx.options.accelerator == "cpu":
+        args.append("cpu=True")
+    precision = ctx.options.accelerate_precision() or ctx.facts_precision("accelerate")
+    if precision:
+        args.append(f'mixed_precision="{precision}"')
+    return f"{ctx.fw} = Accelerator({', '.join(args)})"
+
+
+def creation_statements(ctx: Context) -> List[cst.BaseStatement]:
+    if ctx.target == "fabric":
+        code = fabric_ctor(ctx)
+        stmts = [cst.parse_statement(code)]
+        if "os.environ" in code:
+            stmts[0] = stmts[0].with_changes(leading_lines=[cst.EmptyLine(comment=cst.Comment(ENV_COMMENT))])
+        if ctx.options.launcher != "fabric-run":
+            stmts.append(cst.parse_statement(f"{ctx.fw}.launch()"))
+        return stmts
+    return [cst.parse_statement(accelerator_ctor(ctx))]
+
+
+def insertion_index(body: Sequence[cst.BaseStatement], module_level: bool) -> int:
+    """After a docstring; at module level, after the leading imports."""
+    idx = 0
+    if body and _is_docstring(body[0]):
+        idx = 1
+    if not module_level:
+        return idx
+    for i, stmt in enumerate(body):
+        if _is_import(stmt):
+            idx = i + 1
+        elif not (_is_docstring(stmt) or isinstance(stmt, (cst.FunctionDef, cst.ClassDef))):
+            break
+    return idx
+
+
+def _is_docstring(stmt: cst.BaseStatement) -> bool:
+    return (isinstance(stmt, cst.SimpleStatementLine) and len(stmt.body) == 1 and isinstance(stmt.body[0], cst.Expr)
+            and isinstance(stmt.body[0].value, (cst.SimpleString, cst.ConcatenatedString)))
+
+
+def _is_import(stmt: cst.BaseStatement) -> bool:
+    return isinstance(stmt, cst.SimpleStatementLine) and all(isinstance(s, (cst.Import, cst.ImportFrom)) for s in stmt.body)
+
+
+class _Transformer(RuleTransformer):
+    def where(self, i: int, body) -> cst.CSTNode:
+        """The original statement at index i of the block being edited, for a diagnostic's position."""
+        originals = getattr(self, "_originals", None)
+        if originals is not None and len(originals) == len(body) and i < len(originals):
+            return originals[i]
+        return body[i] if i < len(body) else body[-1]
+
+    def _insert(self, body: Sequence[cst.BaseStatement], module_level: bool) -> List[cst.BaseStatement]:
+        idx = insertion_index(body, module_level)
+        new = creation_statements(self.ctx)
+        if module_level and idx < len(body):
+            # keep the blank lines that separated imports from code, above our block instead
+            new[0] = new[0].with_changes(leading_lines=list(body[idx].leading_lines) + list(new[0].leading_lines))
+            body = list(body[:idx]) + [body[idx].with_changes(leading_lines=[cst.EmptyLine()])] + list(body[idx + 1:])
+        if body:
+            self.report(self.where(min(idx, len(body) - 1), body), f"created `{self.fw}`, the {self.ctx.target} object that the migrated code uses", True)
+        self._schedule_imports()
+        return list(body[:idx]) + new + list(body[idx:])
+
+    def _schedule_imports(self) -> None:
+        if self.ctx.target == "fabric":
+            AddImportsVisitor.add_needed_import(self.ctx.codemod, "lightning.fabric", "Fabric")
+            if self.ctx.options.devices is None and self.ctx.options.launcher != "fabric-run":
+                AddImportsVisitor.add_needed_import(self.ctx.codemod, "os")
+        else:
+            AddImportsVisitor.add_needed_import(self.ctx.codemod, "accelerate", "Accelerator")
+
+    def leave_FunctionDef(self, original_node, updated_node):
+        name = self._func[-1] if self._func else None
+        updated_node = super().leave_FunctionDef(original_node, updated_node)
+        if name and name == self.facts.setup_scope and len(self._func) == 0:
+            self._originals = list(original_node.body.body)
+            body = self._insert(updated_node.body.body, module_level=False)
+            updated_node = updated_node.with_changes(body=updated_node.body.with_changes(body=body))
+        return updated_node
+
+    def leave_If(self, original_node, updated_node):
+        updated_node = super().leave_If(original_node, updated_node)
+        if (self.facts.setup_scope == MAIN_GUARD and not self._func and not self._class_depth
+                and is_main_guard(original_node)):
+            self._originals = list(original_node.body.body)
+            body = self._insert(updated_node.body.body, module_level=False)
+            updated_node = updated_node.with_changes(body=updated_node.body.with_changes(body=body))
+        return updated_node
+
+    def leave_Module(self, original_node, updated_node):
+        if self.facts.setup_scope == MODULE:
+            self._originals = list(original_node.body)
+            return updated_node.with_changes(body=self._insert(updated_node.body, module_level=True))
+        return updated_node
+
+
+class FrameworkObject(Rule):
+    code = "PTM100"
+    name = "framework-object"
+    examples = [
+        Example(
+            before=(
+                "import torch\n\n"
+                "model = torch.nn.Linear(2, 1)\n"
+                "optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n"
+                "loss = model(torch.randn(4, 2)).sum()\n"
+                "loss.backward()\n"
+                "optimizer.step()\n"
+            ),
+            fabric=None,  # filled by the test from the engine; see tests/test_rule_examples.py
+            accelerate=None,
+        )
+    ]
+
+    def transformer(self, ctx: Context) -> RuleTransformer:
+        return _Transformer(self, ctx)
+
+    def apply(self, wrapper, ctx):
+        if ctx.facts.fw_exists or not ctx.facts.setup_scope:
+            return wrapper.module
+        return super().apply(wrapper, ctx)

@@ -1,0 +1,73 @@
+"""PTM110 helper-params: helper functions get the framework object through a parameter.
+
+What it does: a function that calls backward, or prints on the training path (or calls one that does),
+gets `fabric` / `accelerator` as its first parameter, and every call of it passes the object along.
+No module-level global is added.
+
+Why: `def train(args, model, device, loader, optimizer, epoch)` needs `fabric.backward` and
+`fabric.print`; passing the object keeps the helper importable and testable.
+
+Example: `def train(model, loader, optimizer):` -> `def train(fabric, model, loader, optimizer):` and
+`train(model, loader, optimizer)` -> `train(fabric, model, loader, optimizer)`.
+
+Fabric form: parameter `fabric`. Accelerate form: parameter `accelerator`.
+
+Fix safety: safe. A helper used other than by direct calls (a callback, an `mp.spawn` target) is not
+changed and gets a TODO.
+"""
+from __future__ import annotations
+
+import libcst as cst
+
+from migrator.rules.base import Context, Rule, RuleTransformer
+
+
+class _Transformer(RuleTransformer):
+    def leave_FunctionDef(self, original_node: cst.FunctionDef, updated_node: cst.FunctionDef):
+        top = len(self._func) == 1 and not self._class_depth
+        updated_node = super().leave_FunctionDef(original_node, updated_node)
+        name = original_node.name.value
+        if not top:
+            return updated_node
+        if name in self.facts.unthreadable:
+            self.todo(original_node, f"`{name}` needs `{self.fw}` but is used other than by a direct call: "
+                                     f"pass `{self.fw}` to it by hand")
+            return updated_node
+        if name not in self.facts.fw_functions:
+            return updated_node
+        params = updated_node.params
+        if any(p.name.value == self.fw for p in list(params.params) + list(params.kwonly_params)):
+            return updated_node
+        new = cst.Param(cst.Name(self.fw), comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" ")))
+        if not params.params and not params.posonly_params:
+            if params.star_arg is not cst.MaybeSentinel.DEFAULT or params.kwonly_params or params.star_kwarg:
+                pass
+            else:
+                new = new.with_changes(comma=cst.MaybeSentinel.DEFAULT)
+        self.report(original_node, f"`{name}` takes `{self.fw}` as its first parameter", True)
+        return updated_node.with_changes(params=params.with_changes(params=[new] + list(params.params)))
+
+    def leave_Call(self, original_node: cst.Call, updated_node: cst.Call):
+        func = updated_node.func
+        if not isinstance(func, cst.Name):
+            return updated_node
+        name = func.value
+        if name not in self.facts.fw_functions and name not in self.facts.external_fw:
+            return updated_node
+        args = list(updated_node.args)
+        if args and isinstance(args[0].value, cst.Name) and args[0].value.value == self.fw and args[0].keyword is None:
+            return updated_node
+        if not self.in_fw_scope():
+            self.todo(original_node, f"`{name}` now takes `{self.fw}`, which is not in reach here")
+            return updated_node
+        comma = cst.Comma(whitespace_after=cst.SimpleWhitespace(" ")) if args else cst.MaybeSentinel.DEFAULT
+        return updated_node.with_changes(args=[cst.Arg(cst.Name(self.fw), comma=comma)] + args)
+
+
+class HelperParams(Rule):
+    code = "PTM110"
+    name = "helper-params"
+    examples = []
+
+    def transformer(self, ctx: Context) -> RuleTransformer:
+        return _Transformer(self, ctx)

@@ -1,0 +1,35 @@
+"""PTM108 print-once: `print(...)` on the training path becomes `fabric.print(...)` / `accelerator.print(...)`.
+
+What it does: rewrites `print` calls in the setup scope and in functions that receive the framework object.
+
+Why: every process runs the whole script; a plain print appears once per process. The framework print
+writes once per node (local rank 0).
+
+Example: `print(f"epoch {epoch} loss {loss.item():.4f}")` -> `fabric.print(f"epoch {epoch} loss {loss.item():.4f}")`.
+
+Fabric form: `fabric.print(...)`. Accelerate form: `accelerator.print(...)`. Keyword arguments pass through.
+
+Fix safety: safe. Prints in library code off the training path are left alone.
+"""
+from __future__ import annotations
+
+import libcst as cst
+
+from migrator.rules.base import Context, Rule, RuleTransformer
+
+
+class _Transformer(RuleTransformer):
+    def leave_Call(self, original_node: cst.Call, updated_node: cst.Call):
+        if isinstance(updated_node.func, cst.Name) and updated_node.func.value == "print" and self.in_fw_scope():
+            self.report(original_node, f"`print` -> `{self.fw}.print`, once per node", True)
+            return updated_node.with_changes(func=cst.Attribute(value=cst.Name(self.fw), attr=cst.Name("print")))
+        return updated_node
+
+
+class PrintOnce(Rule):
+    code = "PTM108"
+    name = "print-once"
+    examples = []
+
+    def transformer(self, ctx: Context) -> RuleTransformer:
+        return _Transformer(self, ctx)

@@ -1,0 +1,52 @@
+"""PTM109 seed: `torch.manual_seed(s)` in the setup scope becomes the framework's seeding.
+
+What it does: `torch.manual_seed(s)` -> `fabric.seed_everything(s)` / `set_seed(s)` (from accelerate.utils).
+
+Why: the framework seeds Python, NumPy and torch (all devices) in one call and records the seed so that
+processes it starts are seeded alike.
+
+Example: `torch.manual_seed(args.seed)` -> `fabric.seed_everything(args.seed)`.
+
+Fabric form: `fabric.seed_everything(s)`. Accelerate form: `set_seed(s)`.
+
+Fix safety: safe; only a bare statement call is rewritten (its return value unused).
+"""
+from __future__ import annotations
+
+import libcst as cst
+import libcst.matchers as m
+from libcst.codemod.visitors import AddImportsVisitor
+from libcst.metadata import QualifiedNameProvider
+
+from migrator.analysis import MAIN_GUARD, MODULE
+from migrator.names import qualified_names
+from migrator.rules.base import Context, Rule, RuleTransformer
+
+
+class _Transformer(RuleTransformer):
+    METADATA_DEPENDENCIES = RuleTransformer.METADATA_DEPENDENCIES + (QualifiedNameProvider,)
+
+    def leave_Expr(self, original_node: cst.Expr, updated_node: cst.Expr):
+        call = updated_node.value
+        scope = self.scope
+        in_setup = scope == self.facts.setup_scope or (self.facts.setup_scope == MAIN_GUARD and scope == MODULE)
+        if not (in_setup and isinstance(call, cst.Call) and isinstance(original_node.value, cst.Call)):
+            return updated_node
+        if "torch.manual_seed" not in qualified_names(self, original_node.value.func):
+            return updated_node
+        if self.ctx.target == "fabric":
+            func = cst.Attribute(value=cst.Name(self.fw), attr=cst.Name("seed_everything"))
+        else:
+            AddImportsVisitor.add_needed_import(self.ctx.codemod, "accelerate.utils", "set_seed")
+            func = cst.Name("set_seed")
+        self.report(original_node, "seeding -> the framework's seeding", True)
+        return updated_node.with_changes(value=call.with_changes(func=func))
+
+
+class Seed(Rule):
+    code = "PTM109"
+    name = "seed"
+    examples = []
+
+    def transformer(self, ctx: Context) -> RuleTransformer:
+        return _Transformer(self, ctx)

@@ -1,0 +1,97 @@
+"""PTM105 setup-model-optimizer: hand models and optimizers to the framework.
+
+What it does: right after the statement that creates the last optimizer, inserts
+`model, optimizer = fabric.setup(model, optimizer)` (one call per model/optimizer pair) or
+`model, optimizer = accelerator.prepare(model, optimizer)` (one call for all of them, in order).
+
+Why: setup/prepare moves the model to the right device, wraps it for distributed training and hooks the
+optimizer into mixed precision. Models are found as the owners of the `.parameters()` given to an optimizer.
+
+Example: `optimizer = torch.optim.SGD(model.parameters(), lr=0.1)` is followed by the setup line.
+
+Fabric form: `fabric.setup(model, optimizer)` per pair; when one optimizer trains several models (or several
+optimizers share a model) `fabric.setup_module(m)` per model, then `fabric.setup_optimizers(o1, o2)`.
+
+Accelerate form: `model, optimizer = accelerator.prepare(model, optimizer)`; a GAN gets
+`g, d, opt_g, opt_d = accelerator.prepare(g, d, opt_g, opt_d)`.
+
+LR schedulers are not prepared: they are built from the loader length after `setup_dataloaders`/`prepare`
+(see semantics.md), so they already count the per-rank steps. An optimizer whose model cannot be told
+gets a TODO.
+
+Fix safety: safe.
+"""
+from __future__ import annotations
+
+from typing import Dict, List
+
+import libcst as cst
+import libcst.matchers as m
+
+from migrator.names import assigned_names, dotted
+from migrator.rules.base import Context, Example, Rule, RuleTransformer
+from migrator.rules.framework_object import _Transformer as _FrameworkPlacement
+
+
+def setup_lines(ctx: Context, optimizers: Dict[str, List[str]]) -> List[str]:
+    fw = ctx.fw
+    models = ctx.facts.models
+    if ctx.target == "accelerate":
+        names = models + list(optimizers)
+        return [f"{', '.join(names)} = {fw}.prepare({', '.join(names)})"]
+    owners = [ms[0] for ms in optimizers.values() if len(ms) == 1]
+    one_to_one = all(len(ms) == 1 for ms in optimizers.values()) and len(set(owners)) == len(owners)
+    if one_to_one:
+        return [f"{ms[0]}, {o} = {fw}.setup({ms[0]}, {o})" for o, ms in optimizers.items()]
+    lines = [f"{mm} = {fw}.setup_module({mm})" for mm in models]
+    opts = list(optimizers)
+    lines.append(f"{', '.join(opts)} = {fw}.setup_optimizers({', '.join(opts)})")
+    return lines
+
+
+def already_set_up(body, fw: str, names: List[str]) -> bool:
+    """True when some statement of the block already passes these names to the framework."""
+    calls = m.Call(func=m.Attribute(value=m.Name(fw), attr=m.Name("setup") | m.Name("setup_module")
+                                    | m.Name("setup_optimizers") | m.Name("prepare")))
+    for stmt in body:
+        for call in m.findall(stmt, calls):
+            args = {dotted(a.value) for a in call.args}
+            if args & set(names):
+                return True
+    return False
+
+
+def assigns(stmt: cst.CSTNode, names) -> bool:
+    for a in m.findall(stmt, m.Assign()):
+        if any(n in names for t in a.targets for n in assigned_names(t.target)):
+            return True
+    return False
+
+
+class _Transformer(_FrameworkPlacement):
+    def _insert(self, body, module_level):
+        optimizers = {o: ms for o, ms in self.facts.optimizers.items() if ms}
+        for o, ms in self.facts.optimizers.items():
+            if not ms:
+                for stmt in body:
+                    if assigns(stmt, {o}):
+                        self.todo(stmt, f"cannot tell which model `{o}` trains; set both up with "
+                                        f"`{self.fw}.{'setup' if self.ctx.target == 'fabric' else 'prepare'}(model, {o})`")
+        if not optimizers or already_set_up(body, self.fw, list(optimizers)):
+            return list(body)
+        last = max((i for i, s in enumerate(body) if assigns(s, set(optimizers))), default=None)
+        if last is None:
+            return list(body)
+        new = [cst.parse_statement(line) for line in setup_lines(self.ctx, optimizers)]
+        what = ", ".join(self.facts.models + list(optimizers))
+        self.report(self.where(last, body), f"set up {what} with {self.fw}", True)
+        return list(body[: last + 1]) + new + list(body[last + 1:])
+
+
+class SetupModelOptimizer(Rule):
+    code = "PTM105"
+    name = "setup-model-optimizer"
+    examples = []
+
+    def transformer(self, ctx: Context) -> RuleTransformer:
+        return _Transformer(self, ctx)

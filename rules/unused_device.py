@@ -1,0 +1,60 @@
+"""PTM113 unused-device: a device variable that nothing uses any more is deleted.
+
+What it does: after the other rules, `device = fabric.device` in a function that no longer reads `device`
+is removed, and so is an `if torch.cuda.is_available(): pass` left empty by removed moves.
+
+Why: keeps the migrated script as short as a hand-written one.
+
+Example: `device = fabric.device` with no other use of `device` is deleted.
+
+Fabric form and Accelerate form: the same.
+
+Fix safety: safe; only names bound to the framework's device are touched.
+"""
+from __future__ import annotations
+
+import libcst as cst
+import libcst.matchers as m
+
+from migrator.names import dotted
+from migrator.rules.base import Context, Rule, RuleTransformer
+
+
+def _uses(body: cst.CSTNode, name: str) -> int:
+    return len(m.findall(body, m.Name(name)))
+
+
+class _Transformer(RuleTransformer):
+    def _prune(self, stmts):
+        out = []
+        for stmt in stmts:
+            if m.matches(stmt, m.SimpleStatementLine(body=[m.Assign(targets=[m.AssignTarget(m.Name())],
+                                                                     value=m.Attribute(m.Name(self.fw), m.Name("device")))])):
+                name = stmt.body[0].targets[0].target.value
+                others = sum(_uses(s, name) for s in stmts if s is not stmt)
+                if others == 0:
+                    self.report(stmt, f"removed `{name}`: nothing uses it after the migration", True)
+                    continue
+            if m.matches(stmt, m.If(body=m.IndentedBlock(body=[m.SimpleStatementLine(body=[m.Pass()])]), orelse=None)) \
+                    and not m.findall(stmt.test, m.Call(func=m.Attribute(attr=m.Name("is_available")) | m.Name()) ,) == [] \
+                    and all(dotted(c.func) is not None and dotted(c.func).endswith("is_available")
+                            for c in m.findall(stmt.test, m.Call())):
+                continue
+            out.append(stmt)
+        return out
+
+    def leave_FunctionDef(self, original_node, updated_node):
+        updated_node = super().leave_FunctionDef(original_node, updated_node)
+        body = self._prune(list(updated_node.body.body))
+        if not body:
+            return updated_node
+        return updated_node.with_changes(body=updated_node.body.with_changes(body=body))
+
+
+class UnusedDevice(Rule):
+    code = "PTM113"
+    name = "unused-device"
+    examples = []
+
+    def transformer(self, ctx: Context) -> RuleTransformer:
+        return _Transformer(self, ctx)
