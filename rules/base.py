@@ -148,8 +148,10 @@ class RuleTransformer(cst.CSTTransformer):
 
     def todo(self, node: cst.CSTNode, message: str, severity: str = WARNING) -> None:
         """Report that a person must act here, and mark the enclosing statement with a TODO comment."""
-        self.report(node, message, fixed=False, severity=severity)
         stmts = getattr(self, "_stmts", [])
+        if stmts and has_todo(stmts[-1], self.rule.code):
+            return  # marked by an earlier run: the marker is the record, a rerun reports nothing new
+        self.report(node, message, fixed=False, severity=severity)
         if stmts:
             todos = getattr(self, "_todos", {})
             todos.setdefault(id(stmts[-1]), []).append((self.rule.code, message))

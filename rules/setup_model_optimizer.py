@@ -52,7 +52,8 @@ def setup_lines(ctx: Context, optimizers: Dict[str, List[str]]) -> List[str]:
 def already_set_up(body, fw: str, names: List[str]) -> bool:
     """True when some statement of the block already passes these names to the framework."""
     calls = m.Call(func=m.Attribute(value=m.Name(fw), attr=m.Name("setup") | m.Name("setup_module")
-                                    | m.Name("setup_optimizers") | m.Name("prepare")))
+                                    | m.Name("setup_optimizers") | m.Name("setup_dataloaders")
+                                    | m.Name("prepare")))
     for stmt in body:
         for call in m.findall(stmt, calls):
             args = {dotted(a.value) for a in call.args}

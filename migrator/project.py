@@ -1,0 +1,123 @@
+"""Cross-file facts: which functions of a folder's modules take the framework object.
+
+A training loop often lives in a helper module (`trainer.py`) that the entry script imports. Migrating the
+folder must change both consistently: the helper's function gains the framework parameter and the entry
+script passes it. This module computes, for one folder, the set "module.function" of functions that take
+it; the engine receives the set through `Options.external_fw_functions`.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Dict, FrozenSet, Optional
+
+import libcst as cst
+from libcst.metadata import MetadataWrapper
+
+from migrator.analysis import MAIN_GUARD, MODULE, analyze
+
+_IMPORT = re.compile(r"^\s*(?:from\s+([\w.]+)\s+import|import\s+([\w.]+))", re.M)
+
+
+def imports_sibling(source: str, siblings) -> bool:
+    """Cheap test: does this source import one of the sibling module names?"""
+    for a, b in _IMPORT.findall(source):
+        name = (a or b).split(".")[0]
+        if name in siblings:
+            return True
+    return False
+
+
+def folder_fw_functions(sources: Dict[str, str], target: str = "fabric") -> FrozenSet[str]:
+    """`sources` maps module name -> source for the candidate modules of one folder."""
+    parsed: Dict[str, cst.Module] = {}
+    for name, src in sources.items():
+        try:
+            parsed[name] = cst.parse_module(src)
+        except Exception:
+            continue
+    # candidates: functions that call backward or print, in any module of the folder
+    candidates = set()
+    infos = {}
+    for name, module in parsed.items():
+        facts = analyze(MetadataWrapper(module, unsafe_skip_copy=True), target, frozenset(), name)
+        infos[name] = facts
+        for fname, info in facts.functions.items():
+            if fname not in (MODULE, MAIN_GUARD) and (info.has_backward or info.has_print):
+                candidates.add(f"{name}.{fname}")
+    chosen = {f"{n}.{f}" for n, facts in infos.items() for f in facts.fw_functions}
+    for _ in range(4):  # a fixpoint; folders are small and call chains short
+        before = set(chosen)
+        for name, module in parsed.items():
+            facts = analyze(MetadataWrapper(module, unsafe_skip_copy=True), target,
+                            frozenset(candidates | chosen), name)
+            roots = {facts.setup_scope} | set(facts.fw_functions)
+            if facts.setup_scope == MAIN_GUARD:
+                roots.add(MODULE)
+            imported = _imported_names(module, candidates | chosen)
+            for root in roots:
+                info = facts.functions.get(root)
+                for callee, _, _ in (info.calls if info else []):
+                    if callee in imported:
+                        chosen.add(imported[callee])
+            facts = analyze(MetadataWrapper(module, unsafe_skip_copy=True), target, frozenset(chosen), name)
+            chosen |= {f"{name}.{f}" for f in facts.fw_functions}
+        if chosen == before:
+            break
+    return frozenset(chosen)
+
+
+def _imported_names(module: cst.Module, qualified) -> Dict[str, str]:
+    out = {}
+    for stmt in module.body:
+        if isinstance(stmt, cst.SimpleStatementLine):
+            for small in stmt.body:
+                if isinstance(small, cst.ImportFrom) and small.module is not None and \
+                        not isinstance(small.names, cst.ImportStar):
+                    mod = cst.Module([]).code_for_node(small.module)
+                    for alias in small.names:
+                        name = cst.Module([]).code_for_node(alias.name)
+                        if f"{mod}.{name}" in qualified:
+                            out[alias.asname.name.value if alias.asname else name] = f"{mod}.{name}"
+    return out
+
+
+class ProjectIndex:
+    """Caches the folder facts for a run over many files."""
+
+    def __init__(self, target: str):
+        self.target = target
+        self._cache: Dict[Path, FrozenSet[str]] = {}
+
+    def fw_functions_for(self, path: Path, source: str) -> FrozenSet[str]:
+        folder = path.resolve().parent
+        if folder in self._cache:
+            return self._cache[folder]
+        siblings = {p.stem: p for p in folder.glob("*.py") if p.resolve() != path.resolve()}
+        sources = {path.stem: source}
+        if not imports_sibling(source, siblings):
+            # this file imports no sibling; but a sibling may import it (the entry script imports the trainer)
+            importers = {}
+            for stem, p in siblings.items():
+                text = _read(p)
+                if text is not None and "torch" in text and imports_sibling(text, {path.stem}):
+                    importers[stem] = text
+            if not importers:
+                return frozenset()
+            sources.update(importers)
+        else:
+            for stem, p in siblings.items():
+                text = _read(p)
+                if text is not None and "torch" in text:
+                    sources[stem] = text
+        result = folder_fw_functions(sources, self.target)
+        if len(sources) > 2:
+            self._cache[folder] = result
+        return result
+
+
+def _read(p: Path) -> Optional[str]:
+    try:
+        return p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
