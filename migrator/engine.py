@@ -48,13 +48,26 @@ def migrate(source: str, target: str, options: Optional[Options] = None) -> Migr
     try:
         module = cst.parse_module(source)
     except cst.ParserSyntaxError as e:
-        return _failure(source, PARSE_ERROR, e.raw_line, e.raw_column + 1, f"cannot parse: {e.message}")
+        line, col, reason = _python_syntax_error(source) or (e.raw_line, e.raw_column + 1, e.message)
+        return _failure(source, PARSE_ERROR, line, col, f"cannot parse: {reason}")
     except Exception as e:  # libcst raises a few other errors on odd input (e.g. bad indentation)
         return _failure(source, PARSE_ERROR, 1, 1, f"cannot parse: {e}")
     try:
         return _run_rules(source, module, target, options)
     except RuleCrash as crash:
         return _failure(source, RULE_CRASH, 1, 1, str(crash))
+
+
+def _python_syntax_error(source: str):
+    """CPython's own account of a syntax error (line, column, reason): clearer than the CST parser's."""
+    import ast
+    try:
+        ast.parse(source)
+    except SyntaxError as e:
+        return e.lineno or 1, e.offset or 1, e.msg
+    except Exception:
+        return None
+    return None
 
 
 class RuleCrash(Exception):

@@ -7,6 +7,7 @@ The few orderings that matter:
 - model-moves before tensor-device, so a model's `.cuda()` is removed rather than retargeted;
 - setup and framework-object after the expression rules, since they insert statements the others would
   otherwise revisit;
+- main-guard right after framework-object, so the new object goes under the guard with the code;
 - unused-device last: it deletes what the others left unused.
 """
 from __future__ import annotations
@@ -20,6 +21,7 @@ from migrator.rules.device_selection import DeviceSelection
 from migrator.rules.eval_dataset_len import ShardedMetric
 from migrator.rules.framework_object import FrameworkObject
 from migrator.rules.helper_params import HelperParams
+from migrator.rules.main_guard import MainGuard
 from migrator.rules.model_moves import ModelMoves
 from migrator.rules.print_once import PrintOnce
 from migrator.rules.seed import Seed
@@ -41,6 +43,7 @@ REGISTRY: List[Rule] = [
     SetupModelOptimizer(),
     SetupDataloaders(),
     FrameworkObject(),
+    MainGuard(),
     UnusedDevice(),
 ]
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import libcst as cst
 
 from migrator.names import dotted
-from migrator.rules.base import Context, Rule, RuleTransformer
+from migrator.rules.base import Example, Context, Rule, RuleTransformer
 
 BACKWARD_PARAMS = ("gradient", "retain_graph", "create_graph", "inputs")
 
@@ -55,7 +55,13 @@ class _Transformer(RuleTransformer):
 class Backward(Rule):
     code = "PTM107"
     name = "backward"
-    examples = []
+    examples = [
+        Example(
+            before='import torch\nfrom torch.utils.data import DataLoader, TensorDataset\n\ndef main():\n    model = torch.nn.Linear(4, 1)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    out = model(torch.randn(8, 4))\n    (out.sum() + out.mean()).backward(retain_graph=True)\n    out.sum().backward()\n    optimizer.step()\n',
+            fabric='import torch\nfrom torch.utils.data import DataLoader, TensorDataset\n\ndef main():\n    model = torch.nn.Linear(4, 1)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    out = model(torch.randn(8, 4))\n    fabric.backward(out.sum() + out.mean(), retain_graph=True)\n    fabric.backward(out.sum())\n    optimizer.step()\n',
+            accelerate='import torch\nfrom torch.utils.data import DataLoader, TensorDataset\n\ndef main():\n    model = torch.nn.Linear(4, 1)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    out = model(torch.randn(8, 4))\n    accelerator.backward(out.sum() + out.mean(), retain_graph=True)\n    accelerator.backward(out.sum())\n    optimizer.step()\n',
+        )
+    ]
 
     def transformer(self, ctx: Context) -> RuleTransformer:
         return _Transformer(self, ctx)

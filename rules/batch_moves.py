@@ -25,7 +25,7 @@ import libcst.matchers as m
 from migrator.analysis import MAIN_GUARD, MODULE, batch_names, unwrap_loader_iter
 from migrator.names import assigned_names, dotted
 from migrator.rules._moves import rooted_in, strip_move
-from migrator.rules.base import Context, Rule, RuleTransformer
+from migrator.rules.base import Example, Context, Rule, RuleTransformer
 
 COMPREHENSIONS = (cst.ListComp, cst.SetComp, cst.DictComp, cst.GeneratorExp)
 
@@ -168,7 +168,13 @@ def _is_identity(assign: cst.Assign) -> bool:
 class BatchMoves(Rule):
     code = "PTM103"
     name = "batch-moves"
-    examples = []
+    examples = [
+        Example(
+            before='import torch\nfrom torch.utils.data import DataLoader, TensorDataset\n\ndef main(device):\n    model = torch.nn.Linear(4, 1)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    loader = DataLoader(TensorDataset(torch.randn(8, 4), torch.randn(8, 1)), batch_size=4)\n    for x, y in loader:\n        x, y = x.to(device), y.to(device)\n        noise = torch.randn(4, 4).to(device)\n        loss = ((model(x + noise) - y) ** 2).mean()\n        loss.backward()\n        optimizer.step()\n',
+            fabric='import torch\nfrom torch.utils.data import DataLoader, TensorDataset\n\ndef main(device):\n    model = torch.nn.Linear(4, 1)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    loader = DataLoader(TensorDataset(torch.randn(8, 4), torch.randn(8, 1)), batch_size=4)\n    for x, y in loader:\n        noise = torch.randn(4, 4).to(device)\n        loss = ((model(x + noise) - y) ** 2).mean()\n        loss.backward()\n        optimizer.step()\n',
+            accelerate='import torch\nfrom torch.utils.data import DataLoader, TensorDataset\n\ndef main(device):\n    model = torch.nn.Linear(4, 1)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    loader = DataLoader(TensorDataset(torch.randn(8, 4), torch.randn(8, 1)), batch_size=4)\n    for x, y in loader:\n        noise = torch.randn(4, 4).to(device)\n        loss = ((model(x + noise) - y) ** 2).mean()\n        loss.backward()\n        optimizer.step()\n',
+        )
+    ]
 
     def transformer(self, ctx: Context) -> RuleTransformer:
         return _Transformer(self, ctx)

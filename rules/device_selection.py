@@ -21,7 +21,7 @@ from libcst.metadata import QualifiedNameProvider
 
 from migrator.analysis import device_if_target, is_device_expr
 from migrator.names import dotted, qualified_names
-from migrator.rules.base import Context, Rule, RuleTransformer
+from migrator.rules.base import Example, Context, Rule, RuleTransformer
 
 
 class _Transformer(RuleTransformer):
@@ -76,7 +76,13 @@ class _Transformer(RuleTransformer):
 class DeviceSelection(Rule):
     code = "PTM101"
     name = "device-selection"
-    examples = []
+    examples = [
+        Example(
+            before='import torch\nfrom torch.utils.data import DataLoader, TensorDataset\n\ndef main():\n    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")\n    model = torch.nn.Linear(4, 1).to(device)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    x = torch.randn(8, 4).to(device)\n    model(x).sum().backward()\n    optimizer.step()\n',
+            fabric='import torch\nfrom torch.utils.data import DataLoader, TensorDataset\n\ndef main():\n    device = fabric.device\n    model = torch.nn.Linear(4, 1).to(device)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    x = torch.randn(8, 4).to(device)\n    model(x).sum().backward()\n    optimizer.step()\n',
+            accelerate='import torch\nfrom torch.utils.data import DataLoader, TensorDataset\n\ndef main():\n    device = accelerator.device\n    model = torch.nn.Linear(4, 1).to(device)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    x = torch.randn(8, 4).to(device)\n    model(x).sum().backward()\n    optimizer.step()\n',
+        )
+    ]
 
     def transformer(self, ctx: Context) -> RuleTransformer:
         return _Transformer(self, ctx)

@@ -22,7 +22,7 @@ import libcst.matchers as m
 
 from migrator.analysis import MAIN_GUARD, MODULE
 from migrator.names import dotted
-from migrator.rules.base import REPORT_ONLY, Context, Rule, RuleTransformer
+from migrator.rules.base import Example, REPORT_ONLY, Context, Rule, RuleTransformer
 
 
 class _Transformer(RuleTransformer):
@@ -46,7 +46,13 @@ class ShardedMetric(Rule):
     code = "PTM112"
     name = "sharded-metric"
     fix_safety = REPORT_ONLY
-    examples = []
+    examples = [
+        Example(
+            before='import torch\nfrom torch.utils.data import DataLoader, TensorDataset\n\ndef test(model, loader):\n    correct = 0\n    for x, y in loader:\n        correct += (model(x).argmax(1) == y).sum().item()\n    print(correct / len(loader.dataset))\n\n\ndef main():\n    model = torch.nn.Linear(4, 2)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    loader = DataLoader(TensorDataset(torch.randn(8, 4), torch.randint(0, 2, (8,))), batch_size=4)\n    model(torch.randn(8, 4)).sum().backward()\n    optimizer.step()\n    test(model, loader)\n',
+            fabric="import torch\nfrom torch.utils.data import DataLoader, TensorDataset\n\ndef test(model, loader):\n    correct = 0\n    for x, y in loader:\n        correct += (model(x).argmax(1) == y).sum().item()\n    # TODO(pt-migrate) PTM112: `len(loader.dataset)` counts all ranks' samples but this rank sees only its shard: all_reduce the metric and its count\n    print(correct / len(loader.dataset))\n\n\ndef main():\n    model = torch.nn.Linear(4, 2)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    loader = DataLoader(TensorDataset(torch.randn(8, 4), torch.randint(0, 2, (8,))), batch_size=4)\n    model(torch.randn(8, 4)).sum().backward()\n    optimizer.step()\n    test(model, loader)\n",
+            accelerate="import torch\nfrom torch.utils.data import DataLoader, TensorDataset\n\ndef test(model, loader):\n    correct = 0\n    for x, y in loader:\n        correct += (model(x).argmax(1) == y).sum().item()\n    # TODO(pt-migrate) PTM112: `len(loader.dataset)` counts all ranks' samples but this rank sees only its shard: use accelerator.gather_for_metrics\n    print(correct / len(loader.dataset))\n\n\ndef main():\n    model = torch.nn.Linear(4, 2)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    loader = DataLoader(TensorDataset(torch.randn(8, 4), torch.randint(0, 2, (8,))), batch_size=4)\n    model(torch.randn(8, 4)).sum().backward()\n    optimizer.step()\n    test(model, loader)\n",
+        )
+    ]
 
     def transformer(self, ctx: Context) -> RuleTransformer:
         return _Transformer(self, ctx)

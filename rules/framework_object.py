@@ -78,18 +78,20 @@ def creation_statements(ctx: Context) -> List[cst.BaseStatement]:
 
 
 def insertion_index(body: Sequence[cst.BaseStatement], module_level: bool) -> int:
-    """After a docstring; at module level, after the leading imports."""
+    """After a docstring; at module level, at the first statement that is not an import or a definition."""
     idx = 0
     if body and _is_docstring(body[0]):
         idx = 1
     if not module_level:
         return idx
+    return first_code_index(body)
+
+
+def first_code_index(body: Sequence[cst.BaseStatement]) -> int:
     for i, stmt in enumerate(body):
-        if _is_import(stmt):
-            idx = i + 1
-        elif not (_is_docstring(stmt) or isinstance(stmt, (cst.FunctionDef, cst.ClassDef))):
-            break
-    return idx
+        if not (_is_import(stmt) or _is_docstring(stmt) or isinstance(stmt, (cst.FunctionDef, cst.ClassDef))):
+            return i
+    return len(body)
 
 
 def _is_docstring(stmt: cst.BaseStatement) -> bool:
@@ -159,16 +161,9 @@ class FrameworkObject(Rule):
     name = "framework-object"
     examples = [
         Example(
-            before=(
-                "import torch\n\n"
-                "model = torch.nn.Linear(2, 1)\n"
-                "optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n"
-                "loss = model(torch.randn(4, 2)).sum()\n"
-                "loss.backward()\n"
-                "optimizer.step()\n"
-            ),
-            fabric=None,  # filled by the test from the engine; see tests/test_rule_examples.py
-            accelerate=None,
+            before='import torch\nfrom torch.utils.data import DataLoader, TensorDataset\n\nmodel = torch.nn.Linear(4, 1)\noptimizer = torch.optim.SGD(model.parameters(), lr=0.1)\nloss = model(torch.randn(8, 4)).sum()\nloss.backward()\noptimizer.step()\n',
+            fabric='import torch\nfrom torch.utils.data import DataLoader, TensorDataset\nimport os\nfrom lightning.fabric import Fabric\n\n# without --devices, the device and node counts follow torchrun when it starts the script\nfabric = Fabric(devices=os.environ.get("LOCAL_WORLD_SIZE", "auto"), num_nodes=int(os.environ.get("GROUP_WORLD_SIZE", "1")))\nfabric.launch()\n\nmodel = torch.nn.Linear(4, 1)\noptimizer = torch.optim.SGD(model.parameters(), lr=0.1)\nloss = model(torch.randn(8, 4)).sum()\nloss.backward()\noptimizer.step()\n',
+            accelerate='import torch\nfrom torch.utils.data import DataLoader, TensorDataset\nfrom accelerate import Accelerator\n\naccelerator = Accelerator()\n\nmodel = torch.nn.Linear(4, 1)\noptimizer = torch.optim.SGD(model.parameters(), lr=0.1)\nloss = model(torch.randn(8, 4)).sum()\nloss.backward()\noptimizer.step()\n',
         )
     ]
 

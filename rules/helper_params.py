@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import libcst as cst
 
-from migrator.rules.base import Context, Rule, RuleTransformer
+from migrator.rules.base import Example, Context, Rule, RuleTransformer
 
 
 class _Transformer(RuleTransformer):
@@ -67,7 +67,13 @@ class _Transformer(RuleTransformer):
 class HelperParams(Rule):
     code = "PTM110"
     name = "helper-params"
-    examples = []
+    examples = [
+        Example(
+            before='import torch\nfrom torch.utils.data import DataLoader, TensorDataset\n\ndef train_step(model, optimizer, x):\n    loss = model(x).sum()\n    loss.backward()\n    optimizer.step()\n\n\ndef main():\n    model = torch.nn.Linear(4, 1)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    train_step(model, optimizer, torch.randn(8, 4))\n',
+            fabric='import torch\nfrom torch.utils.data import DataLoader, TensorDataset\n\ndef train_step(fabric, model, optimizer, x):\n    loss = model(x).sum()\n    loss.backward()\n    optimizer.step()\n\n\ndef main():\n    model = torch.nn.Linear(4, 1)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    train_step(fabric, model, optimizer, torch.randn(8, 4))\n',
+            accelerate='import torch\nfrom torch.utils.data import DataLoader, TensorDataset\n\ndef train_step(accelerator, model, optimizer, x):\n    loss = model(x).sum()\n    loss.backward()\n    optimizer.step()\n\n\ndef main():\n    model = torch.nn.Linear(4, 1)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    train_step(accelerator, model, optimizer, torch.randn(8, 4))\n',
+        )
+    ]
 
     def transformer(self, ctx: Context) -> RuleTransformer:
         return _Transformer(self, ctx)

@@ -19,7 +19,7 @@ import libcst as cst
 
 from migrator.names import dotted
 from migrator.rules._moves import strip_move
-from migrator.rules.base import Context, Rule, RuleTransformer
+from migrator.rules.base import Example, Context, Rule, RuleTransformer
 
 
 def strip_moves_in_chain(node: cst.BaseExpression, facts) -> cst.BaseExpression:
@@ -61,7 +61,13 @@ class _Transformer(RuleTransformer):
 class ModelMoves(Rule):
     code = "PTM102"
     name = "model-moves"
-    examples = []
+    examples = [
+        Example(
+            before='import torch\nfrom torch.utils.data import DataLoader, TensorDataset\n\ndef main(device):\n    model = torch.nn.Linear(4, 1).to(device)\n    teacher = torch.nn.Linear(4, 1).to(device)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    model(torch.randn(8, 4)).sum().backward()\n    optimizer.step()\n',
+            fabric='import torch\nfrom torch.utils.data import DataLoader, TensorDataset\n\ndef main(device):\n    model = torch.nn.Linear(4, 1)\n    teacher = torch.nn.Linear(4, 1).to(device)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    model(torch.randn(8, 4)).sum().backward()\n    optimizer.step()\n',
+            accelerate='import torch\nfrom torch.utils.data import DataLoader, TensorDataset\n\ndef main(device):\n    model = torch.nn.Linear(4, 1)\n    teacher = torch.nn.Linear(4, 1).to(device)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    model(torch.randn(8, 4)).sum().backward()\n    optimizer.step()\n',
+        )
+    ]
 
     def transformer(self, ctx: Context) -> RuleTransformer:
         return _Transformer(self, ctx)

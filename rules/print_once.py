@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import libcst as cst
 
-from migrator.rules.base import Context, Rule, RuleTransformer
+from migrator.rules.base import Example, Context, Rule, RuleTransformer
 
 
 class _Transformer(RuleTransformer):
@@ -29,7 +29,13 @@ class _Transformer(RuleTransformer):
 class PrintOnce(Rule):
     code = "PTM108"
     name = "print-once"
-    examples = []
+    examples = [
+        Example(
+            before='import torch\nfrom torch.utils.data import DataLoader, TensorDataset\n\ndef train(model, optimizer):\n    loss = model(torch.randn(8, 4)).sum()\n    loss.backward()\n    optimizer.step()\n    print(f"loss {loss.item():.4f}")\n\n\ndef main():\n    model = torch.nn.Linear(4, 1)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    train(model, optimizer)\n    print("done")\n',
+            fabric='import torch\nfrom torch.utils.data import DataLoader, TensorDataset\n\ndef train(model, optimizer):\n    loss = model(torch.randn(8, 4)).sum()\n    loss.backward()\n    optimizer.step()\n    fabric.print(f"loss {loss.item():.4f}")\n\n\ndef main():\n    model = torch.nn.Linear(4, 1)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    train(model, optimizer)\n    fabric.print("done")\n',
+            accelerate='import torch\nfrom torch.utils.data import DataLoader, TensorDataset\n\ndef train(model, optimizer):\n    loss = model(torch.randn(8, 4)).sum()\n    loss.backward()\n    optimizer.step()\n    accelerator.print(f"loss {loss.item():.4f}")\n\n\ndef main():\n    model = torch.nn.Linear(4, 1)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    train(model, optimizer)\n    accelerator.print("done")\n',
+        )
+    ]
 
     def transformer(self, ctx: Context) -> RuleTransformer:
         return _Transformer(self, ctx)

@@ -20,7 +20,7 @@ from libcst.metadata import QualifiedNameProvider
 
 from migrator.analysis import MAIN_GUARD, MODULE
 from migrator.names import qualified_names
-from migrator.rules.base import Context, Rule, RuleTransformer
+from migrator.rules.base import Example, Context, Rule, RuleTransformer
 
 
 class _Transformer(RuleTransformer):
@@ -46,7 +46,13 @@ class _Transformer(RuleTransformer):
 class Seed(Rule):
     code = "PTM109"
     name = "seed"
-    examples = []
+    examples = [
+        Example(
+            before='import torch\nfrom torch.utils.data import DataLoader, TensorDataset\n\ndef main(seed=0):\n    torch.manual_seed(seed)\n    model = torch.nn.Linear(4, 1)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    model(torch.randn(8, 4)).sum().backward()\n    optimizer.step()\n',
+            fabric='import torch\nfrom torch.utils.data import DataLoader, TensorDataset\n\ndef main(seed=0):\n    fabric.seed_everything(seed)\n    model = torch.nn.Linear(4, 1)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    model(torch.randn(8, 4)).sum().backward()\n    optimizer.step()\n',
+            accelerate='import torch\nfrom torch.utils.data import DataLoader, TensorDataset\nfrom accelerate.utils import set_seed\n\ndef main(seed=0):\n    set_seed(seed)\n    model = torch.nn.Linear(4, 1)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    model(torch.randn(8, 4)).sum().backward()\n    optimizer.step()\n',
+        )
+    ]
 
     def transformer(self, ctx: Context) -> RuleTransformer:
         return _Transformer(self, ctx)

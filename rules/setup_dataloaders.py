@@ -24,7 +24,7 @@ from typing import List
 import libcst as cst
 
 from migrator.names import assigned_names
-from migrator.rules.base import Context, Rule, RuleTransformer
+from migrator.rules.base import Example, Context, Rule, RuleTransformer
 from migrator.rules.setup_model_optimizer import already_set_up
 from migrator.rules.framework_object import _Transformer as _FrameworkPlacement
 import libcst.matchers as m
@@ -62,7 +62,13 @@ class _Transformer(_FrameworkPlacement):
 class SetupDataloaders(Rule):
     code = "PTM106"
     name = "setup-dataloaders"
-    examples = []
+    examples = [
+        Example(
+            before='import torch\nfrom torch.utils.data import DataLoader, TensorDataset\n\ndef main():\n    model = torch.nn.Linear(4, 1)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    train_loader = DataLoader(TensorDataset(torch.randn(8, 4)), batch_size=4, shuffle=True)\n    for (x,) in train_loader:\n        model(x).sum().backward()\n        optimizer.step()\n',
+            fabric='import torch\nfrom torch.utils.data import DataLoader, TensorDataset\n\ndef main():\n    model = torch.nn.Linear(4, 1)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    train_loader = DataLoader(TensorDataset(torch.randn(8, 4)), batch_size=4, shuffle=True)\n    train_loader = fabric.setup_dataloaders(train_loader)\n    for (x,) in train_loader:\n        model(x).sum().backward()\n        optimizer.step()\n',
+            accelerate='import torch\nfrom torch.utils.data import DataLoader, TensorDataset\n\ndef main():\n    model = torch.nn.Linear(4, 1)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    train_loader = DataLoader(TensorDataset(torch.randn(8, 4)), batch_size=4, shuffle=True)\n    train_loader = accelerator.prepare(train_loader)\n    for (x,) in train_loader:\n        model(x).sum().backward()\n        optimizer.step()\n',
+        )
+    ]
 
     def transformer(self, ctx: Context) -> RuleTransformer:
         return _Transformer(self, ctx)

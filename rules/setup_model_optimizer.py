@@ -92,7 +92,13 @@ class _Transformer(_FrameworkPlacement):
 class SetupModelOptimizer(Rule):
     code = "PTM105"
     name = "setup-model-optimizer"
-    examples = []
+    examples = [
+        Example(
+            before='import torch\nfrom torch.utils.data import DataLoader, TensorDataset\n\ndef main():\n    gen = torch.nn.Linear(4, 4)\n    disc = torch.nn.Linear(4, 1)\n    opt_g = torch.optim.Adam(gen.parameters())\n    opt_d = torch.optim.Adam(disc.parameters())\n    disc(gen(torch.randn(8, 4))).mean().backward()\n    opt_g.step()\n    opt_d.step()\n',
+            fabric='import torch\nfrom torch.utils.data import DataLoader, TensorDataset\n\ndef main():\n    gen = torch.nn.Linear(4, 4)\n    disc = torch.nn.Linear(4, 1)\n    opt_g = torch.optim.Adam(gen.parameters())\n    opt_d = torch.optim.Adam(disc.parameters())\n    gen, opt_g = fabric.setup(gen, opt_g)\n    disc, opt_d = fabric.setup(disc, opt_d)\n    disc(gen(torch.randn(8, 4))).mean().backward()\n    opt_g.step()\n    opt_d.step()\n',
+            accelerate='import torch\nfrom torch.utils.data import DataLoader, TensorDataset\n\ndef main():\n    gen = torch.nn.Linear(4, 4)\n    disc = torch.nn.Linear(4, 1)\n    opt_g = torch.optim.Adam(gen.parameters())\n    opt_d = torch.optim.Adam(disc.parameters())\n    gen, disc, opt_g, opt_d = accelerator.prepare(gen, disc, opt_g, opt_d)\n    disc(gen(torch.randn(8, 4))).mean().backward()\n    opt_g.step()\n    opt_d.step()\n',
+        )
+    ]
 
     def transformer(self, ctx: Context) -> RuleTransformer:
         return _Transformer(self, ctx)

@@ -19,7 +19,7 @@ import libcst as cst
 
 from migrator.names import dotted
 from migrator.rules._moves import is_device_arg, retarget_move
-from migrator.rules.base import Context, Rule, RuleTransformer
+from migrator.rules.base import Example, Context, Rule, RuleTransformer
 
 
 class _Transformer(RuleTransformer):
@@ -53,7 +53,13 @@ class _Transformer(RuleTransformer):
 class TensorMoves(Rule):
     code = "PTM104"
     name = "tensor-device"
-    examples = []
+    examples = [
+        Example(
+            before='import torch\nfrom torch.utils.data import DataLoader, TensorDataset\n\ndef main():\n    model = torch.nn.Linear(4, 1)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    x = torch.randn(8, 4).cuda()\n    mask = torch.ones(8, 1, device="cuda")\n    (model(x) * mask).sum().backward()\n    optimizer.step()\n',
+            fabric='import torch\nfrom torch.utils.data import DataLoader, TensorDataset\n\ndef main():\n    model = torch.nn.Linear(4, 1)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    x = torch.randn(8, 4).to(fabric.device)\n    mask = torch.ones(8, 1, device=fabric.device)\n    (model(x) * mask).sum().backward()\n    optimizer.step()\n',
+            accelerate='import torch\nfrom torch.utils.data import DataLoader, TensorDataset\n\ndef main():\n    model = torch.nn.Linear(4, 1)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    x = torch.randn(8, 4).to(accelerator.device)\n    mask = torch.ones(8, 1, device=accelerator.device)\n    (model(x) * mask).sum().backward()\n    optimizer.step()\n',
+        )
+    ]
 
     def transformer(self, ctx: Context) -> RuleTransformer:
         return _Transformer(self, ctx)

@@ -17,7 +17,7 @@ import libcst as cst
 import libcst.matchers as m
 
 from migrator.names import dotted
-from migrator.rules.base import Context, Rule, RuleTransformer
+from migrator.rules.base import Example, Context, Rule, RuleTransformer
 
 
 def _uses(body: cst.CSTNode, name: str) -> int:
@@ -54,7 +54,13 @@ class _Transformer(RuleTransformer):
 class UnusedDevice(Rule):
     code = "PTM113"
     name = "unused-device"
-    examples = []
+    examples = [
+        Example(
+            before='import torch\nfrom torch.utils.data import DataLoader, TensorDataset\n\nfrom lightning.fabric import Fabric\n\n\ndef main():\n    fabric = Fabric()\n    device = fabric.device\n    model = torch.nn.Linear(4, 1)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    model, optimizer = fabric.setup(model, optimizer)\n    fabric.backward(model(torch.randn(8, 4)).sum())\n    optimizer.step()\n',
+            fabric='import torch\nfrom torch.utils.data import DataLoader, TensorDataset\n\nfrom lightning.fabric import Fabric\n\n\ndef main():\n    fabric = Fabric()\n    model = torch.nn.Linear(4, 1)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    model, optimizer = fabric.setup(model, optimizer)\n    fabric.backward(model(torch.randn(8, 4)).sum())\n    optimizer.step()\n',
+            accelerate=None,
+        )
+    ]
 
     def transformer(self, ctx: Context) -> RuleTransformer:
         return _Transformer(self, ctx)

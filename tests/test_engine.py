@@ -1,0 +1,104 @@
+"""The engine as a pure function: results, errors, name resolution, non-training files."""
+import libcst as cst
+import pytest
+
+from migrator import Options, migrate
+
+LOOP = """
+for x, y in loader:
+    loss = ((model(x) - y) ** 2).mean()
+    loss.backward()
+    opt.step()
+"""
+
+IMPORT_STYLES = {
+    "alias": ("import torch as th\n", "model = th.nn.Linear(2, 1)\nopt = th.optim.SGD(model.parameters(), lr=0.1)\n"
+              "loader = th.utils.data.DataLoader(th.utils.data.TensorDataset(th.randn(4, 2), th.randn(4, 1)))\n"),
+    "nn_alias": ("import torch\nimport torch.nn as nn\nfrom torch.utils.data import DataLoader, TensorDataset\n",
+                 "model = nn.Linear(2, 1)\nopt = torch.optim.Adam(model.parameters())\n"
+                 "loader = DataLoader(TensorDataset(torch.randn(4, 2), torch.randn(4, 1)))\n"),
+    "from_torch_optim": ("import torch\nfrom torch import optim\nimport torch.utils.data\n",
+                         "model = torch.nn.Linear(2, 1)\nopt = optim.SGD(model.parameters(), lr=0.1)\n"
+                         "loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(4, 2), torch.randn(4, 1)))\n"),
+    "from_optim_class": ("import torch\nfrom torch.optim import AdamW\nfrom torch.utils.data import DataLoader as DL\n",
+                         "model = torch.nn.Linear(2, 1)\nopt = AdamW(model.parameters())\n"
+                         "loader = DL(torch.utils.data.TensorDataset(torch.randn(4, 2), torch.randn(4, 1)))\n"),
+}
+
+
+@pytest.mark.parametrize("style", sorted(IMPORT_STYLES))
+@pytest.mark.parametrize("target", ["fabric", "accelerate"])
+def test_names_resolve_through_imports(style, target):
+    imports, setup = IMPORT_STYLES[style]
+    result = migrate(imports + setup + LOOP, target)
+    fw = "fabric" if target == "fabric" else "accelerator"
+    assert result.error is None
+    call = "setup" if target == "fabric" else "prepare"
+    assert f"model, opt = {fw}.{call}(model, opt)" in result.code
+    loader_call = "setup_dataloaders" if target == "fabric" else "prepare"
+    assert f"loader = {fw}.{loader_call}(loader)" in result.code
+    assert f"{fw}.backward(loss)" in result.code
+
+
+def test_parse_error_is_a_result_not_an_exception():
+    src = "import torch\ndef f(:\n    loss.backward()\n"
+    result = migrate(src, "fabric")
+    assert result.error and result.code == src and not result.changed
+    d = result.diagnostics[0]
+    assert d.code == "PTM001" and d.line == 2 and d.severity == "error"
+
+
+def test_unknown_target_is_an_error():
+    assert migrate("x = 1\n", "keras").error
+
+
+@pytest.mark.parametrize("src", [
+    "",
+    "# only a comment\n",
+    "import torch\n\nclass Net(torch.nn.Module):\n    def forward(self, x):\n        return x.cuda()\n",
+    "import numpy as np\nprint(np.zeros(3))\n",
+    "import torch\nx = torch.randn(3, device='cuda')\nprint(x.to('cpu'))\n",
+])
+@pytest.mark.parametrize("target", ["fabric", "accelerate"])
+def test_non_training_files_are_byte_identical(src, target):
+    result = migrate(src, target)
+    assert result.code == src and not result.changed and not result.diagnostics
+
+
+def test_diagnostics_are_structured_and_name_input_lines():
+    src = open("examples/train.py").read()
+    result = migrate(src, "fabric")
+    lines = src.splitlines()
+    backward = [d for d in result.diagnostics if d.code == "PTM107"][0]
+    assert "loss.backward()" in lines[backward.line - 1]
+    assert backward.fixed and backward.severity == "info"
+    todo = [d for d in result.diagnostics if d.needs_attention][0]
+    assert todo.code == "PTM112" and "len(loader.dataset)" in lines[todo.line - 1]
+    assert "# TODO(pt-migrate) PTM112:" in result.code
+
+
+@pytest.mark.parametrize("target", ["fabric", "accelerate"])
+def test_output_parses_and_second_run_changes_nothing(target):
+    src = open("examples/train.py").read()
+    first = migrate(src, target)
+    cst.parse_module(first.code)
+    second = migrate(first.code, target)
+    assert second.code == first.code and not second.changed
+    assert not [d for d in second.diagnostics if d.fixed]
+
+
+def test_options_fill_the_constructors():
+    src = open("examples/train.py").read()
+    fab = migrate(src, "fabric", Options(accelerator="cpu", devices="2", strategy="ddp", precision="bf16-mixed", num_nodes=2)).code
+    assert 'Fabric(accelerator="cpu", devices=2, strategy="ddp", num_nodes=2, precision="bf16-mixed")' in fab
+    assert "fabric.launch()" in fab
+    acc = migrate(src, "accelerate", Options(accelerator="cpu", precision="bf16-mixed")).code
+    assert 'Accelerator(cpu=True, mixed_precision="bf16")' in acc
+    run = migrate(src, "fabric", Options(launcher="fabric-run")).code
+    assert "fabric = Fabric()" in run and "fabric.launch()" not in run
+
+
+def test_no_options_follow_torchrun_environment():
+    fab = migrate(open("examples/train.py").read(), "fabric").code
+    assert 'devices=os.environ.get("LOCAL_WORLD_SIZE", "auto")' in fab
+    assert "import os" in fab
