@@ -29,6 +29,7 @@ from migrator.rules.setup_dataloaders import SetupDataloaders
 from migrator.rules.setup_model_optimizer import SetupModelOptimizer
 from migrator.rules.tensor_moves import TensorMoves
 from migrator.rules.unused_device import UnusedDevice
+from migrator.rules.unsupported_constructs import NotMigrated
 
 REGISTRY: List[Rule] = [
     HelperParams(),
@@ -45,6 +46,7 @@ REGISTRY: List[Rule] = [
     FrameworkObject(),
     MainGuard(),
     UnusedDevice(),
+    NotMigrated(),
 ]
 
 BY_CODE: Dict[str, Rule] = {r.code: r for r in REGISTRY}
