@@ -13,7 +13,9 @@ from libcst.metadata import MetadataWrapper
 from migrator.analysis import analyze
 from migrator.diagnostics import ERROR, Diagnostic
 from migrator.linemap import back_map
+from migrator import skip
 from migrator.options import TARGETS, Options
+from migrator.precision import script_precision
 from migrator.prescan import may_be_training_script
 
 PARSE_ERROR = "PTM001"
@@ -43,6 +45,8 @@ def migrate(source: str, target: str, options: Optional[Options] = None) -> Migr
     options = options or Options()
     if target not in TARGETS:
         return _failure(source, BAD_OPTION, 1, 1, f"unknown target {target!r}; expected one of {', '.join(TARGETS)}")
+    if skip.skips_file(source):  # `# pt-migrate: skip-file`
+        return MigrationResult(source, False)
     if not may_be_training_script(source, options):
         return MigrationResult(source, False)
     try:
@@ -53,9 +57,12 @@ def migrate(source: str, target: str, options: Optional[Options] = None) -> Migr
     except Exception as e:  # libcst raises a few other errors on odd input (e.g. bad indentation)
         return _failure(source, PARSE_ERROR, 1, 1, f"cannot parse: {e}")
     try:
-        return _run_rules(source, module, target, options)
+        result = _run_rules(source, module, target, options)
     except RuleCrash as crash:
         return _failure(source, RULE_CRASH, 1, 1, str(crash))
+    if result.changed and skip.has_skip_lines(source):  # `# pt-migrate: skip` statements stay as written
+        result = skip.protect(source, result)
+    return result
 
 
 def _python_syntax_error(source: str):
@@ -78,8 +85,9 @@ def _run_rules(source: str, module: cst.Module, target: str, options: Options) -
     from migrator.rules import REGISTRY, Context
 
     try:
-        facts = analyze(MetadataWrapper(module, unsafe_skip_copy=True), target, options.external_fw_functions,
-                        options.module_name)
+        wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
+        facts = analyze(wrapper, target, options.external_fw_functions, options.module_name)
+        facts.precision = script_precision(wrapper) if "amp" in source or "autocast" in source else None
     except Exception:
         raise RuleCrash(f"internal error in the analysis; the file was left unchanged. "
                         f"Please report it with this trace:\n{traceback.format_exc(limit=-3)}")

@@ -2,7 +2,9 @@
 
 Why this order: facts are computed once, as names, before any rule runs, so most rules are independent.
 The few orderings that matter:
-- helper-params first, so later rules see the framework object in every function that receives it;
+- amp first: `scaler.scale(loss).backward()` must become `loss.backward()` before backward rewrites it;
+- the DDP rules before model-moves, so `DDP(Net().to(rank))` is unwrapped before its move is dropped;
+- helper-params next, so later rules see the framework object in every function that receives it;
 - device-selection before model/batch/tensor moves, so a rebound `device` is not mistaken for "cuda";
 - model-moves before tensor-device, so a model's `.cuda()` is removed rather than retargeted;
 - setup and framework-object after the expression rules, since they insert statements the others would
@@ -14,7 +16,13 @@ from __future__ import annotations
 
 from typing import Dict, List
 
+from migrator.rules.amp import Amp
 from migrator.rules.backward import Backward
+from migrator.rules.clipping import Clipping
+from migrator.rules.ddp_environment import DdpEnvironment
+from migrator.rules.ddp_wrapper import DdpWrapper
+from migrator.rules.distributed_sampler import DistributedSamplerRule
+from migrator.rules.no_sync import NoSync
 from migrator.rules.base import Context, Example, Rule
 from migrator.rules.batch_moves import BatchMoves
 from migrator.rules.device_selection import DeviceSelection
@@ -29,9 +37,18 @@ from migrator.rules.setup_dataloaders import SetupDataloaders
 from migrator.rules.setup_model_optimizer import SetupModelOptimizer
 from migrator.rules.tensor_moves import TensorMoves
 from migrator.rules.unused_device import UnusedDevice
+from migrator.rules.checkpoints import Checkpoints
+from migrator.rules.collectives import Collectives
+from migrator.rules.rank_zero import RankZero
 from migrator.rules.unsupported_constructs import NotMigrated
 
 REGISTRY: List[Rule] = [
+    Amp(),
+    DdpEnvironment(),
+    DdpWrapper(),
+    DistributedSamplerRule(),
+    NoSync(),
+    Clipping(),
     HelperParams(),
     Backward(),
     PrintOnce(),
@@ -46,6 +63,12 @@ REGISTRY: List[Rule] = [
     FrameworkObject(),
     MainGuard(),
     UnusedDevice(),
+    # collectives, then checkpoints, then rank-zero: rank-zero rewrites the guards last and checks what is
+    # left under them (collectives and saves the two before could not move out); checkpoints recognise
+    # guards in both the hand-written and the framework form, so they may run before it.
+    Collectives(),
+    Checkpoints(),
+    RankZero(),
     NotMigrated(),
 ]
 

@@ -36,13 +36,14 @@ class Context:
     def fw(self) -> str:
         return self.facts.fw
 
-    def facts_precision(self, target: str = "fabric") -> Optional[str]:
-        """The precision the script's own AMP code implies, if any (see the AMP rule)."""
-        amp = getattr(self.facts, "amp_dtype", None)
-        if amp is None:
-            return None
-        fabric = {"float16": "16-mixed", "bfloat16": "bf16-mixed"}[amp]
-        return fabric if target == "fabric" else {"16-mixed": "fp16", "bf16-mixed": "bf16"}[fabric]
+    def precision_code(self) -> Optional[str]:
+        """The precision argument as Python code: --precision wins, else what the script's AMP code used."""
+        o = self.options
+        given = o.fabric_precision() if self.target == "fabric" else o.accelerate_precision()
+        if given:
+            return f'"{given}"'
+        found = getattr(self.facts, "precision", None)
+        return found.code(self.target) if found else None
 
 
 class Rule:

@@ -49,9 +49,9 @@ def fabric_ctor(ctx: Context) -> str:
             args.append(f"num_nodes={o.num_nodes}")
         elif o.devices is None:
             args.append('num_nodes=int(os.environ.get("GROUP_WORLD_SIZE", "1"))')
-    precision = o.fabric_precision() or ctx.facts_precision()
+    precision = ctx.precision_code()
     if precision:
-        args.append(f'precision="{precision}"')
+        args.append(f"precision={precision}")
     return f"{ctx.fw} = Fabric({', '.join(args)})"
 
 
@@ -59,9 +59,9 @@ def accelerator_ctor(ctx: Context) -> str:
     args = []
     if ctx.options.accelerator == "cpu":
         args.append("cpu=True")
-    precision = ctx.options.accelerate_precision() or ctx.facts_precision("accelerate")
+    precision = ctx.precision_code()
     if precision:
-        args.append(f'mixed_precision="{precision}"')
+        args.append(f"mixed_precision={precision}")
     return f"{ctx.fw} = Accelerator({', '.join(args)})"
 
 

@@ -29,6 +29,7 @@ import libcst as cst
 import libcst.matchers as m
 
 from migrator.names import assigned_names, dotted
+from migrator.rules.ddp_wrapper import non_forward_methods
 from migrator.rules.base import Context, Example, Rule, RuleTransformer
 from migrator.rules.framework_object import _Transformer as _FrameworkPlacement
 
@@ -70,6 +71,10 @@ def assigns(stmt: cst.CSTNode, names) -> bool:
 
 
 class _Transformer(_FrameworkPlacement):
+    def visit_Module(self, node):
+        self._module = node
+        return True
+
     def _insert(self, body, module_level):
         optimizers = {o: ms for o, ms in self.facts.optimizers.items() if ms}
         for o, ms in self.facts.optimizers.items():
@@ -83,7 +88,14 @@ class _Transformer(_FrameworkPlacement):
         last = max((i for i, s in enumerate(body) if assigns(s, set(optimizers))), default=None)
         if last is None:
             return list(body)
+        # a model reassigned after its optimizer (torch.compile, a wrapper) is set up after that, before the loop
+        first_loop = next((i for i, s in enumerate(body) if m.findall(s, m.For() | m.While())), len(body))
+        last = max([last] + [i for i, s in enumerate(body) if last < i < first_loop and assigns(s, set(self.facts.models))])
         new = [cst.parse_statement(line) for line in setup_lines(self.ctx, optimizers)]
+        if self.ctx.target == "fabric" and getattr(self, "_module", None) is not None:
+            for model in self.facts.models:
+                for meth in non_forward_methods(self._module, model):
+                    new.append(cst.parse_statement(f'{model}.mark_forward_method("{meth}")'))
         what = ", ".join(self.facts.models + list(optimizers))
         self.report(self.where(last, body), f"set up {what} with {self.fw}", True)
         return list(body[: last + 1]) + new + list(body[last + 1:])

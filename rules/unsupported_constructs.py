@@ -2,8 +2,7 @@
 
 What it does: reports, with a TODO at the line, hand-written distributed and mixed-precision code:
 `init_process_group`, `DistributedDataParallel`, `DataParallel`, `DistributedSampler`, `mp.spawn`,
-`GradScaler`, `autocast`, `no_sync`, `torch.distributed` collectives, and `torch.save`/`torch.load` of
-training state.
+`GradScaler`, `autocast`, `no_sync`. (Collectives, rank guards and `torch.save` are PTM136-PTM138's.)
 
 Why: each has a trap when moved to Fabric or Accelerate (see semantics.md): a second DDP wrapper, data
 sharded twice, a save that hangs under a rank guard, a reduce that averages instead of summing. Until the
@@ -36,8 +35,6 @@ CONSTRUCTS = {
                                                               "remove the wrapper: accelerator.prepare wraps the model"),
     "torch.nn.DataParallel": ("remove the wrapper: fabric.setup wraps the model",
                               "remove the wrapper: accelerator.prepare wraps the model"),
-    "torch.nn.parallel.DistributedDataParallel.no_sync": ("use fabric.no_backward_sync(model, enabled=...)",
-                                                          "use accelerator.no_sync(model) or accelerator.accumulate"),
     "torch.utils.data.DistributedSampler": ("Fabric keeps it and calls set_epoch itself; check shuffle",
                                             "remove it and its set_epoch calls: prepare shards the loader again"),
     "torch.utils.data.distributed.DistributedSampler": ("Fabric keeps it and calls set_epoch itself; check shuffle",
@@ -48,20 +45,6 @@ CONSTRUCTS = {
                                   "remove it: set Accelerator(mixed_precision=\"fp16\")"),
     "torch.amp.GradScaler": ("remove it: set Fabric(precision=\"16-mixed\")",
                              "remove it: set Accelerator(mixed_precision=\"fp16\")"),
-    "torch.cuda.amp.autocast": ("remove it around the forward: set Fabric(precision=...)",
-                                "remove it around the forward: set Accelerator(mixed_precision=...)"),
-    "torch.autocast": ("remove it around the forward: set Fabric(precision=...)",
-                       "remove it around the forward: set Accelerator(mixed_precision=...)"),
-    "torch.amp.autocast": ("remove it around the forward: set Fabric(precision=...)",
-                           "remove it around the forward: set Accelerator(mixed_precision=...)"),
-    "torch.distributed.all_reduce": ("fabric.all_reduce returns a new tensor and averages by default",
-                                     "accelerator.reduce sums by default and returns a new tensor"),
-    "torch.distributed.all_gather": ("fabric.all_gather stacks into a new leading dimension",
-                                     "accelerator.gather concatenates on dim 0"),
-    "torch.distributed.barrier": ("use fabric.barrier()", "use accelerator.wait_for_everyone()"),
-    "torch.distributed.broadcast": ("use fabric.broadcast(obj, src)", "use accelerate.utils.broadcast"),
-    "torch.save": ("fabric.save(path, state) runs on every rank: drop any rank guard",
-                   "save accelerator.unwrap_model(model).state_dict() on the main process"),
 }
 
 

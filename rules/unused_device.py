@@ -1,6 +1,7 @@
 """PTM113 unused-device: a device variable that nothing uses any more is deleted.
 
-What it does: after the other rules, `device = fabric.device` in a function that no longer reads `device`
+What it does: after the other rules, imports that only removed constructs used (torch.distributed,
+DistributedDataParallel, DistributedSampler, GradScaler, ...) are dropped when nothing uses them any more; `device = fabric.device` in a function that no longer reads `device`
 is removed, and so is an `if torch.cuda.is_available(): pass` left empty by removed moves.
 
 Why: keeps the migrated script as short as a hand-written one.
@@ -43,12 +44,44 @@ class _Transformer(RuleTransformer):
             out.append(stmt)
         return out
 
+    def leave_Module(self, original_node, updated_node):
+        schedule_unused_imports(updated_node, self.ctx.codemod)
+        return updated_node
+
     def leave_FunctionDef(self, original_node, updated_node):
         updated_node = super().leave_FunctionDef(original_node, updated_node)
         body = self._prune(list(updated_node.body.body))
         if not body:
             return updated_node
         return updated_node.with_changes(body=updated_node.body.with_changes(body=body))
+
+
+# Imports that only the constructs the rules remove used; libcst removes each only if nothing uses it any more.
+REMOVABLE_MODULES = ("torch.distributed", "torch.nn.parallel", "torch.utils.data.distributed", "torch.multiprocessing",
+                     "torch.cuda.amp", "torch.amp")
+REMOVABLE_NAMES = {("torch.utils.data", "DistributedSampler"), ("torch", "GradScaler"), ("torch", "autocast"),
+                   ("torch.nn", "DataParallel")}
+
+
+def schedule_unused_imports(module: cst.Module, codemod) -> None:
+    from libcst.codemod.visitors import RemoveImportsVisitor
+    for stmt in module.body:
+        if not isinstance(stmt, cst.SimpleStatementLine):
+            continue
+        for small in stmt.body:
+            if isinstance(small, cst.Import):
+                for alias in small.names:
+                    name = dotted(alias.name)
+                    if name and name.startswith(REMOVABLE_MODULES):
+                        asname = alias.asname.name.value if alias.asname else None
+                        RemoveImportsVisitor.remove_unused_import(codemod, name, asname=asname)
+            elif isinstance(small, cst.ImportFrom) and small.module is not None and not isinstance(small.names, cst.ImportStar):
+                mod = dotted(small.module)
+                for alias in small.names:
+                    obj = dotted(alias.name)
+                    if mod and (mod.startswith(REMOVABLE_MODULES) or (mod, obj) in REMOVABLE_NAMES):
+                        asname = alias.asname.name.value if alias.asname else None
+                        RemoveImportsVisitor.remove_unused_import(codemod, mod, obj, asname=asname)
 
 
 class UnusedDevice(Rule):

@@ -1,0 +1,71 @@
+"""What mixed precision a script's own AMP code asks for, so the framework's precision setting can match it."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import libcst as cst
+from libcst.metadata import MetadataWrapper, QualifiedNameProvider
+
+from migrator.names import dotted
+
+AUTOCASTS = {"torch.autocast", "torch.cuda.amp.autocast", "torch.amp.autocast", "torch.cpu.amp.autocast"}
+SCALERS = {"torch.cuda.amp.GradScaler", "torch.amp.GradScaler", "torch.GradScaler"}
+DTYPES = {"torch.float16": "float16", "torch.half": "float16", "torch.bfloat16": "bfloat16"}
+
+FABRIC = {"float16": "16-mixed", "bfloat16": "bf16-mixed"}
+ACCELERATE = {"float16": "fp16", "bfloat16": "bf16"}
+
+
+@dataclass(frozen=True)
+class ScriptPrecision:
+    dtype: str  # "float16" or "bfloat16"
+    conditional: bool  # AMP switched by a runtime condition (enabled=...): assume "on CUDA only"
+
+    def code(self, target: str) -> str:
+        """A Python expression for the constructor argument."""
+        on = (FABRIC if target == "fabric" else ACCELERATE)[self.dtype]
+        if not self.conditional:
+            return f'"{on}"'
+        off = "32-true" if target == "fabric" else "no"
+        return f'"{on}" if torch.cuda.is_available() else "{off}"'
+
+
+class _Finder(cst.CSTVisitor):
+    METADATA_DEPENDENCIES = (QualifiedNameProvider,)
+
+    def __init__(self):
+        super().__init__()
+        self.dtype: Optional[str] = None
+        self.scaler = False
+        self.conditional = False
+
+    def visit_Call(self, node: cst.Call) -> None:
+        q = {n.name for n in self.get_metadata(QualifiedNameProvider, node.func, set())}
+        if q & AUTOCASTS:
+            for a in node.args:
+                if a.keyword and a.keyword.value == "dtype":
+                    dq = {n.name for n in self.get_metadata(QualifiedNameProvider, a.value, set())} or {dotted(a.value)}
+                    for d in dq:
+                        if d in DTYPES:
+                            self.dtype = DTYPES[d]
+                self._enabled(a)
+            if self.dtype is None:
+                self.dtype = "float16"
+        elif q & SCALERS:
+            self.scaler = True
+            for a in node.args:
+                self._enabled(a)
+
+    def _enabled(self, arg: cst.Arg) -> None:
+        if arg.keyword and arg.keyword.value == "enabled" and not (
+                isinstance(arg.value, cst.Name) and arg.value.value == "True"):
+            self.conditional = True
+
+
+def script_precision(wrapper: MetadataWrapper) -> Optional[ScriptPrecision]:
+    finder = _Finder()
+    wrapper.visit(finder)
+    if finder.dtype is None and not finder.scaler:
+        return None
+    return ScriptPrecision(finder.dtype or "float16", finder.conditional)

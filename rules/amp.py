@@ -1,0 +1,152 @@
+"""PTM133 amp: hand-written mixed precision becomes the framework's precision setting.
+
+What it does: deletes `torch.autocast(...)` / `torch.cuda.amp.autocast()` blocks around a model's forward
+(their body stays), and every GradScaler use: the `scaler = GradScaler()` line, `scaler.scale(loss).backward()`
+-> `loss.backward()` (then PTM107 makes it the framework backward), `scaler.step(opt)` -> `opt.step()`,
+`scaler.update()` and `scaler.unscale_(opt)` go. An autocast block that does not call a set-up model becomes
+`with fabric.autocast():` / `with accelerator.autocast():`. The precision comes from the dtype the script used
+(float16 -> `16-mixed` / `fp16`, bfloat16 -> `bf16-mixed` / `bf16`), is set on the constructor by PTM100, and
+`--precision` overrides it. AMP switched by a runtime condition (`enabled=use_amp`) becomes
+`precision="16-mixed" if torch.cuda.is_available() else "32-true"`: the usual meaning of such a switch.
+
+Why: the framework applies autocast to the forward and scales the loss in its backward; keeping the
+script's own scaler as well would scale twice or step with unscaled gradients.
+
+Example: `with torch.autocast("cuda", dtype=torch.bfloat16):` around `out = model(x)` is removed and the
+constructor gets `precision="bf16-mixed"`.
+
+Fabric form: `Fabric(precision=...)`, `fabric.autocast()` for code outside the forward.
+Accelerate form: `Accelerator(mixed_precision=...)`, `accelerator.autocast()` for code outside the forward.
+
+Fix safety: safe. A scaler's state in a checkpoint is reported: the framework keeps its own.
+"""
+from __future__ import annotations
+
+from typing import Dict, Set
+
+import libcst as cst
+import libcst.matchers as m
+from libcst.metadata import QualifiedNameProvider
+
+from migrator.names import assigned_names, dotted, qualified_names
+from migrator.precision import AUTOCASTS, SCALERS
+from migrator.rules.base import Context, Example, Rule, RuleTransformer
+
+
+class _Transformer(RuleTransformer):
+    METADATA_DEPENDENCIES = RuleTransformer.METADATA_DEPENDENCIES + (QualifiedNameProvider,)
+
+    def __init__(self, rule, ctx):
+        super().__init__(rule, ctx)
+        self.scalers: Set[str] = set()
+
+    def visit_Module(self, node: cst.Module):
+        for a in m.findall(node, m.Assign(value=m.Call()), metadata_resolver=self):
+            if qualified_names(self, a.value.func) & SCALERS:
+                self.scalers.update(n for t in a.targets for n in assigned_names(t.target))
+        # helpers that receive the scaler: the argument and the parameter go with it
+        self.scaler_params: Dict[str, Set[str]] = {}
+        defs = {d.name.value: d for d in node.body if isinstance(d, cst.FunctionDef)}
+        for call in m.findall(node, m.Call(func=m.Name())):
+            fn = defs.get(call.func.value)
+            if fn is None:
+                continue
+            params = [p.name.value for p in fn.params.params]
+            for i, a in enumerate(call.args):
+                if dotted(a.value) in self.scalers:
+                    name = a.keyword.value if a.keyword else (params[i] if i < len(params) else None)
+                    if name:
+                        self.scaler_params.setdefault(fn.name.value, set()).add(name)
+        self.scalers |= {p for ps in self.scaler_params.values() for p in ps}
+        return True
+
+    def leave_FunctionDef(self, original_node, updated_node):
+        updated_node = super().leave_FunctionDef(original_node, updated_node)
+        drop = self.scaler_params.get(original_node.name.value) if not self._func else None
+        if not drop:
+            return updated_node
+        params = [p for p in updated_node.params.params if p.name.value not in drop]
+        if params:
+            params[-1] = params[-1].with_changes(comma=updated_node.params.params[-1].comma)
+        return updated_node.with_changes(params=updated_node.params.with_changes(params=params))
+
+    def _is_autocast(self, item: cst.WithItem) -> bool:
+        return isinstance(item.item, cst.Call) and bool(qualified_names(self, item.item.func) & AUTOCASTS)
+
+    def leave_With(self, original_node: cst.With, updated_node: cst.With):
+        auto = [i for i, item in enumerate(original_node.items) if self._is_autocast(item)]
+        if not auto:
+            return updated_node
+        if not self.in_fw_scope():
+            self.todo(original_node, "autocast out of reach of the framework object: use its precision setting")
+            return updated_node
+        models = set(self.facts.models)
+        calls_model = any(dotted(c.func) in models for c in m.findall(original_node.body, m.Call()))
+        if not calls_model:
+            items = list(updated_node.items)
+            for i in auto:
+                items[i] = items[i].with_changes(item=cst.parse_expression(f"{self.fw}.autocast()"))
+            self.report(original_node, f"autocast outside the model's forward -> `{self.fw}.autocast()`", True)
+            return updated_node.with_changes(items=items)
+        self.report(original_node, "removed autocast around the forward: the framework's precision setting applies it", True)
+        rest = [item for i, item in enumerate(updated_node.items) if i not in auto]
+        if rest:
+            rest[-1] = rest[-1].with_changes(comma=cst.MaybeSentinel.DEFAULT)
+            return updated_node.with_changes(items=rest)
+        body = list(updated_node.body.body)
+        if isinstance(updated_node.body, cst.SimpleStatementSuite):
+            body = [cst.SimpleStatementLine(body=list(updated_node.body.body))]
+        body[0] = body[0].with_changes(leading_lines=list(updated_node.leading_lines) + list(body[0].leading_lines))
+        return cst.FlattenSentinel(body)
+
+    def _scaler_call(self, node: cst.BaseExpression, method: str):
+        return (isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute)
+                and node.func.attr.value == method and dotted(node.func.value) in self.scalers)
+
+    def leave_Call(self, original_node: cst.Call, updated_node: cst.Call):
+        if isinstance(updated_node.func, cst.Name) and updated_node.func.value in self.scaler_params:
+            args = [a for a in updated_node.args if dotted(a.value) not in self.scalers]
+            if len(args) != len(updated_node.args):
+                if args:
+                    args[-1] = args[-1].with_changes(comma=updated_node.args[-1].comma)
+                return updated_node.with_changes(args=args)
+        # scaler.scale(loss) -> loss (its .backward() is then the framework's)
+        if self._scaler_call(updated_node, "scale") and updated_node.args:
+            self.report(original_node, "removed GradScaler.scale: the framework's backward scales the loss", True)
+            return updated_node.args[0].value
+        # scaler.step(opt) -> opt.step()
+        if self._scaler_call(updated_node, "step") and updated_node.args:
+            opt = updated_node.args[0].value
+            self.report(original_node, "`scaler.step(opt)` -> `opt.step()`", True)
+            return cst.Call(func=cst.Attribute(value=opt, attr=cst.Name("step")))
+        if self._scaler_call(updated_node, "state_dict") or self._scaler_call(updated_node, "load_state_dict"):
+            self.todo(original_node, "the GradScaler is gone: drop its state from the checkpoint (the framework keeps its own)")
+        return updated_node
+
+    def leave_SimpleStatementLine(self, original_node, updated_node):
+        if len(original_node.body) != 1:
+            return updated_node
+        small = original_node.body[0]
+        if isinstance(small, cst.Expr) and (self._scaler_call(small.value, "update") or self._scaler_call(small.value, "unscale_")):
+            self.report(original_node, f"removed `{dotted(small.value.func)}(...)`: the framework handles it", True)
+            return self.remove(original_node)
+        if isinstance(small, cst.Assign) and isinstance(small.value, cst.Call) and \
+                qualified_names(self, small.value.func) & SCALERS:
+            self.report(original_node, "removed the GradScaler: the framework's precision setting scales the loss", True)
+            return self.remove(original_node)
+        return updated_node
+
+
+class Amp(Rule):
+    code = "PTM133"
+    name = "amp"
+    examples = [
+        Example(
+            before='import torch\n\n\ndef main():\n    model = torch.nn.Linear(4, 1)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    scaler = torch.cuda.amp.GradScaler()\n    with torch.autocast("cuda", dtype=torch.float16):\n        loss = model(torch.randn(8, 4)).sum()\n    scaler.scale(loss).backward()\n    scaler.step(optimizer)\n    scaler.update()\n',
+            fabric='import torch\n\n\ndef main():\n    model = torch.nn.Linear(4, 1)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    loss = model(torch.randn(8, 4)).sum()\n    loss.backward()\n    optimizer.step()\n',
+            accelerate='import torch\n\n\ndef main():\n    model = torch.nn.Linear(4, 1)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    loss = model(torch.randn(8, 4)).sum()\n    loss.backward()\n    optimizer.step()\n',
+        )
+    ]
+
+    def transformer(self, ctx: Context) -> RuleTransformer:
+        return _Transformer(self, ctx)

@@ -1,0 +1,250 @@
+"""PTM136 checkpoints: `torch.save` / `torch.load` of training state become the framework's, rank-safe.
+
+What it does: in the framework scope,
+- `torch.save(state, path)` -> `fabric.save(path, state)` / `accelerator.save(state, path)`;
+- Fabric: `fabric.save` contains a barrier and must run on every rank, so a save under a rank-0 guard
+  (`if rank == 0:`, `if dist.get_rank() == 0:`, `if args.rank == 0:`, `if fabric.is_global_zero:`, ...) is
+  moved after the guard, together with the plain assignments that build its state; other statements stay
+  under the guard, an emptied guard is dropped, and the rest of an `and` condition
+  (`if epoch % 5 == 0 and rank == 0:`) is kept around the save. A save that cannot be moved gets a TODO;
+- `model.module.state_dict()` / `model.module.load_state_dict(...)` of a set-up model ->
+  `model.state_dict()` (Fabric) / `accelerator.unwrap_model(model).state_dict()` (Accelerate);
+- Accelerate: `model.state_dict()` and `model.load_state_dict(...)` of a set-up model go through
+  `accelerator.unwrap_model(model)`, so keys carry no `module.` prefix;
+- `torch.load(path, map_location=<built from a rank or GPU id>)` -> `map_location=fabric.device` (Fabric) /
+  `map_location="cpu"` (Accelerate).
+
+Why: `fabric.save` under a rank guard waits forever for the other ranks. Accelerate's prepared model is
+`DistributedDataParallel`: its `state_dict()` keys gain `module.` and `model.module` does not exist in a
+single-process run. A hand-written `{"cuda:0": f"cuda:{rank}"}` names devices the framework now chooses.
+On Accelerate, `accelerator.device` is `cpu:0` in a multi-process CPU run and `torch.load` rejects that
+location (checked with torch 2.13), so the checkpoint is read to "cpu" and `load_state_dict` copies it.
+
+Example: `if rank == 0: torch.save(model.state_dict(), "ckpt.pt")` -> `fabric.save("ckpt.pt",
+model.state_dict())` with no guard.
+
+Fabric form: `fabric.save(path, state)` on every rank (writes on rank 0); `map_location=fabric.device`.
+Accelerate form: `accelerator.save(state, path)` (writes on the main process, guard kept) with
+`accelerator.unwrap_model(model).state_dict()`; `map_location="cpu"`.
+
+Checked with 2 CPU processes: the file written by each migrated script loads into the original model class
+with plain `load_state_dict`.
+
+Fix safety: safe. Saves with extra arguments (pickle_module, ...) and loads of tensors used directly on
+the device are reported, not guessed.
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Set
+
+import libcst as cst
+from libcst.metadata import QualifiedNameProvider
+
+from migrator.diagnostics import WARNING
+from migrator.names import dotted, qualified_names
+from migrator.rules.base import Example, Context, Rule, RuleTransformer, has_todo, with_todo
+from migrator.rules.rank_zero import (
+    GLOBAL_RANK_NAMES,
+    LOCAL_RANK_NAMES,
+    guard_parts,
+    names_bound,
+    names_read,
+    rank_source,
+    replace_if,
+)
+
+RANKISH = GLOBAL_RANK_NAMES | LOCAL_RANK_NAMES | {"device_id", "gpu_index"}
+
+
+def _swap_first_two(call: cst.Call) -> cst.Call:
+    args = list(call.args)
+    a, b = args[0], args[1]
+    args[0] = b.with_changes(comma=a.comma)
+    args[1] = a.with_changes(comma=b.comma)
+    return call.with_changes(args=args)
+
+
+class _Transformer(RuleTransformer):
+    METADATA_DEPENDENCIES = RuleTransformer.METADATA_DEPENDENCIES + (QualifiedNameProvider,)
+
+    def qn(self, node):
+        return qualified_names(self, node)
+
+    def _unwrapped(self, model: cst.BaseExpression) -> cst.BaseExpression:
+        return cst.Call(func=cst.Attribute(value=cst.Name(self.fw), attr=cst.Name("unwrap_model")),
+                        args=[cst.Arg(model)])
+
+    # -- torch.save / torch.load / state_dict calls
+    def leave_Call(self, original_node: cst.Call, updated_node: cst.Call):
+        if not self.in_fw_scope():
+            return updated_node
+        q = self.qn(original_node.func)
+        if "torch.save" in q:
+            return self._save(original_node, updated_node)
+        if "torch.load" in q:
+            return self._load(original_node, updated_node)
+        func = updated_node.func
+        if isinstance(func, cst.Attribute) and func.attr.value in ("state_dict", "load_state_dict"):
+            return self._state_dict(original_node, updated_node)
+        return updated_node
+
+    def _save(self, original_node: cst.Call, updated_node: cst.Call):
+        positional = [a for a in updated_node.args if a.keyword is None]
+        keywords = {a.keyword.value: a for a in updated_node.args if a.keyword is not None}
+        if any(a.star for a in updated_node.args) or set(keywords) - {"obj", "f"} or len(updated_node.args) != 2:
+            self.todo(original_node, "`torch.save` with extra arguments is not migrated: "
+                      + (f"use `{self.fw}.save(path, state)` on every rank" if self.ctx.target == "fabric"
+                         else f"use `{self.fw}.save(obj, path)`"))
+            return updated_node
+        if self.ctx.target == "fabric":
+            obj = keywords["obj"].value if "obj" in keywords else positional[0].value
+            path = keywords["f"].value if "f" in keywords else positional[-1].value
+            call = cst.Call(func=cst.Attribute(value=cst.Name(self.fw), attr=cst.Name("save")),
+                            args=[cst.Arg(path, comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))),
+                                  cst.Arg(obj)])
+            self.report(original_node, f"`torch.save(state, path)` -> `{self.fw}.save(path, state)`", True)
+            return call
+        self.report(original_node, f"`torch.save` -> `{self.fw}.save`, written once by the main process", True)
+        return updated_node.with_changes(func=cst.Attribute(value=cst.Name(self.fw), attr=cst.Name("save")))
+
+    def _load(self, original_node: cst.Call, updated_node: cst.Call):
+        for i, a in enumerate(original_node.args):
+            is_ml = (a.keyword is not None and a.keyword.value == "map_location") or (a.keyword is None and i == 1)
+            if not is_ml or not self._rank_built(a.value):
+                continue
+            if self.ctx.target == "fabric":
+                new = cst.Attribute(value=cst.Name(self.fw), attr=cst.Name("device"))
+            else:
+                new = cst.SimpleString('"cpu"')
+            args = list(updated_node.args)
+            args[i] = args[i].with_changes(value=new)
+            self.report(original_node, f"`map_location` built from a rank -> `{cst.Module([]).code_for_node(new)}`",
+                        True)
+            return updated_node.with_changes(args=args)
+        return updated_node
+
+    def _rank_built(self, expr: cst.BaseExpression) -> bool:
+        """A map_location that names devices by rank: f"cuda:{rank}", {"cuda:0": f"cuda:{local_rank}"}, ..."""
+        import libcst.matchers as m
+        for node in m.findall(expr, m.Name() | m.Attribute() | m.Call()):
+            if isinstance(node, (cst.Name, cst.Attribute)):
+                name = dotted(node)
+                if name and name.split(".")[-1] in RANKISH and not name.startswith(self.fw + "."):
+                    return True
+            elif rank_source(node, self.qn, self.fw) or {"torch.cuda.current_device"} & self.qn(node.func):
+                return True
+        return False
+
+    def _state_dict(self, original_node: cst.Call, updated_node: cst.Call):
+        func = updated_node.func
+        recv = func.value
+        name = dotted(recv)
+        models = set(self.facts.models)
+        if name is None:
+            return updated_node
+        if name.endswith(".module") and name[: -len(".module")] in models:
+            model = recv.value
+            if self.ctx.target == "fabric":
+                new_recv = model
+            else:
+                new_recv = self._unwrapped(model)
+            self.report(original_node, f"`{name}.{func.attr.value}` -> "
+                                       f"`{cst.Module([]).code_for_node(new_recv)}.{func.attr.value}`", True)
+            return updated_node.with_changes(func=func.with_changes(value=new_recv))
+        if self.ctx.target == "accelerate" and name in models:
+            new_recv = self._unwrapped(recv)
+            self.report(original_node, f"`{name}.{func.attr.value}` -> `{self.fw}.unwrap_model({name})."
+                                       f"{func.attr.value}`: no `module.` prefix in the keys", True)
+            return updated_node.with_changes(func=func.with_changes(value=new_recv))
+        return updated_node
+
+    # -- Fabric: a save under a rank guard leaves the guard
+    def leave_If(self, original_node: cst.If, updated_node: cst.If):
+        result = super().leave_If(original_node, updated_node)
+        if self.ctx.target != "fabric" or not self.in_fw_scope() or not isinstance(result, cst.If):
+            return result
+        parts = guard_parts(original_node.test, self.qn, self.fw)
+        if parts is None:
+            return result
+        _, rest = parts
+        obody, body = list(original_node.body.body), list(result.body.body)
+        if len(obody) != len(body):
+            return result
+        saves = [i for i, s in enumerate(obody) if self._is_save_stmt(s)]
+        nested = [i for i, s in enumerate(obody) if i not in saves and self._has_save(s)]
+        hoist: Set[int] = set()
+        ok = original_node.orelse is None and bool(saves)
+        if ok:
+            needed: Set[str] = set()
+            for i in saves:
+                hoist.add(i)
+                needed |= self._reads(obody[i])
+            for j in range(max(saves) - 1, -1, -1):
+                if j in hoist:
+                    continue
+                bound = names_bound(obody[j])
+                if bound & needed:
+                    if not self._plain_assignment(obody[j]):
+                        ok = False
+                        break
+                    hoist.add(j)
+                    needed |= self._reads(obody[j])
+        if ok:
+            hoisted_names = set().union(*(names_bound(obody[i]) for i in hoist))
+            remaining = [i for i in range(len(obody)) if i not in hoist]
+            if any(names_read(obody[i]) & hoisted_names for i in remaining):
+                # a statement kept under the guard reads the state: hoist before the guard if nothing precedes
+                ok = all(i > max(hoist) for i in remaining)
+                where = "before"
+            else:
+                where = "after"
+        todo_at = set(nested) | (set() if ok else set(saves))
+        new_body = []
+        for i, s in enumerate(body):
+            if ok and i in hoist:
+                continue
+            if i in todo_at and not has_todo(s, self.rule.code):
+                msg = (f"`{self.fw}.save` has a barrier and must run on every rank: take it out of the rank "
+                       "guard (it writes on rank 0 only)")
+                self.report(obody[i], msg, False, WARNING)
+                s = with_todo(s, self.rule.code, msg)
+            new_body.append(s)
+        if not ok or not hoist:
+            return result.with_changes(body=result.body.with_changes(body=new_body))
+        moved = [body[i] for i in sorted(hoist)]
+        moved[0] = moved[0].with_changes(leading_lines=[l for l in moved[0].leading_lines if l.comment is not None])
+        if rest is not None:
+            moved = [cst.If(test=rest, body=cst.IndentedBlock(body=moved))]
+        self.report(obody[saves[0]], f"`{self.fw}.save` moved out of the rank guard: it runs on every rank and "
+                                     "writes on rank 0", True)
+        if where == "before":
+            return replace_if(result, moved, new_body, [])
+        return replace_if(result, [], new_body, moved)
+
+    def _is_save(self, call: cst.CSTNode) -> bool:
+        return isinstance(call, cst.Call) and (
+            "torch.save" in self.qn(call.func) or dotted(call.func) == f"{self.fw}.save")
+
+    def _is_save_stmt(self, stmt: cst.BaseStatement) -> bool:
+        return (isinstance(stmt, cst.SimpleStatementLine) and len(stmt.body) == 1
+                and isinstance(stmt.body[0], cst.Expr) and self._is_save(stmt.body[0].value))
+
+    def _has_save(self, stmt: cst.BaseStatement) -> bool:
+        import libcst.matchers as m
+        return any(self._is_save(c) for c in m.findall(stmt, m.Call()))
+
+    def _plain_assignment(self, stmt: cst.BaseStatement) -> bool:
+        return isinstance(stmt, cst.SimpleStatementLine) and all(
+            isinstance(s, (cst.Assign, cst.AnnAssign)) for s in stmt.body)
+
+    def _reads(self, stmt: cst.BaseStatement) -> Set[str]:
+        return names_read(stmt)
+
+
+class Checkpoints(Rule):
+    code = "PTM136"
+    name = "checkpoints"
+    examples = []
+
+    def transformer(self, ctx: Context) -> RuleTransformer:
+        return _Transformer(self, ctx)

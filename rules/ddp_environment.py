@@ -1,0 +1,155 @@
+"""PTM130 ddp-environment: hand-written process-group code goes; the framework owns it.
+
+What it does: deletes `dist.init_process_group(...)`, `dist.destroy_process_group()`,
+`torch.cuda.set_device(...)` and `os.environ["MASTER_ADDR"|"MASTER_PORT"] = ...`; turns reads of
+`LOCAL_RANK` / `RANK` / `WORLD_SIZE` from the environment into framework properties; and turns an
+`mp.spawn(fn, args=(...), nprocs=n)` entry point into a plain call `fn(...)`, dropping `fn`'s first
+parameter (the rank that spawn passed) and rebinding that name to the framework's global rank.
+
+Why: Fabric and Accelerate start the processes and the process group themselves; a second
+`init_process_group` fails, and spawn would start processes that each start the framework's own.
+
+Example: `local_rank = int(os.environ["LOCAL_RANK"])` -> `local_rank = fabric.local_rank`.
+
+Fabric form: `fabric.global_rank`, `fabric.local_rank`, `fabric.world_size`; the launch is `fabric.launch()`.
+Accelerate form: `accelerator.process_index`, `accelerator.local_process_index`, `accelerator.num_processes`.
+
+Fix safety: safe. An environment read or spawn target out of reach of the framework object gets a TODO.
+"""
+from __future__ import annotations
+
+from typing import Dict
+
+import libcst as cst
+import libcst.matchers as m
+from libcst.metadata import QualifiedNameProvider
+
+from migrator.names import dotted, qualified_names
+from migrator.rules.base import Context, Example, Rule, RuleTransformer
+from migrator.rules.framework_object import insertion_index
+
+REMOVED_CALLS = {"torch.distributed.init_process_group", "torch.distributed.destroy_process_group",
+                 "torch.cuda.set_device"}
+SPAWN = {"torch.multiprocessing.spawn", "torch.multiprocessing.spawn.spawn"}
+ENV_VARS = {"MASTER_ADDR", "MASTER_PORT"}
+PROPERTIES = {
+    "fabric": {"LOCAL_RANK": "local_rank", "RANK": "global_rank", "WORLD_SIZE": "world_size"},
+    "accelerate": {"LOCAL_RANK": "local_process_index", "RANK": "process_index", "WORLD_SIZE": "num_processes"},
+}
+
+
+def env_key(node: cst.BaseExpression):
+    """`os.environ["X"]`, `os.environ.get("X", d)`, `os.getenv("X")` -> "X"."""
+    if m.matches(node, m.Subscript(value=m.Attribute(value=m.Name("os"), attr=m.Name("environ")))):
+        el = node.slice[0].slice
+        if isinstance(el, cst.Index) and isinstance(el.value, cst.SimpleString):
+            return el.value.evaluated_value
+    if m.matches(node, m.Call(func=m.Attribute(value=m.Attribute(value=m.Name("os"), attr=m.Name("environ")),
+                                               attr=m.Name("get"))) | m.Call(func=m.Attribute(value=m.Name("os"), attr=m.Name("getenv")))):
+        if node.args and isinstance(node.args[0].value, cst.SimpleString):
+            return node.args[0].value.evaluated_value
+    return None
+
+
+class _Transformer(RuleTransformer):
+    METADATA_DEPENDENCIES = RuleTransformer.METADATA_DEPENDENCIES + (QualifiedNameProvider,)
+
+    def __init__(self, rule, ctx):
+        super().__init__(rule, ctx)
+        self.spawn_targets: Dict[str, cst.Call] = {}
+
+    def visit_Module(self, node: cst.Module):
+        for call in m.findall(node, m.Call(), metadata_resolver=self):
+            if qualified_names(self, call.func) & SPAWN and call.args and isinstance(call.args[0].value, cst.Name):
+                self.spawn_targets[call.args[0].value.value] = call
+        return True
+
+    def _prop(self, key: str) -> cst.BaseExpression:
+        return cst.Attribute(value=cst.Name(self.fw), attr=cst.Name(PROPERTIES[self.ctx.target][key]))
+
+    def leave_SimpleStatementLine(self, original_node, updated_node):
+        if len(original_node.body) != 1:
+            return updated_node
+        small = original_node.body[0]
+        if isinstance(small, cst.Expr) and isinstance(small.value, cst.Call):
+            q = qualified_names(self, small.value.func)
+            if q & REMOVED_CALLS:
+                self.report(original_node, f"removed `{dotted(small.value.func)}(...)`: the framework owns the process group", True)
+                return self.remove(original_node)
+            if q & SPAWN:
+                return self._spawn(original_node, updated_node, small.value)
+            if m.matches(small.value, m.Call(func=m.Attribute(attr=m.Name("setdefault")))) and env_key(
+                    cst.Call(func=cst.Attribute(value=cst.Attribute(value=cst.Name("os"), attr=cst.Name("environ")), attr=cst.Name("get")),
+                             args=small.value.args)) in ENV_VARS:
+                return self.remove(original_node)
+        if isinstance(small, cst.Assign) and len(small.targets) == 1 and env_key(small.targets[0].target) in ENV_VARS:
+            self.report(original_node, "removed a MASTER_ADDR/MASTER_PORT assignment: the launcher sets them", True)
+            return self.remove(original_node)
+        return updated_node
+
+    def _spawn(self, original_node, updated_node, call: cst.Call):
+        fn = call.args[0].value
+        args = next((a.value for a in call.args[1:] if a.keyword and a.keyword.value == "args"), None)
+        if args is None and len(call.args) > 1 and call.args[1].keyword is None:
+            args = call.args[1].value
+        if not isinstance(fn, cst.Name) or (args is not None and not isinstance(args, cst.Tuple)):
+            self.todo(original_node, f"replace `mp.spawn` with a direct call: {self.fw} starts the processes")
+            return updated_node
+        passed = [cst.Arg(e.value) for e in (args.elements if args is not None else [])]
+        for i in range(len(passed) - 1):
+            passed[i] = passed[i].with_changes(comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" ")))
+        nprocs = next((a.value for a in call.args if a.keyword and a.keyword.value == "nprocs"), None)
+        count = cst.Module([]).code_for_node(nprocs) if nprocs is not None else "N"
+        self.report(original_node, f"`mp.spawn({fn.value}, ...)` -> `{fn.value}(...)`: the launcher now starts the "
+                                   f"processes; spawn started {count}: give --devices or use torchrun", True)
+        return updated_node.with_changes(body=[cst.Expr(cst.Call(func=fn, args=passed))])
+
+    def leave_FunctionDef(self, original_node, updated_node):
+        top = len(self._func) == 1 and not self._class_depth
+        updated_node = super().leave_FunctionDef(original_node, updated_node)
+        name = original_node.name.value
+        if not top or name not in self.spawn_targets or not updated_node.params.params:
+            return updated_node
+        if name not in self.facts.fw_scopes():
+            self.todo(original_node, f"`{name}` was an mp.spawn target: take the rank from `{self.fw}.global_rank`")
+            return updated_node
+        params = list(updated_node.params.params)
+        rank = params[0].name.value
+        body = list(updated_node.body.body)
+        idx = insertion_index(body, module_level=False)
+        body.insert(idx, cst.parse_statement(f"{rank} = {self._prop('RANK').value.value}.{self._prop('RANK').attr.value}"))
+        self.report(original_node, f"`{name}` no longer takes the rank from mp.spawn: `{rank}` is the framework's global rank", True)
+        return updated_node.with_changes(params=updated_node.params.with_changes(params=params[1:]),
+                                         body=updated_node.body.with_changes(body=body))
+
+    def leave_Call(self, original_node: cst.Call, updated_node: cst.Call):
+        # int(os.environ["LOCAL_RANK"]) -> fabric.local_rank
+        inner = original_node
+        if m.matches(original_node, m.Call(func=m.Name("int"))) and original_node.args:
+            inner = original_node.args[0].value
+        key = env_key(inner)
+        if key in PROPERTIES[self.ctx.target] and self.in_fw_scope():
+            self.report(original_node, f"environment `{key}` -> `{self.fw}.{PROPERTIES[self.ctx.target][key]}`", True)
+            return self._prop(key)
+        return updated_node
+
+    def leave_Subscript(self, original_node: cst.Subscript, updated_node):
+        key = env_key(original_node)
+        if key in PROPERTIES[self.ctx.target] and self.in_fw_scope():
+            return self._prop(key)
+        return updated_node
+
+
+class DdpEnvironment(Rule):
+    code = "PTM130"
+    name = "ddp-environment"
+    examples = [
+        Example(
+            before='import os\n\nimport torch\nimport torch.distributed as dist\n\n\ndef main():\n    dist.init_process_group("gloo")\n    local_rank = int(os.environ["LOCAL_RANK"])\n    model = torch.nn.Linear(4, 1)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    model(torch.randn(8, 4)).sum().backward()\n    optimizer.step()\n    dist.destroy_process_group()\n',
+            fabric='import os\n\nimport torch\nimport torch.distributed as dist\n\n\ndef main():\n    local_rank = fabric.local_rank\n    model = torch.nn.Linear(4, 1)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    model(torch.randn(8, 4)).sum().backward()\n    optimizer.step()\n',
+            accelerate='import os\n\nimport torch\nimport torch.distributed as dist\n\n\ndef main():\n    local_rank = accelerator.local_process_index\n    model = torch.nn.Linear(4, 1)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    model(torch.randn(8, 4)).sum().backward()\n    optimizer.step()\n',
+        )
+    ]
+
+    def transformer(self, ctx: Context) -> RuleTransformer:
+        return _Transformer(self, ctx)

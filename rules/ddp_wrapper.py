@@ -1,0 +1,110 @@
+"""PTM131 ddp-wrapper: hand-written DistributedDataParallel / DataParallel wrappers go.
+
+What it does: `model = DDP(model, device_ids=[rank])` is deleted and `model = DDP(Net().to(rank))` becomes
+`model = Net()` (PTM102 drops the move); the same for `nn.DataParallel`. For Accelerate, `model.module`
+becomes `accelerator.unwrap_model(model)` and attributes or methods of the user's class read off a set-up
+model (`model.init_hidden(...)`, `model.config`) go through `accelerator.unwrap_model(model)`. For Fabric,
+`model.module` stays (it is the original module) and methods other than `forward` that the script calls on
+a set-up model are marked with `model.mark_forward_method("name")` right after setup (PTM105).
+
+Why: `fabric.setup` / `accelerator.prepare` wrap the model themselves; a second wrapper breaks. Accelerate
+returns a plain DDP module on several processes, which has no custom attributes; Fabric's wrapper passes
+attributes through but refuses to run submodules outside `forward` unless told.
+
+Example: `model = DDP(model, device_ids=[local_rank])` is deleted.
+
+Fabric form: no wrapper; `model.mark_forward_method("generate")` after setup.
+Accelerate form: no wrapper; `accelerator.unwrap_model(model).generate(...)`.
+
+Fix safety: safe. On Accelerate, a custom method that computes the training loss bypasses DDP's gradient
+hooks through `unwrap_model`; such a call before a backward gets a TODO.
+"""
+from __future__ import annotations
+
+import libcst as cst
+import libcst.matchers as m
+from libcst.metadata import ParentNodeProvider, QualifiedNameProvider
+
+from migrator.names import dotted, qualified_names
+from migrator.rules.base import Example, Context, Example, Rule, RuleTransformer
+
+WRAPPERS = {"torch.nn.parallel.DistributedDataParallel", "torch.nn.parallel.distributed.DistributedDataParallel",
+            "torch.nn.DataParallel", "torch.nn.parallel.DataParallel", "torch.nn.parallel.data_parallel.DataParallel"}
+# nn.Module's own API: these pass through any wrapper.
+MODULE_API = {
+    "train", "eval", "parameters", "named_parameters", "buffers", "named_buffers", "state_dict", "load_state_dict",
+    "zero_grad", "to", "cuda", "cpu", "modules", "named_modules", "children", "named_children", "apply",
+    "requires_grad_", "half", "float", "double", "bfloat16", "register_buffer", "register_forward_hook",
+    "register_forward_pre_hook", "register_full_backward_hook", "forward", "extra_repr", "get_submodule",
+    "get_parameter", "type", "share_memory", "mark_forward_method", "no_sync", "module", "training",
+    "register_module", "add_module", "__class__", "__dict__",
+}
+
+
+def non_forward_methods(module: cst.Module, model: str):
+    """Methods outside nn.Module's API called as `model.name(...)` anywhere in the module."""
+    found = []
+    for call in m.findall(module, m.Call(func=m.Attribute(value=m.Name(model)))):
+        name = call.func.attr.value
+        if name not in MODULE_API and not name.startswith("_") and name not in found:
+            found.append(name)
+    return found
+
+
+class _Transformer(RuleTransformer):
+    METADATA_DEPENDENCIES = RuleTransformer.METADATA_DEPENDENCIES + (QualifiedNameProvider, ParentNodeProvider)
+
+    def _wrapper_inner(self, node):
+        if isinstance(node, cst.Call) and qualified_names(self, node.func) & WRAPPERS and node.args:
+            return node.args[0].value
+        return None
+
+    def leave_Call(self, original_node: cst.Call, updated_node: cst.Call):
+        inner = self._wrapper_inner(original_node)
+        if inner is not None:
+            self.report(original_node, "removed the DDP/DataParallel wrapper: setup/prepare wraps the model", True)
+            return updated_node.args[0].value
+        return updated_node
+
+    def leave_SimpleStatementLine(self, original_node, updated_node):
+        small = updated_node.body[0] if len(updated_node.body) == 1 else None
+        if isinstance(small, cst.Assign) and len(small.targets) == 1 and \
+                self._wrapper_inner(original_node.body[0].value) is not None and \
+                dotted(small.targets[0].target) is not None and dotted(small.targets[0].target) == dotted(small.value):
+            return self.remove(original_node)
+        return updated_node
+
+    def leave_Attribute(self, original_node: cst.Attribute, updated_node: cst.Attribute):
+        if self.ctx.target != "accelerate" or not self.in_fw_scope():
+            return updated_node
+        base = dotted(original_node.value)
+        if base not in self.facts.models:
+            return updated_node
+        attr = original_node.attr.value
+        parent = self.get_metadata(ParentNodeProvider, original_node, None)
+        if isinstance(parent, cst.AssignTarget) or (isinstance(parent, cst.Attribute) and attr == "module"):
+            if attr == "module":  # model.module.x -> accelerator.unwrap_model(model).x
+                return cst.parse_expression(f"{self.fw}.unwrap_model({base})")
+            return updated_node
+        if attr == "module":
+            return cst.parse_expression(f"{self.fw}.unwrap_model({base})")
+        if attr in MODULE_API or attr.startswith("__"):
+            return updated_node
+        self.report(original_node, f"`{base}.{attr}` -> `{self.fw}.unwrap_model({base}).{attr}`: the prepared model "
+                                   f"is plain DDP on several processes", True)
+        return updated_node.with_changes(value=cst.parse_expression(f"{self.fw}.unwrap_model({base})"))
+
+
+class DdpWrapper(Rule):
+    code = "PTM131"
+    name = "ddp-wrapper"
+    examples = [
+        Example(
+            before='import torch\nfrom torch.nn.parallel import DistributedDataParallel as DDP\n\n\ndef main(rank):\n    model = DDP(torch.nn.Linear(4, 1).to(rank), device_ids=[rank])\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    model(torch.randn(8, 4)).sum().backward()\n    optimizer.step()\n    print(model.module.weight.shape)\n',
+            fabric='import torch\nfrom torch.nn.parallel import DistributedDataParallel as DDP\n\n\ndef main(rank):\n    model = torch.nn.Linear(4, 1).to(rank)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    model(torch.randn(8, 4)).sum().backward()\n    optimizer.step()\n    print(model.module.weight.shape)\n',
+            accelerate='import torch\nfrom torch.nn.parallel import DistributedDataParallel as DDP\n\n\ndef main(rank):\n    model = torch.nn.Linear(4, 1).to(rank)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    model(torch.randn(8, 4)).sum().backward()\n    optimizer.step()\n    print(accelerator.unwrap_model(model).weight.shape)\n',
+        )
+    ]
+
+    def transformer(self, ctx: Context) -> RuleTransformer:
+        return _Transformer(self, ctx)

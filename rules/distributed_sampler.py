@@ -1,0 +1,121 @@
+"""PTM132 distributed-sampler: the script's own DistributedSampler goes, with its set_epoch calls.
+
+What it does: deletes `sampler = DistributedSampler(ds, ...)`, removes `sampler=sampler` from the
+DataLoader and gives the loader the sampler's shuffle setting instead (`shuffle=True` by default, or the
+`shuffle=` the sampler had; a `shuffle=(sampler is None)` argument becomes that value); deletes
+`sampler.set_epoch(epoch)` and `loader.sampler.set_epoch(epoch)`. For both targets.
+
+Why: Accelerate shards a loader AGAIN when it already has a DistributedSampler: each rank silently loses
+data (2 ranks, 10 samples: 4 each instead of 5). Fabric would keep the sampler and call `set_epoch` itself;
+removing it there too gives the same result (setup_dataloaders inserts a DistributedSampler with the
+loader's shuffle and calls `set_epoch` each epoch) with one code path and one behaviour for both targets.
+
+Example: `train_sampler = DistributedSampler(ds)` and `DataLoader(ds, batch_size=32, sampler=train_sampler)`
+-> `DataLoader(ds, batch_size=32, shuffle=True)`.
+
+Fabric form and Accelerate form: the same.
+
+Fix safety: safe. A sampler `seed=` or `drop_last=` is reported (the framework's sampler uses its own);
+a sampler built conditionally or passed elsewhere gets a TODO.
+"""
+from __future__ import annotations
+
+from typing import Dict
+
+import libcst as cst
+import libcst.matchers as m
+from libcst.metadata import QualifiedNameProvider
+
+from migrator.names import assigned_names, dotted, qualified_names
+from migrator.rules.base import Context, Example, Rule, RuleTransformer
+
+SAMPLERS = {"torch.utils.data.DistributedSampler", "torch.utils.data.distributed.DistributedSampler"}
+
+
+class _Transformer(RuleTransformer):
+    METADATA_DEPENDENCIES = RuleTransformer.METADATA_DEPENDENCIES + (QualifiedNameProvider,)
+
+    def __init__(self, rule, ctx):
+        super().__init__(rule, ctx)
+        self.samplers: Dict[str, cst.BaseExpression] = {}  # name -> its shuffle expression
+
+    def _sampler_call(self, node) -> bool:
+        return isinstance(node, cst.Call) and bool(qualified_names(self, node.func) & SAMPLERS)
+
+    def _shuffle_of(self, call: cst.Call) -> cst.BaseExpression:
+        for a in call.args:
+            if a.keyword and a.keyword.value == "shuffle":
+                return a.value
+        return cst.Name("True")
+
+    def visit_Module(self, node: cst.Module):
+        for a in m.findall(node, m.Assign(), metadata_resolver=self):
+            value = a.value
+            if isinstance(value, cst.IfExp):  # DistributedSampler(ds) if distributed else None
+                value = value.body if self._sampler_call(value.body) else value.orelse
+            if self._sampler_call(value):
+                for n in (n for t in a.targets for n in assigned_names(t.target)):
+                    self.samplers[n] = self._shuffle_of(value)
+        return True
+
+    def leave_SimpleStatementLine(self, original_node, updated_node):
+        if len(original_node.body) != 1:
+            return updated_node
+        small = original_node.body[0]
+        if isinstance(small, cst.Assign) and any(n in self.samplers for t in small.targets for n in assigned_names(t.target)):
+            value = small.value.body if isinstance(small.value, cst.IfExp) else small.value
+            if not self._sampler_call(value) and isinstance(small.value, cst.IfExp):
+                value = small.value.orelse
+            for a in getattr(value, "args", []):
+                if a.keyword and a.keyword.value in ("seed", "drop_last"):
+                    self.report(original_node, f"DistributedSampler `{a.keyword.value}=` is not carried over: "
+                                               f"the framework's sampler uses its own", False)
+            self.report(original_node, "removed the DistributedSampler: setup/prepare shards the loader", True)
+            return self.remove(original_node)
+        if isinstance(small, cst.Expr) and m.matches(small.value, m.Call(func=m.Attribute(attr=m.Name("set_epoch")))):
+            owner = dotted(small.value.func.value) or ""
+            if owner in self.samplers or owner.endswith(".sampler") or owner.endswith("_sampler"):
+                self.report(original_node, "removed `set_epoch`: the framework's sampler is advanced for you", True)
+                return self.remove(original_node)
+        return updated_node
+
+    def leave_Call(self, original_node: cst.Call, updated_node: cst.Call):
+        args = list(updated_node.args)
+        idx = next((i for i, a in enumerate(args) if a.keyword and a.keyword.value == "sampler"), None)
+        if idx is None:
+            return updated_node
+        value = args[idx].value
+        if dotted(value) in self.samplers:
+            shuffle = self.samplers[dotted(value)]
+        elif self._sampler_call(original_node.args[idx].value):
+            shuffle = self._shuffle_of(original_node.args[idx].value)
+        else:
+            return updated_node
+        del args[idx]
+        sh = next((i for i, a in enumerate(args) if a.keyword and a.keyword.value == "shuffle"), None)
+        if sh is not None:
+            args[sh] = args[sh].with_changes(value=shuffle)
+        elif not (isinstance(shuffle, cst.Name) and shuffle.value == "False"):
+            args.append(cst.Arg(keyword=cst.Name("shuffle"), value=shuffle, equal=cst.AssignEqual(
+                whitespace_before=cst.SimpleWhitespace(""), whitespace_after=cst.SimpleWhitespace(""))))
+        for i in range(len(args) - 1):
+            if args[i].comma is cst.MaybeSentinel.DEFAULT:
+                args[i] = args[i].with_changes(comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" ")))
+        args[-1] = args[-1].with_changes(comma=cst.MaybeSentinel.DEFAULT)
+        self.report(original_node, "the loader shuffles as the DistributedSampler did; setup/prepare shards it", True)
+        return updated_node.with_changes(args=args)
+
+
+class DistributedSamplerRule(Rule):
+    code = "PTM132"
+    name = "distributed-sampler"
+    examples = [
+        Example(
+            before='import torch\nfrom torch.utils.data import DataLoader, DistributedSampler, TensorDataset\n\n\ndef main():\n    ds = TensorDataset(torch.randn(8, 4))\n    sampler = DistributedSampler(ds, shuffle=True)\n    loader = DataLoader(ds, batch_size=4, sampler=sampler)\n    model = torch.nn.Linear(4, 1)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    for epoch in range(2):\n        sampler.set_epoch(epoch)\n        for (x,) in loader:\n            model(x).sum().backward()\n            optimizer.step()\n',
+            fabric='import torch\nfrom torch.utils.data import DataLoader, DistributedSampler, TensorDataset\n\n\ndef main():\n    ds = TensorDataset(torch.randn(8, 4))\n    loader = DataLoader(ds, batch_size=4, shuffle=True)\n    model = torch.nn.Linear(4, 1)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    for epoch in range(2):\n        for (x,) in loader:\n            model(x).sum().backward()\n            optimizer.step()\n',
+            accelerate='import torch\nfrom torch.utils.data import DataLoader, DistributedSampler, TensorDataset\n\n\ndef main():\n    ds = TensorDataset(torch.randn(8, 4))\n    loader = DataLoader(ds, batch_size=4, shuffle=True)\n    model = torch.nn.Linear(4, 1)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    for epoch in range(2):\n        for (x,) in loader:\n            model(x).sum().backward()\n            optimizer.step()\n',
+        )
+    ]
+
+    def transformer(self, ctx: Context) -> RuleTransformer:
+        return _Transformer(self, ctx)
