@@ -41,6 +41,7 @@ class FunctionInfo:
     has_print: bool = False
     calls: List[tuple] = field(default_factory=list)  # (callee, [arg dotted names or None], {kw: dotted})
     returns_loaders: bool = False
+    returns: Optional[List[Optional[str]]] = None  # names a top-level `return a, b` gives back
     loader_fors: List[tuple] = field(default_factory=list)  # (iterated name, [target names])
 
 
@@ -59,6 +60,8 @@ class Facts:
     loader_params: Dict[str, Set[str]] = field(default_factory=dict)  # function -> params fed by set-up loaders
     external_fw: Set[str] = field(default_factory=set)  # local names of imported functions that take it
     unthreadable: Set[str] = field(default_factory=set)  # need it but are used other than by direct calls
+    model_aliases: Set[str] = field(default_factory=set)  # set-up models under another name (in a factory)
+    assign_calls: List[tuple] = field(default_factory=list)  # (scope, local function, [targets]) of `a, b = f()`
 
     @property
     def models(self) -> List[str]:
@@ -208,6 +211,7 @@ class _Collector(cst.CSTVisitor):
     def visit_Return(self, node: cst.Return) -> None:
         if self.func and self.depth == 1 and node.value is not None:
             values = node.value.elements if isinstance(node.value, cst.Tuple) else [cst.Element(node.value)]
+            self.facts.functions[self.func].returns = [dotted(el.value) for el in values]
             loaders = self.loaders_by_scope.get(self.func, [])
             for el in values:
                 v = el.value
@@ -229,7 +233,9 @@ class _Collector(cst.CSTVisitor):
                 self.facts.optimizers.setdefault(targets[0], []).extend(
                     mm for mm in _models_in(value) if mm not in self.facts.optimizers.get(targets[0], []))
                 self.optimizer_scopes.append(scope)
-            elif is_dataloader_ctor(q) or (
+            elif dotted(value.func) in self.local_functions and self.class_depth == 0:
+                self.facts.assign_calls.append((scope, dotted(value.func), targets))
+            if is_dataloader_ctor(q) or (
                     dotted(value.func) in self.facts.functions and self.facts.functions[dotted(value.func)].returns_loaders):
                 self.loaders_by_scope.setdefault(scope, []).extend(targets)
         if is_device_expr(value, self.qnames) and len(targets) == 1:
@@ -312,6 +318,7 @@ def analyze(wrapper: MetadataWrapper, target: str, external_fw: frozenset = froz
         # The entry script of a project whose loop lives in a sibling module: set up where those are called.
         callers = [f.name for f in facts.functions.values() if any(c[0] in ext for c in f.calls)]
         facts.setup_scope = callers[0] if callers else None
+    _lift_factory(facts)
     if facts.setup_scope:
         facts.loaders = collector.loaders_by_scope.get(facts.setup_scope, [])
         if facts.setup_scope == MAIN_GUARD:
@@ -320,6 +327,24 @@ def analyze(wrapper: MetadataWrapper, target: str, external_fw: frozenset = froz
     forced = {f for f in local if module_name and f"{module_name}.{f}" in external_fw}
     _propagate(facts, _uses_other_than_calls(module, local), forced)
     return facts
+
+
+def _lift_factory(facts: Facts) -> None:
+    """`model, optimizer = build(args)`: set up where the factory's results land, not inside the factory."""
+    info = facts.functions.get(facts.setup_scope or "")
+    if info is None or not info.returns:
+        return
+    sites = [(scope, targets) for scope, f, targets in facts.assign_calls if f == info.name]
+    if len(sites) != 1 or len(sites[0][1]) != len(info.returns):
+        return
+    scope, targets = sites[0]
+    mapping = {r: t for r, t in zip(info.returns, targets) if r}
+    names = set(facts.optimizers) | {mm for ms in facts.optimizers.values() for mm in ms}
+    if not names <= set(mapping):
+        return
+    facts.model_aliases = {mm for ms in facts.optimizers.values() for mm in ms}  # their names in the factory
+    facts.optimizers = {mapping[o]: [mapping[mm] for mm in ms] for o, ms in facts.optimizers.items()}
+    facts.setup_scope = scope
 
 
 def _uses_other_than_calls(module: cst.Module, local: Set[str]) -> Set[str]:

@@ -39,16 +39,39 @@ class _Finder(cst.CSTVisitor):
         self.dtype: Optional[str] = None
         self.scaler = False
         self.conditional = False
+        self.assigned = {}  # name -> value, to read `dtype=ptdtype`
+        self.in_ifexp = 0
+
+    def visit_Assign(self, node: cst.Assign) -> None:
+        for t in node.targets:
+            if isinstance(t.target, cst.Name):
+                self.assigned[t.target.value] = node.value
+
+    def visit_IfExp(self, node: cst.IfExp) -> None:
+        self.in_ifexp += 1
+
+    def leave_IfExp(self, node: cst.IfExp) -> None:
+        self.in_ifexp -= 1
+
+    def _dtype_of(self, node: cst.BaseExpression) -> Optional[str]:
+        dq = {n.name for n in self.get_metadata(QualifiedNameProvider, node, set())} or {dotted(node)}
+        for d in dq:
+            if d in DTYPES:
+                return DTYPES[d]
+        value = self.assigned.get(dotted(node) or "")
+        if isinstance(value, cst.IfExp):  # ptdtype = torch.bfloat16 if cuda else torch.float32
+            self.conditional = True
+            return self._dtype_of(value.body) or self._dtype_of(value.orelse)
+        return self._dtype_of(value) if isinstance(value, (cst.Attribute, cst.Name)) and value is not node else None
 
     def visit_Call(self, node: cst.Call) -> None:
         q = {n.name for n in self.get_metadata(QualifiedNameProvider, node.func, set())}
         if q & AUTOCASTS:
+            if self.in_ifexp:  # nullcontext() if cpu else autocast(...)
+                self.conditional = True
             for a in node.args:
                 if a.keyword and a.keyword.value == "dtype":
-                    dq = {n.name for n in self.get_metadata(QualifiedNameProvider, a.value, set())} or {dotted(a.value)}
-                    for d in dq:
-                        if d in DTYPES:
-                            self.dtype = DTYPES[d]
+                    self.dtype = self._dtype_of(a.value) or self.dtype
                 self._enabled(a)
             if self.dtype is None:
                 self.dtype = "float16"

@@ -103,7 +103,14 @@ class _Transformer(RuleTransformer):
         return (isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute)
                 and node.func.attr.value == method and dotted(node.func.value) in self.scalers)
 
+    def visit_WithItem(self, node: cst.WithItem):
+        self._with_items = getattr(self, "_with_items", set()) | {id(node.item)}
+        return True
+
     def leave_Call(self, original_node: cst.Call, updated_node: cst.Call):
+        if qualified_names(self, original_node.func) & AUTOCASTS and id(original_node) not in getattr(self, "_with_items", set()):
+            self.todo(original_node, "this autocast is kept (it is not a `with` block around the forward): the "
+                                     "framework's precision setting already applies it; remove it")
         if isinstance(updated_node.func, cst.Name) and updated_node.func.value in self.scaler_params:
             args = [a for a in updated_node.args if dotted(a.value) not in self.scalers]
             if len(args) != len(updated_node.args):

@@ -36,11 +36,14 @@ class _Transformer(RuleTransformer):
     def _picks_device(self, target: str, value: cst.BaseExpression) -> bool:
         if dotted(value) == f"{self.fw}.device":
             return False
-        if is_device_expr(value, self.qn):
-            return True
-        # `device = get_device()` / `device = args.device` in the setup scope: a name that says device
         last = target.rsplit(".", 1)[-1]
-        return self.scope == self.facts.setup_scope and (last == "device" or last.endswith("_device")) and (
+        says_device = last in ("device", "dev") or last.endswith("_device")
+        if is_device_expr(value, self.qn):
+            # "cuda" if c else "cpu" is also how people spell a device *type* (`device_type`): only names
+            # that say device are devices
+            return says_device or isinstance(value, cst.Call)
+        # `device = get_device()` / `device = args.device` in the setup scope: a name that says device
+        return self.scope == self.facts.setup_scope and says_device and (
             isinstance(value, (cst.Call, cst.Attribute, cst.Name)))
 
     def leave_Assign(self, original_node: cst.Assign, updated_node: cst.Assign):

@@ -78,13 +78,23 @@ def creation_statements(ctx: Context) -> List[cst.BaseStatement]:
 
 
 def insertion_index(body: Sequence[cst.BaseStatement], module_level: bool) -> int:
-    """After a docstring; at module level, at the first statement that is not an import or a definition."""
+    """After a docstring; at module level, at the first statement that is not an import or a definition (and,
+    see `_insert`, not before the module's own settings: right before the first statement that uses it)."""
     idx = 0
     if body and _is_docstring(body[0]):
         idx = 1
     if not module_level:
         return idx
     return first_code_index(body)
+
+
+def first_use_index(body: Sequence[cst.BaseStatement], name: str, default: int) -> int:
+    """Index of the first top-level statement that reads `name` (module-level scripts: config stays above)."""
+    import libcst.matchers as m
+    for i, stmt in enumerate(body):
+        if i >= default and not isinstance(stmt, (cst.FunctionDef, cst.ClassDef)) and m.findall(stmt, m.Name(name)):
+            return i
+    return default
 
 
 def first_code_index(body: Sequence[cst.BaseStatement]) -> int:
@@ -113,6 +123,8 @@ class _Transformer(RuleTransformer):
 
     def _insert(self, body: Sequence[cst.BaseStatement], module_level: bool) -> List[cst.BaseStatement]:
         idx = insertion_index(body, module_level)
+        if module_level:
+            idx = max(idx, first_use_index(body, self.fw, idx))
         new = creation_statements(self.ctx)
         if module_level and idx < len(body):
             # keep the blank lines that separated imports from code, above our block instead

@@ -1,59 +1,54 @@
-"""PTM111 main-guard: training code at module level moves under `if __name__ == "__main__":`.
+"""PTM111 main-guard: training at module level with a spawn-based strategy is reported.
 
-What it does: when the training is set up at module level (no main function), the module-level code from
-the framework object on is put under `if __name__ == "__main__":`. Imports, functions and classes before it
-stay where they are. The code stays at module scope, so its names remain globals.
+What it does: when the options ask for a strategy that starts processes by spawning (`ddp_spawn`,
+`ddp_notebook`, ...) and the script sets up its training at module level or without an
+`if __name__ == "__main__":` guard, the framework object gets a TODO: put the training in a function,
+call `fabric.launch(function)` under `if __name__ == "__main__":`.
 
-Why: multi-process launch re-imports the script: DataLoader workers and processes started with the spawn
-or forkserver start methods import `__main__` again, and without the guard each import would start
-training. Fabric's own launcher re-runs the script as `__main__`, so the guarded code still runs there.
+Why: spawned processes import the main module again; without a guard every import would start training,
+and spawn strategies need the training as a function. The default launch (`fabric.launch()` with the
+subprocess launcher, or torchrun / accelerate launch) re-runs the script as `__main__` and needs no guard,
+so the tool adds none: wrapping a whole module-level script in a guard would re-indent every line for
+no gain.
 
-Example: `fabric = Fabric(...)`, `fabric.launch()` and the loop at module level end up indented under the guard.
+Example: `pt-migrate train.py --target fabric --strategy ddp_spawn` on a module-level script gets
+`# TODO(pt-migrate) PTM111: ...` above `fabric = Fabric(...)`.
 
-Fabric form and Accelerate form: the same guard.
+Fabric form: `fabric.launch(main)` under the guard. Accelerate form: not needed (launchers re-run the script).
 
-Fix safety: safe; a script that already has a guard, or sets up inside a function, is not touched.
+Fix safety: report-only.
 """
 from __future__ import annotations
 
 import libcst as cst
+import libcst.matchers as m
 
-from migrator.analysis import MODULE, is_main_guard
-from migrator.rules.base import Example, Context, Rule, RuleTransformer
-from migrator.rules.framework_object import first_code_index
+from migrator.analysis import MODULE, MAIN_GUARD, is_main_guard
+from migrator.rules.base import REPORT_ONLY, Context, Example, Rule, RuleTransformer
 
 
 class _Transformer(RuleTransformer):
-    def leave_Module(self, original_node: cst.Module, updated_node: cst.Module):
-        body = list(updated_node.body)
-        start = first_code_index(body)
-        if start >= len(body) or any(is_main_guard(s) for s in body):
+    def leave_SimpleStatementLine(self, original_node, updated_node):
+        if self.scope not in (MODULE, MAIN_GUARD):
             return updated_node
-        inner = list(body[start:])
-        lead = inner[0].leading_lines
-        inner[0] = inner[0].with_changes(leading_lines=[])
-        guard = cst.parse_statement('if __name__ == "__main__":\n    pass\n')
-        guard = guard.with_changes(body=guard.body.with_changes(body=inner), leading_lines=lead)
-        self.report(original_node.body[min(start, len(original_node.body) - 1)],
-                    'module-level training now runs under `if __name__ == "__main__":`', True)
-        return updated_node.with_changes(body=body[:start] + [guard])
+        if m.matches(original_node, m.SimpleStatementLine(body=[m.Assign(
+                targets=[m.AssignTarget(m.Name(self.fw))], value=m.Call(func=m.Name("Fabric")))])):
+            self.todo(original_node, "a spawn strategy needs the training in a function: "
+                                     "call `fabric.launch(main)` under `if __name__ == \"__main__\":`")
+        return updated_node
 
 
 class MainGuard(Rule):
     code = "PTM111"
     name = "main-guard"
-    examples = [
-        Example(
-            before='import torch\nfrom torch.utils.data import DataLoader, TensorDataset\n\nmodel = torch.nn.Linear(4, 1)\noptimizer = torch.optim.SGD(model.parameters(), lr=0.1)\nmodel(torch.randn(8, 4)).sum().backward()\noptimizer.step()\n',
-            fabric='import torch\nfrom torch.utils.data import DataLoader, TensorDataset\n\nif __name__ == "__main__":\n    model = torch.nn.Linear(4, 1)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    model(torch.randn(8, 4)).sum().backward()\n    optimizer.step()\n',
-            accelerate='import torch\nfrom torch.utils.data import DataLoader, TensorDataset\n\nif __name__ == "__main__":\n    model = torch.nn.Linear(4, 1)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    model(torch.randn(8, 4)).sum().backward()\n    optimizer.step()\n',
-        )
-    ]
+    targets = ("fabric",)
+    fix_safety = REPORT_ONLY
+    examples = []
 
     def transformer(self, ctx: Context) -> RuleTransformer:
         return _Transformer(self, ctx)
 
     def apply(self, wrapper, ctx):
-        if ctx.facts.setup_scope != MODULE:
+        if "spawn" not in (ctx.options.strategy or "") and "notebook" not in (ctx.options.strategy or ""):
             return wrapper.module
         return super().apply(wrapper, ctx)

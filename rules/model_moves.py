@@ -37,7 +37,7 @@ def strip_moves_in_chain(node: cst.BaseExpression, facts) -> cst.BaseExpression:
 
 class _Transformer(RuleTransformer):
     def leave_SimpleStatementLine(self, original_node, updated_node):
-        models = set(self.facts.models)
+        models = set(self.facts.models) | self.facts.model_aliases
         if len(updated_node.body) != 1:
             return updated_node
         small = updated_node.body[0]

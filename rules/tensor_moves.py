@@ -24,7 +24,7 @@ from migrator.rules.base import Example, Context, Rule, RuleTransformer
 
 class _Transformer(RuleTransformer):
     def leave_Call(self, original_node: cst.Call, updated_node: cst.Call):
-        models = set(self.facts.models)
+        models = set(self.facts.models) | self.facts.model_aliases
         func = updated_node.func
         if isinstance(func, cst.Attribute) and func.attr.value in ("to", "cuda"):
             if dotted(func.value) in models:

@@ -21,6 +21,16 @@ from migrator.names import dotted
 from migrator.rules.base import Example, Context, Rule, RuleTransformer
 
 
+def _empty_if(stmt) -> bool:
+    """`if cond: pass` (no else) left by removed statements, with a condition that calls nothing but
+    `*.is_available()`: dropping it changes nothing."""
+    if not m.matches(stmt, m.If(body=m.IndentedBlock(body=[m.SimpleStatementLine(body=[m.Pass()])]) | m.IndentedBlock(body=[]),
+                                orelse=None)):
+        return False
+    return all(dotted(c.func) is not None and dotted(c.func).endswith("is_available")
+               for c in m.findall(stmt.test, m.Call()))
+
+
 def _uses(body: cst.CSTNode, name: str) -> int:
     return len(m.findall(body, m.Name(name)))
 
@@ -36,16 +46,18 @@ class _Transformer(RuleTransformer):
                 if others == 0:
                     self.report(stmt, f"removed `{name}`: nothing uses it after the migration", True)
                     continue
-            if m.matches(stmt, m.If(body=m.IndentedBlock(body=[m.SimpleStatementLine(body=[m.Pass()])]), orelse=None)) \
-                    and not m.findall(stmt.test, m.Call(func=m.Attribute(attr=m.Name("is_available")) | m.Name()) ,) == [] \
-                    and all(dotted(c.func) is not None and dotted(c.func).endswith("is_available")
-                            for c in m.findall(stmt.test, m.Call())):
-                continue
             out.append(stmt)
         return out
 
     def leave_Module(self, original_node, updated_node):
         schedule_unused_imports(updated_node, self.ctx.codemod)
+        body = [s for s in updated_node.body if not _empty_if(s)]
+        return updated_node.with_changes(body=body) if len(body) != len(updated_node.body) else updated_node
+
+    def leave_IndentedBlock(self, original_node, updated_node):
+        body = [s for s in updated_node.body if not _empty_if(s)]
+        if body and len(body) != len(updated_node.body):
+            return updated_node.with_changes(body=body)
         return updated_node
 
     def leave_FunctionDef(self, original_node, updated_node):

@@ -1,0 +1,72 @@
+"""Shared by the fixture tests: where fixtures live and which Options each file is migrated with.
+
+Until migrator.project is done, the multi-file options are computed here: a top-level function of a sibling
+module that calls `.backward()` (directly, or through another such function of its module) takes the
+framework object, and every file of the case is told about all of them.
+"""
+from __future__ import annotations
+
+import ast
+import dataclasses
+from pathlib import Path
+from typing import Dict, List
+
+from migrator import Options
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "fixtures"
+TARGETS = ("fabric", "accelerate")
+
+
+def cases() -> List[Path]:
+    return sorted(p for p in FIXTURES.iterdir() if (p / "before").is_dir())
+
+
+def before_files(case: Path) -> List[Path]:
+    return sorted((case / "before").glob("*.py"))
+
+
+def whole_script_cases() -> List[Path]:
+    """Single-device scripts: the original runs with plain `python` (see test_whole_scripts.py)."""
+    return [c for c in cases() if not c.name.startswith("noop_") and not is_distributed(c)]
+
+
+def is_distributed(case: Path) -> bool:
+    """Hand-written distributed originals (torchrun / mp.spawn); checked by test_distributed_scripts.py."""
+    return (case / "distributed.json").exists()
+
+
+def distributed_cases() -> List[Path]:
+    return [c for c in cases() if is_distributed(c)]
+
+
+def _fw_functions(path: Path) -> List[str]:
+    tree = ast.parse(path.read_text())
+    funcs = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
+
+    def calls(fn):
+        return [c for c in ast.walk(fn) if isinstance(c, ast.Call)]
+
+    needs = {name for name, fn in funcs.items()
+             if any(isinstance(c.func, ast.Attribute) and c.func.attr == "backward" for c in calls(fn))}
+    changed = True
+    while changed:
+        changed = False
+        for name, fn in funcs.items():
+            if name not in needs and any(isinstance(c.func, ast.Name) and c.func.id in needs for c in calls(fn)):
+                needs.add(name)
+                changed = True
+    return [f"{path.stem}.{n}" for n in sorted(needs)]
+
+
+def project_options(case: Path) -> Dict[str, dict]:
+    """Options kwargs per file name: module_name and external_fw_functions for multi-file cases."""
+    files = before_files(case)
+    if len(files) < 2:
+        return {f.name: {} for f in files}
+    external = frozenset(q for f in files for q in _fw_functions(f))
+    return {f.name: {"module_name": f.stem, "external_fw_functions": external} for f in files}
+
+
+def options_for(case: Path, file: Path, **overrides) -> Options:
+    return dataclasses.replace(Options(**project_options(case)[file.name]), **overrides)
