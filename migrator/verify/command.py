@@ -1,0 +1,587 @@
+"""`pt-migrate verify`: prove a migration by running the original and the migrated script side by side.
+
+Three runs, each a subprocess under migrator.verify.runner (which observes the script without editing it):
+
+  original, 1 process      the user's script as it is
+  migrated, 1 process      the migrated script on one device (Fabric is held to devices=1)
+  migrated, N processes    Fabric: `python` (Fabric starts the other ranks itself) or `torchrun` when the script
+                           takes its device count from the environment; Accelerate: `torchrun`
+
+Each run stops after --steps optimizer steps. The checks compare what the runs recorded; see CHECKS.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import math
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import click
+
+from migrator.options import TARGETS, Options
+
+RTOL = 1e-4
+ATOL = 1e-5
+SYNC_RTOL = 1e-6
+
+CHECKS = {
+    "a": "parity",
+    "b": "multi-process",
+    "c": "sync",
+    "d": "sharding",
+    "e": "output once",
+    "f": "throughput",
+}
+
+# Environment of an outer distributed launch that must not leak into the runs.
+_DIST_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE", "ROLE_RANK",
+             "ROLE_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LT_CLI_USED", "LT_ACCELERATOR",
+             "LT_STRATEGY", "LT_DEVICES", "LT_NUM_NODES", "LT_PRECISION")
+_DIST_ENV_PREFIXES = ("TORCHELASTIC_", "ACCELERATE_", "PTM_VERIFY_")
+
+# Lines that the frameworks write themselves (they go to stderr today; filtered in case they reach stdout).
+_FRAMEWORK_LINE = re.compile(
+    r"^(\[rank: ?\d+\]\s*)?("
+    r"Initializing distributed:|distributed_backend=|All distributed processes registered|-{20,}$|Seed set to|"
+    r"(GPU|TPU|HPU|IPU) available:|LOCAL_RANK:|You are using a CUDA device|Using (bfloat16|16bit|native)|"
+    r"\[W\d*|\[I\d*|W\d{4} |I\d{4} |Warning:|.*Warning: |WARNING:|NCCL INFO|\*{20,}|Setting OMP_NUM_THREADS"
+    r")"
+)
+_NUMBER = re.compile(r"[-+]?(\d+\.\d*|\.\d+|\d+)([eE][-+]?\d+)?")
+
+
+@dataclass
+class Run:
+    name: str
+    cmd: List[str]
+    cwd: str
+    out_dir: str
+    rc: Optional[int] = None
+    timed_out: bool = False
+    wall_s: float = 0.0
+    stdout: str = ""
+    stderr: str = ""
+    results: List[Dict[str, Any]] = field(default_factory=list)
+
+    def ok(self) -> bool:
+        return self.rc == 0 and not self.timed_out and bool(self.results)
+
+    def failure(self) -> str:
+        if self.timed_out:
+            return f"{self.name} run timed out after {self.wall_s:.0f}s" + _tail(self.stderr)
+        if self.rc != 0:
+            errors = [r["error"] for r in self.results if r.get("error")]
+            why = f": {errors[0]}" if errors else _tail(self.stderr)
+            return f"{self.name} run exited with code {self.rc}{why}"
+        if not self.results:
+            return f"{self.name} run wrote no results (the script never reached the runner's end; no optimizer step?)"
+        return ""
+
+    def summary(self) -> Dict[str, Any]:
+        return {
+            "cmd": self.cmd, "cwd": self.cwd, "rc": self.rc, "timed_out": self.timed_out,
+            "wall_s": round(self.wall_s, 3), "stderr_tail": self.stderr[-2000:], "stdout_tail": self.stdout[-2000:],
+            "ranks": [{k: r.get(k) for k in ("rank", "world_size", "status", "error", "steps", "samples",
+                                              "param_checksum", "param_hash", "models", "losses")}
+                      for r in self.results],
+        }
+
+
+@dataclass
+class Check:
+    id: str
+    status: str  # pass, fail, skip, info
+    message: str
+    data: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return CHECKS[self.id]
+
+    def as_dict(self) -> Dict[str, Any]:
+        return {"id": self.id, "name": self.name, "status": self.status, "message": self.message, "data": self.data}
+
+
+def _tail(text: str, n: int = 6) -> str:
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    return ("\n    " + "\n    ".join(lines[-n:])) if lines else ""
+
+
+# ---- preparing the folders ------------------------------------------------------------------------------------------
+
+def _stage(src_folder: Path, dest: Path) -> None:
+    """Copy the folder's .py files (sibling imports keep working); link everything else (data files, configs)."""
+    dest.mkdir(parents=True)
+    for entry in sorted(src_folder.iterdir()):
+        if entry.name.startswith(".") or entry.name == "__pycache__":
+            continue
+        if entry.is_file() and entry.suffix == ".py":
+            shutil.copy2(entry, dest / entry.name)
+        else:
+            try:
+                os.symlink(entry.resolve(), dest / entry.name)
+            except OSError:
+                pass
+
+
+def _imported_siblings(folder: Path, script_name: str) -> List[Path]:
+    """The script and the sibling modules it imports, directly or through each other."""
+    from migrator.project import _IMPORT
+
+    siblings = {p.stem: p for p in folder.glob("*.py") if not p.is_symlink()}
+    todo, seen = [folder / script_name], []
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.append(path)
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        for a, b in _IMPORT.findall(text):
+            name = (a or b).split(".")[0]
+            if name in siblings and siblings[name] not in seen:
+                todo.append(siblings[name])
+    return seen
+
+
+def _migrate_folder(folder: Path, script_name: str, target: str, options: Options) -> Tuple[Optional[str], List[str]]:
+    """Migrate the staged copy of the script, and the siblings it imports, in place. Returns (error, notes)."""
+    from migrator.runner import migrate_paths
+
+    files = [str(p) for p in _imported_siblings(folder, script_name)]
+    error: Optional[str] = None
+    notes: List[str] = []
+    for outcome in migrate_paths(files, target, options, jobs=1):
+        name = Path(outcome.path).name
+        if outcome.error:
+            if name == script_name:
+                error = outcome.error
+            else:
+                notes.append(f"{name}: not migrated: {outcome.error}")
+            continue
+        if outcome.changed:
+            Path(outcome.path).write_bytes(outcome.new_bytes)
+            if name != script_name:
+                notes.append(f"{name}: migrated too (the script imports it)")
+        elif name == script_name:
+            notes.append(f"{name}: the migration changed nothing")
+    return error, notes
+
+
+def _fabric_launch_mode(source: str) -> str:
+    """'python' when the script's Fabric(...) names its device count and calls launch(); 'fabric-run' when it never
+    calls launch(); 'torchrun' otherwise (devices from the environment)."""
+    if ".launch(" not in source:
+        return "fabric-run"
+    if re.search(r"Fabric\((?:[^()]|\([^()]*\))*?devices\s*=\s*['\"]?\d", source):
+        return "python"
+    return "torchrun"
+
+
+# ---- running --------------------------------------------------------------------------------------------------------
+
+def _env(accelerator: str, extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if k not in _DIST_ENV and not k.startswith(_DIST_ENV_PREFIXES)}
+    env["PYTHONUNBUFFERED"] = "1"
+    if accelerator == "cpu":
+        env["OMP_NUM_THREADS"] = "1"
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    # the runner must be importable whatever the script's folder holds
+    root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (env.get("PYTHONPATH", ""), root) if p)
+    env.update(extra or {})
+    return env
+
+
+def _execute(run: Run, env: Dict[str, str], timeout: float) -> Run:
+    start = time.perf_counter()
+    proc = subprocess.Popen(run.cmd, cwd=run.cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        run.timed_out = True
+        _kill_group(proc)
+        try:
+            out, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            out, err = b"", b""
+    finally:
+        _kill_group(proc)  # ranks left behind by a launcher that exited first
+    run.wall_s = time.perf_counter() - start
+    run.rc = proc.returncode
+    run.stdout = out.decode("utf-8", "replace")
+    run.stderr = err.decode("utf-8", "replace")
+    for path in sorted(glob.glob(os.path.join(run.out_dir, "rank*.json"))):
+        try:
+            with open(path) as f:
+                run.results.append(json.load(f))
+        except (OSError, ValueError):
+            pass
+    run.results.sort(key=lambda r: (r.get("rank", 0), r.get("pid", 0)))
+    return run
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError, OSError):
+        pass
+
+
+def _runner_cmd(steps: int, out_dir: str, script: Path, script_args: List[str], single: bool = False) -> List[str]:
+    cmd = ["-m", "migrator.verify.runner", "--steps", str(steps), "--out", out_dir]
+    if single:
+        cmd.append("--single-device")
+    return cmd + ["--", str(script)] + list(script_args)
+
+
+def _torchrun(n: int) -> List[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1", "--nproc_per_node", str(n)]
+
+
+# ---- checks -------------------------------------------------------------------------------------------------------
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def check_parity(orig: Run, single: Run) -> Check:
+    for r in (orig, single):
+        if not r.ok():
+            return Check("a", "fail", r.failure())
+    lo, lm = orig.results[0]["losses"], single.results[0]["losses"]
+    if not lo:
+        return Check("a", "fail", "the original run recorded no loss (no backward call before the steps ran out)")
+    if len(lo) != len(lm):
+        return Check("a", "fail", f"the original recorded {len(lo)} losses in {orig.results[0]['steps']} steps, the "
+                                  f"migrated script {len(lm)} in {single.results[0]['steps']} steps",
+                     {"original": lo, "migrated": lm})
+    worst = 0.0
+    for i, (a, b) in enumerate(zip(lo, lm)):
+        if not (_finite(a) and _finite(b)) or abs(a - b) > ATOL + RTOL * abs(a):
+            step = orig.results[0]["loss_steps"][i]
+            return Check("a", "fail", f"step {step}: original loss {a!r}, migrated {b!r} "
+                                      f"(tolerance rtol {RTOL:g}, atol {ATOL:g})", {"original": lo, "migrated": lm})
+        worst = max(worst, abs(a - b))
+    return Check("a", "pass", f"{len(lo)} losses match the original on 1 process (max |diff| {worst:.2g}; "
+                              f"rtol {RTOL:g}, atol {ATOL:g})", {"original": lo, "migrated": lm})
+
+
+def check_multi(multi: Run, n: int, steps: int) -> Check:
+    res = multi.results
+    data = {"ranks": [r.get("rank") for r in res], "world_sizes": [r.get("world_size") for r in res],
+            "wall_s": round(multi.wall_s, 2)}
+    if multi.timed_out:
+        return Check("b", "fail", multi.failure(), data)
+    problems: List[str] = []
+    if multi.rc != 0:
+        problems.append(multi.failure())
+    if len(res) != n:
+        problems.append(f"{len(res)} of {n} processes wrote results")
+    sizes = sorted({r.get("world_size") for r in res})
+    if res and sizes != [n]:
+        problems.append(f"world size {', '.join(map(str, sizes))}, expected {n} (each process trained alone: the "
+                        f"device count reached no process group)" if sizes == [1] else
+                        f"world size {', '.join(map(str, sizes))}, expected {n}")
+    ranks = Counter(r.get("rank") for r in res)
+    dup = sorted(k for k, c in ranks.items() if c > 1)
+    if dup:
+        problems.append(f"{ranks[dup[0]]} processes reported rank {dup[0]}")
+    for r in res:
+        bad = [x for x in r.get("losses", []) if not _finite(x)]
+        if bad:
+            problems.append(f"rank {r['rank']}: non-finite loss {bad[0]}")
+        if not r.get("losses"):
+            problems.append(f"rank {r['rank']}: no loss recorded")
+        if r.get("steps", 0) < steps and r.get("status") != "finished":
+            problems.append(f"rank {r['rank']}: stopped after {r.get('steps')} of {steps} steps ({r.get('status')}"
+                            f"{': ' + r['error'] if r.get('error') else ''})")
+    if problems:
+        return Check("b", "fail", "; ".join(dict.fromkeys(problems)), data)
+    return Check("b", "pass", f"{n} processes, world size {n}, {min(r['steps'] for r in res)} steps each, finite "
+                              f"losses on every rank ({multi.wall_s:.1f}s)", data)
+
+
+def _usable(multi: Run, n: int) -> Optional[str]:
+    if len(multi.results) < 2:
+        return f"needs {n} ranks' results; the multi-process run gave {len(multi.results)}"
+    return None
+
+
+def check_sync(multi: Run, n: int) -> Check:
+    why = _usable(multi, n)
+    if why:
+        return Check("c", "fail" if multi.failure() else "skip", why)
+    res = multi.results
+    sums = [r.get("param_checksum") for r in res]
+    data = {"checksums": sums, "hashes": [r.get("param_hash") for r in res], "steps": [r.get("steps") for r in res]}
+    if any(s is None for s in sums) or not any(r.get("param_count") for r in res):
+        return Check("c", "skip", "no model forward was seen, so no parameters to compare", data)
+    steps = {r.get("steps") for r in res}
+    if len(steps) != 1:
+        return Check("c", "skip", f"ranks stopped after different step counts {sorted(steps)}", data)
+    ref = res[0]
+    for r in res[1:]:
+        if r.get("param_hash") == ref.get("param_hash"):
+            continue
+        a, b = ref["param_checksum"], r["param_checksum"]
+        if abs(a - b) <= SYNC_RTOL * max(1.0, abs(a)):
+            continue
+        return Check("c", "fail", f"after step {ref['steps']} rank {ref['rank']} has parameter sum {a:.10g} and rank "
+                                  f"{r['rank']} {b:.10g}: the replicas drifted apart, so gradients were not "
+                                  f"synchronized (model not passed to setup/prepare, or optimizer stepping a "
+                                  f"local copy)", data)
+    exact = len({r.get("param_hash") for r in res}) == 1
+    return Check("c", "pass", f"parameters identical on all {len(res)} ranks after step {ref['steps']}"
+                              f"{'' if exact else ' (within rtol %g)' % SYNC_RTOL}", data)
+
+
+def check_sharding(multi: Run, n: int) -> Check:
+    why = _usable(multi, n)
+    if why:
+        return Check("d", "fail" if multi.failure() else "skip", why)
+    res = multi.results
+    ref = res[0]
+    for r in res[1:]:
+        pairs = [(i + 1, a, b) for i, (a, b) in enumerate(zip(ref.get("batch_hashes", []), r.get("batch_hashes", [])))
+                 if a is not None and b is not None]
+        if not pairs:
+            return Check("d", "skip", "no training forward with a tensor input was seen")
+        same = [s for s, a, b in pairs if a == b]
+        if same and len(same) == len(pairs):
+            return Check("d", "fail", f"rank {ref['rank']} and rank {r['rank']} received identical batches at every "
+                                      f"step, first at step {same[0]} ({len(same)} of {len(pairs)} steps): every rank "
+                                      f"trained on the same data. Probably the DataLoader was not passed through "
+                                      f"setup_dataloaders/prepare, or the batches are cut by hand from a tensor.",
+                         {"identical_steps": same})
+        if same:
+            return Check("d", "fail", f"rank {ref['rank']} and rank {r['rank']} received identical batches at step "
+                                      f"{same[0]} ({len(same)} of {len(pairs)} steps)", {"identical_steps": same})
+    k = min(len(r.get("batch_hashes", [])) for r in res)
+    return Check("d", "pass", f"every rank received different batches at each of {k} steps")
+
+
+def _normalize(line: str) -> str:
+    return _NUMBER.sub("#", line.strip())
+
+
+def _script_lines(text: str) -> List[str]:
+    return [_normalize(ln) for ln in text.splitlines() if ln.strip() and not _FRAMEWORK_LINE.match(ln.strip())]
+
+
+def check_output(single: Run, multi: Run, n: int, target: str = "fabric") -> Check:
+    if not single.ok():
+        return Check("e", "fail", single.failure())
+    if not multi.results:
+        return Check("e", "fail", multi.failure() or "the multi-process run wrote no results")
+    one, many = Counter(_script_lines(single.stdout)), Counter(_script_lines(multi.stdout))
+    if not one:
+        return Check("e", "pass", "the script printed nothing to standard output")
+    repeated = [(ln, c, many[ln]) for ln, c in one.items() if many[ln] >= n * c and many[ln] > c]
+    if repeated:
+        ln, c, m = repeated[0]
+        example = next((raw for raw in multi.stdout.splitlines() if _normalize(raw) == ln), ln)
+        fix = ("fabric.print or `if fabric.is_global_zero:`" if target == "fabric" else
+               "accelerator.print or `if accelerator.is_main_process:`")
+        return Check("e", "fail", f"{len(repeated)} kind(s) of line printed by every rank: lines like "
+                                  f"{example.strip()!r} (numbers aside) appear {m} times with {n} processes, {c} "
+                                  f"with 1. A plain print runs on every rank; use {fix}",
+                     {"lines": [{"line": a, "single": b, "multi": c2} for a, b, c2 in repeated[:20]]})
+    return Check("e", "pass", f"{sum(one.values())} script line(s) appear no more often with {n} processes")
+
+
+def _rate(r: Dict[str, Any]) -> Tuple[Optional[float], Optional[float], float, int]:
+    """(samples/s, steps/s, seconds, samples) over steps 2..K: the first step carries start-up and set-up."""
+    times, samples = r.get("step_times") or [], r.get("samples_per_step") or []
+    if len(times) >= 2 and times[-1] > times[0]:
+        dt = times[-1] - times[0]
+        s = sum(samples[1:len(times)])
+        return (s / dt if s else None), (len(times) - 1) / dt, dt, s
+    return None, None, 0.0, 0
+
+
+def check_throughput(single: Run, multi: Run, n: int) -> Check:
+    if not single.ok() or not multi.results:
+        return Check("f", "fail", single.failure() or multi.failure())
+    s_sps, s_steps, _, _ = _rate(single.results[0])
+    rates = [_rate(r) for r in multi.results]
+    if s_steps is None or any(x[1] is None for x in rates):
+        return Check("f", "skip", "fewer than 2 steps recorded; raise --steps")
+    dt = max(x[2] for x in rates)
+    m_samples = sum(x[3] for x in rates)
+    m_sps = m_samples / dt if dt else None
+    m_steps = min(x[1] for x in rates)
+    data = {"single_samples_per_s": s_sps, "single_steps_per_s": s_steps, "multi_samples_per_s": m_sps,
+            "multi_steps_per_s_per_rank": m_steps, "processes": n}
+    if s_sps and m_sps:
+        speed = m_sps / s_sps
+        data["speedup"] = speed
+        msg = (f"{s_sps:,.0f} samples/s on 1 process, {m_sps:,.0f} samples/s on {n} ({speed:.2f}x; "
+               f"steps/s {s_steps:.1f} -> {m_steps:.1f} per rank)")
+    else:
+        msg = f"{s_steps:.1f} steps/s on 1 process, {m_steps:.1f} steps/s per rank on {n}"
+    return Check("f", "info", msg + "; measured over steps 2..K, for information only", data)
+
+
+# ---- the command ----------------------------------------------------------------------------------------------------
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("script", type=click.Path(exists=True, dir_okay=False))
+@click.argument("script_args", nargs=-1, type=click.UNPROCESSED)
+@click.option("--target", "-t", type=click.Choice(TARGETS), required=True, help="Framework to migrate to.")
+@click.option("--devices", type=click.IntRange(min=2), default=2, show_default=True,
+              help="Processes for the multi-process run.")
+@click.option("--accelerator", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--steps", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Optimizer steps per run; each run stops after them.")
+@click.option("--timeout", type=click.FloatRange(min=1), default=300, show_default=True,
+              help="Seconds each run may take.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--migrated", type=click.Path(exists=True, dir_okay=False),
+              help="Check this already-migrated file instead of migrating SCRIPT.")
+@click.option("--checks", "only", default="abcdef", show_default=True,
+              help="The checks to run, as letters; runs that no chosen check needs are skipped.")
+@click.option("--keep", is_flag=True, help="Keep the temporary folder (its path is printed).")
+def verify(script, script_args, target, devices, accelerator, steps, timeout, as_json, migrated, only, keep):
+    """Run SCRIPT and its migration side by side and check that the migration trains the same model.
+
+    \b
+    Checks (exit status 1 if any fails; 2 if the script cannot be migrated):
+      a parity         1 process: per-step losses equal the original's (rtol 1e-4, atol 1e-5)
+      b multi-process  N processes finish in time, world size N, finite losses on every rank
+      c sync           parameter checksums identical on every rank after the last step
+      d sharding       ranks do not receive identical batches at the same step
+      e output once    no stdout line of 1 process appears N times with N processes
+      f throughput     samples/s of 1 process vs N processes (information)
+    Arguments after `--` go to the script. The user's files are never written: the script's folder is copied.
+    """
+    chosen = "".join(c for c in only.lower() if c in CHECKS)
+    bad = sorted(set(only.lower()) - set(CHECKS) - set(", "))
+    if bad or not chosen:
+        raise click.BadParameter(f"letters from {''.join(CHECKS)}", param_hint="--checks")
+    report = run_verify(Path(script), list(script_args), target, devices, accelerator, steps, timeout,
+                        Path(migrated) if migrated else None, keep, chosen)
+    if as_json:
+        click.echo(json.dumps(report, indent=2, default=str))
+    else:
+        _print_table(report)
+    sys.exit(report["exit_code"])
+
+
+def run_verify(script: Path, script_args: List[str], target: str, devices: int = 2, accelerator: str = "cpu",
+               steps: int = 5, timeout: float = 300, migrated: Optional[Path] = None,
+               keep: bool = False, checks: str = "abcdef") -> Dict[str, Any]:
+    script = script.resolve()
+    migrated = migrated.resolve() if migrated is not None else None
+    tmp = Path(tempfile.mkdtemp(prefix="ptm-verify-"))
+    report: Dict[str, Any] = {
+        "script": str(script), "migrated": str(migrated) if migrated else None, "target": target,
+        "devices": devices, "accelerator": accelerator, "steps": steps, "script_args": script_args,
+        "notes": [], "checks": [], "runs": {}, "exit_code": 0, "tmp": str(tmp) if keep else None,
+    }
+    try:
+        orig_dir, mig_dir = tmp / "original", tmp / "migrated"
+        _stage(script.parent, orig_dir)
+        if migrated is not None:
+            _stage(migrated.parent, mig_dir)
+            mig_script = mig_dir / migrated.name
+        else:
+            _stage(script.parent, mig_dir)
+            mig_script = mig_dir / script.name
+            options = Options(accelerator=accelerator, devices=str(devices),
+                              strategy="ddp" if target == "fabric" else None)
+            error, notes = _migrate_folder(mig_dir, script.name, target, options)
+            report["notes"].extend(notes)
+            if error:
+                report["error"] = f"{script.name} could not be migrated: {error}"
+                report["exit_code"] = 2
+                return report
+        source = mig_script.read_text(encoding="utf-8", errors="replace")
+        py = sys.executable
+        out = tmp / "results"
+
+        def make(name: str, prefix: List[str], folder: Path, target_script: Path, single: bool) -> Run:
+            out_dir = str(out / name)
+            return Run(name, prefix + _runner_cmd(steps, out_dir, target_script, script_args, single), str(folder),
+                       out_dir)
+
+        base_env = _env(accelerator)
+        skipped = Run("not run", [], "", "")
+        orig = single = multi = skipped
+        if "a" in checks:
+            orig = _execute(make("original", [py], orig_dir, orig_dir / script.name, False), base_env, timeout)
+        if set(checks) & set("aef"):
+            single = _execute(make("migrated-1", [py], mig_dir, mig_script, target == "fabric"), base_env, timeout)
+        if set(checks) & set("bcdef"):
+            multi_env = dict(base_env)
+            if target == "fabric":
+                mode = _fabric_launch_mode(source)
+                prefix = [py] if mode == "python" else _torchrun(devices)
+                if mode == "fabric-run":
+                    multi_env.update({"LT_CLI_USED": "1", "LT_ACCELERATOR": accelerator, "LT_DEVICES": str(devices),
+                                      "LT_NUM_NODES": "1", "LT_STRATEGY": "ddp"})
+            else:
+                mode, prefix = "torchrun", _torchrun(devices)
+            report["notes"].append(f"multi-process launch: {mode}")
+            multi = _execute(make(f"migrated-{devices}", prefix, mig_dir, mig_script, False), multi_env, timeout)
+
+        makers = {
+            "a": lambda: check_parity(orig, single),
+            "b": lambda: check_multi(multi, devices, steps),
+            "c": lambda: check_sync(multi, devices),
+            "d": lambda: check_sharding(multi, devices),
+            "e": lambda: check_output(single, multi, devices, target),
+            "f": lambda: check_throughput(single, multi, devices),
+        }
+        results = [makers[c]() for c in CHECKS if c in checks]
+        report["checks"] = [c.as_dict() for c in results]
+        report["runs"] = {r.name: r.summary() for r in (orig, single, multi) if r is not skipped}
+        report["exit_code"] = 1 if any(c.status == "fail" for c in results) else 0
+        return report
+    finally:
+        if not keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _print_table(report: Dict[str, Any]) -> None:
+    migrated = f" (checking {report['migrated']})" if report.get("migrated") else ""
+    click.echo(f"pt-migrate verify: {report['script']} -> {report['target']}{migrated}, "
+               f"{report['devices']} x {report['accelerator']}, {report['steps']} steps")
+    if report.get("error"):
+        click.echo(f"error: {report['error']}", err=True)
+        return
+    for note in report.get("notes", []):
+        click.echo(f"  note: {note}")
+    marks = {"pass": "PASS", "fail": "FAIL", "skip": "SKIP", "info": "INFO"}
+    color = {"pass": "green", "fail": "red", "skip": "yellow", "info": "cyan"}
+    click.echo("")
+    for c in report["checks"]:
+        label = f"{c['id']} {c['name']}"
+        mark = click.style(f"{marks[c['status']]:<5}", fg=color[c["status"]])
+        click.echo(f"  {label:<16} {mark} {c['message']}")
+    click.echo("")
+    for name, r in report["runs"].items():
+        state = "timed out" if r["timed_out"] else f"exit {r['rc']}"
+        cmd = ["python" if a == sys.executable else a for a in r["cmd"]]
+        click.echo(f"  run {name:<12} {state:<10} {r['wall_s']:7.1f}s  {shlex.join(cmd)}")
+    if report.get("tmp"):
+        click.echo(f"  kept {report['tmp']}")
+    failed = [c for c in report["checks"] if c["status"] == "fail"]
+    click.echo("")
+    click.echo(f"{len(failed)} check(s) failed" if failed else "all checks passed")

@@ -1,0 +1,376 @@
+"""Runs a training script, unchanged, inside a verify subprocess and records what it does.
+
+    python -m migrator.verify.runner --steps K --out DIR [--single-device] -- script.py ARGS...
+
+The script runs through runpy as ``__main__`` with ``sys.argv = [script.py, ARGS...]``, its folder as the working
+directory and first on ``sys.path``. Nothing in it is edited; the runner only observes:
+
+* ``torch.optim`` global step post-hook: counts optimizer steps (the clock is the first optimizer that steps, so
+  a wrapper optimizer that steps an inner one counts once); after step K it writes the results and ends the
+  process with ``os._exit(0)`` (no atexit handler or process-group teardown can hang it);
+* ``Fabric.backward``, ``Accelerator.backward`` and ``torch.Tensor.backward``: the loss of every backward call
+  (the outermost call only, so ``fabric.backward(loss)`` is recorded once, with the value the user passed);
+* a global module forward pre-hook / hook pair: the first tensor input of the first top-level training forward of
+  each step is hashed (for the sharding check) and its first dimension counted as samples; the top-level modules
+  with parameters are the models whose parameters are checksummed after the last step.
+
+Fabric started with ``devices=N`` re-launches the script for ranks 1..N-1 with ``sys.argv`` (or ``-m
+__main__.__spec__.name``). Under runpy ``__main__.__spec__`` is None, so Lightning would start the bare script and
+those ranks would go unobserved: the runner replaces Lightning's ``_basic_subprocess_cmd`` so that the children
+re-enter this runner with the same options. The options also travel in the environment (PTM_VERIFY_*), for any
+launcher that re-runs the script by path.
+
+Each process writes ``DIR/rank{R}-pid{P}.json`` (R from torch.distributed when initialized, else $RANK, else 0).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import runpy
+import sys
+import time
+from typing import Any, Dict, List, Optional
+
+ENV_STEPS = "PTM_VERIFY_STEPS"
+ENV_OUT = "PTM_VERIFY_OUT"
+ENV_SINGLE = "PTM_VERIFY_SINGLE_DEVICE"
+
+
+class Recorder:
+    def __init__(self, steps: int, out: str, child_cmd: List[str], single_device: bool):
+        self.max_steps = steps
+        self.out = out
+        self.child_cmd = child_cmd  # the command that re-enters the runner, without the script arguments
+        self.single_device = single_device
+        self.t0 = time.perf_counter()
+        self.steps = 0
+        self.clock_optimizer: Optional[int] = None
+        self.losses: List[Dict[str, Any]] = []  # {"step": s, "loss": x}
+        self.batch_hashes: Dict[int, str] = {}
+        self.samples: Dict[int, int] = {}
+        self.step_times: List[float] = []
+        self.models: Dict[int, Any] = {}
+        self.depth = 0
+        self.in_backward = 0
+        self.written = False
+
+    # ---- hooks -------------------------------------------------------------------------------------------------
+    def record_loss(self, tensor) -> None:
+        try:
+            t = tensor.detach()
+            value = float(t.float().mean()) if t.numel() != 1 else float(t.float())
+        except Exception:
+            return
+        if self.steps < self.max_steps:
+            self.losses.append({"step": self.steps + 1, "loss": value})
+
+    def wrap_backward(self, owner, name: str, loss_arg: int) -> None:
+        original = getattr(owner, name, None)
+        if original is None or getattr(original, "_ptm_verify", False):
+            return
+        rec = self
+
+        def backward(*args, **kwargs):
+            outer = rec.in_backward == 0
+            if outer:
+                loss = args[loss_arg] if len(args) > loss_arg else kwargs.get("loss", kwargs.get("tensor"))
+                if loss is not None:
+                    rec.record_loss(loss)
+            rec.in_backward += 1
+            try:
+                return original(*args, **kwargs)
+            finally:
+                rec.in_backward -= 1
+
+        backward._ptm_verify = True
+        backward.__name__ = getattr(original, "__name__", name)
+        backward.__doc__ = getattr(original, "__doc__", None)
+        setattr(owner, name, backward)
+
+    def forward_pre_hook(self, module, args) -> None:
+        self.depth += 1
+        if self.depth != 1:
+            return
+        import torch
+
+        if not (module.training and torch.is_grad_enabled()):
+            return
+        has_params = False
+        for _ in module.parameters():
+            has_params = True
+            break
+        if not has_params:
+            return  # a loss module or a parameter-free helper: not a model
+        self.models.setdefault(id(module), module)
+        step = self.steps + 1
+        if step in self.batch_hashes or step > self.max_steps:
+            return
+        first = _first_tensor(args)
+        if first is None:
+            return
+        self.batch_hashes[step] = _tensor_hash(first)
+        self.samples[step] = int(first.shape[0]) if first.dim() > 0 else 1
+
+    def forward_hook(self, module, args, output) -> None:
+        self.depth = max(0, self.depth - 1)
+
+    def step_post_hook(self, optimizer, args, kwargs) -> None:
+        if self.clock_optimizer is None:
+            self.clock_optimizer = id(optimizer)
+        if id(optimizer) != self.clock_optimizer:
+            return
+        self.steps += 1
+        self.step_times.append(time.perf_counter() - self.t0)
+        if self.steps >= self.max_steps:
+            self.write("stopped")
+            _flush()
+            os._exit(0)
+
+    # ---- results -----------------------------------------------------------------------------------------------
+    def checksum(self) -> Dict[str, Any]:
+        import torch
+
+        seen = set()
+        total = 0.0
+        count = 0
+        h = hashlib.sha1()
+        with torch.no_grad():
+            for module in self.models.values():
+                for p in module.parameters():
+                    if id(p) in seen:
+                        continue
+                    seen.add(id(p))
+                    t = p.detach()
+                    try:
+                        full = t.full_tensor() if hasattr(t, "full_tensor") else t  # DTensor (FSDP2)
+                    except Exception:
+                        full = t
+                    total += float(full.double().sum())
+                    count += full.numel()
+                    h.update(_tensor_bytes(full))
+        return {"param_checksum": total, "param_hash": h.hexdigest(), "param_count": count}
+
+    def write(self, status: str, error: Optional[str] = None, exit_code: Optional[int] = None) -> None:
+        if self.written:
+            return
+        self.written = True
+        rank, world = _rank_world()
+        data: Dict[str, Any] = {
+            "rank": rank,
+            "world_size": world,
+            "env_rank": os.environ.get("RANK"),
+            "env_world_size": os.environ.get("WORLD_SIZE"),
+            "pid": os.getpid(),
+            "status": status,
+            "error": error,
+            "exit_code": exit_code,
+            "steps": self.steps,
+            "max_steps": self.max_steps,
+            "losses": [x["loss"] for x in self.losses],
+            "loss_steps": [x["step"] for x in self.losses],
+            "batch_hashes": [self.batch_hashes.get(s) for s in range(1, self.steps + 1)],
+            "samples_per_step": [self.samples.get(s, 0) for s in range(1, self.steps + 1)],
+            "samples": sum(self.samples.get(s, 0) for s in range(1, self.steps + 1)),
+            "step_times": self.step_times,
+            "elapsed": time.perf_counter() - self.t0,
+            "models": sorted({type(m).__name__ for m in self.models.values()}),
+        }
+        try:
+            data.update(self.checksum())
+        except Exception as e:  # pragma: no cover - never lose the rest of the record
+            data.update({"param_checksum": None, "param_hash": None, "param_count": 0, "checksum_error": repr(e)})
+        os.makedirs(self.out, exist_ok=True)
+        path = os.path.join(self.out, f"rank{rank}-pid{os.getpid()}.json")
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(data, f, default=_json_default)
+        os.replace(tmp, path)
+
+    # ---- installation ------------------------------------------------------------------------------------------
+    def install(self, sources: str) -> None:
+        import torch
+        from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
+        from torch.optim.optimizer import register_optimizer_step_post_hook
+
+        register_optimizer_step_post_hook(self.step_post_hook)
+        register_module_forward_pre_hook(self.forward_pre_hook)
+        try:
+            register_module_forward_hook(self.forward_hook, always_call=True)
+        except TypeError:  # older torch
+            register_module_forward_hook(self.forward_hook)
+        self.wrap_backward(torch.Tensor, "backward", 0)
+        if "lightning" in sources:
+            self._patch_lightning()
+        if "accelerate" in sources:
+            try:
+                import accelerate
+
+                self.wrap_backward(accelerate.Accelerator, "backward", 1)
+            except Exception:
+                pass
+
+    def _patch_lightning(self) -> None:
+        for pkg in ("lightning.fabric", "lightning_fabric"):
+            try:
+                fabric_mod = __import__(pkg, fromlist=["Fabric"])
+                launcher = __import__(pkg + ".strategies.launchers.subprocess_script", fromlist=["x"])
+            except Exception:
+                continue
+            Fabric = fabric_mod.Fabric
+            self.wrap_backward(Fabric, "backward", 1)
+            rec = self
+
+            def child_cmd():
+                return list(rec.child_cmd) + sys.argv[1:]
+
+            if hasattr(launcher, "_basic_subprocess_cmd"):
+                launcher._basic_subprocess_cmd = child_cmd
+            if self.single_device and not getattr(Fabric.__init__, "_ptm_verify", False):
+                original_init = Fabric.__init__
+
+                def __init__(fabric_self, *args, **kwargs):
+                    # the single-process parity run: whatever the script asks for, one device, no launch
+                    kwargs["devices"] = 1
+                    kwargs["num_nodes"] = 1
+                    if isinstance(kwargs.get("strategy"), str):
+                        kwargs["strategy"] = "auto"
+                    original_init(fabric_self, *args, **kwargs)
+
+                __init__._ptm_verify = True
+                Fabric.__init__ = __init__
+
+
+def _first_tensor(obj, depth: int = 0):
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        return obj
+    if depth > 3:
+        return None
+    if isinstance(obj, (list, tuple)):
+        for x in obj:
+            t = _first_tensor(x, depth + 1)
+            if t is not None:
+                return t
+    if isinstance(obj, dict):
+        for x in obj.values():
+            t = _first_tensor(x, depth + 1)
+            if t is not None:
+                return t
+    return None
+
+
+def _tensor_bytes(t) -> bytes:
+    import torch
+
+    t = t.detach()
+    if t.device.type != "cpu":
+        t = t.cpu()
+    t = t.contiguous()
+    if t.dtype == torch.bfloat16 or not hasattr(t, "numpy"):
+        t = t.float()
+    try:
+        return t.numpy().tobytes()
+    except Exception:
+        return t.view(-1).view(torch.uint8).numpy().tobytes()
+
+
+def _tensor_hash(t) -> str:
+    h = hashlib.sha1()
+    h.update(str(tuple(t.shape)).encode())
+    h.update(str(t.dtype).encode())
+    h.update(_tensor_bytes(t))
+    return h.hexdigest()
+
+
+def _rank_world():
+    try:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_rank(), dist.get_world_size()
+    except Exception:
+        pass
+    return int(os.environ.get("RANK", "0") or 0), 1
+
+
+def _json_default(o):
+    if isinstance(o, float) and not math.isfinite(o):
+        return str(o)
+    return str(o)
+
+
+def _flush() -> None:
+    for s in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        try:
+            s.flush()
+        except Exception:
+            pass
+
+
+def _sources(script: str) -> str:
+    """The text of the script and its sibling modules, to decide which frameworks to patch."""
+    folder = os.path.dirname(script)
+    parts = []
+    try:
+        names = [n for n in os.listdir(folder) if n.endswith(".py")]
+    except OSError:
+        names = []
+    for n in [os.path.basename(script)] + names:
+        try:
+            with open(os.path.join(folder, n), encoding="utf-8", errors="replace") as f:
+                parts.append(f.read())
+        except OSError:
+            pass
+    return "\n".join(parts)
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--" in argv:
+        i = argv.index("--")
+        own, rest = argv[:i], argv[i + 1:]
+    else:
+        own, rest = [], argv
+    p = argparse.ArgumentParser(prog="python -m migrator.verify.runner")
+    p.add_argument("--steps", type=int, default=int(os.environ.get(ENV_STEPS, "5")))
+    p.add_argument("--out", default=os.environ.get(ENV_OUT))
+    p.add_argument("--single-device", action="store_true", default=os.environ.get(ENV_SINGLE) == "1")
+    opts = p.parse_args(own)
+    if not rest or not opts.out:
+        p.error("usage: --steps K --out DIR [--single-device] -- script.py [ARGS...]")
+    script = os.path.abspath(rest[0])
+    script_args = rest[1:]
+    os.environ[ENV_STEPS] = str(opts.steps)
+    os.environ[ENV_OUT] = os.path.abspath(opts.out)
+    if opts.single_device:
+        os.environ[ENV_SINGLE] = "1"
+    child = [sys.executable, "-m", "migrator.verify.runner", "--steps", str(opts.steps), "--out",
+             os.path.abspath(opts.out)] + (["--single-device"] if opts.single_device else []) + ["--", script]
+    rec = Recorder(opts.steps, os.path.abspath(opts.out), child, opts.single_device)
+    rec.install(_sources(script))
+
+    folder = os.path.dirname(script)
+    os.chdir(folder)
+    if sys.path and sys.path[0] in ("", os.getcwd(), folder):
+        sys.path[0] = folder
+    else:
+        sys.path.insert(0, folder)
+    sys.argv = [script] + script_args
+    try:
+        runpy.run_path(script, run_name="__main__")
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        rec.write("finished" if code == 0 else "exit", error=None if code == 0 else str(e.code), exit_code=code)
+        raise
+    except BaseException as e:
+        rec.write("error", error=f"{type(e).__name__}: {e}", exit_code=1)
+        raise
+    rec.write("finished", exit_code=0)
+
+
+if __name__ == "__main__":
+    main()
