@@ -44,6 +44,7 @@ from migrator.diagnostics import WARNING
 from migrator.names import dotted, qualified_names
 from migrator.rules.base import Example, Context, Rule, RuleTransformer, has_todo, with_todo
 from migrator.rules.rank_zero import (
+    rank_flags,
     GLOBAL_RANK_NAMES,
     LOCAL_RANK_NAMES,
     guard_parts,
@@ -70,8 +71,31 @@ class _Transformer(RuleTransformer):
     def qn(self, node):
         return qualified_names(self, node)
 
+    def visit_Module(self, node: cst.Module):
+        self.flags = rank_flags(node, self.qn, self.facts.fw)  # `if master_process:` is a rank-0 guard too
+        # functions and methods called under a rank-0 guard: a barrier inside them would hang the other ranks
+        import libcst.matchers as m
+        self.called_under_guard: Set[str] = set()
+        for guard in m.findall(node, m.If(), metadata_resolver=self):
+            if guard_parts(guard.test, self.qn, self.facts.fw, self.flags) or \
+                    guard_parts(guard.test, self.qn, f"self.{self.facts.fw}", self.flags):
+                for call in m.findall(guard.body, m.Call()):
+                    name = dotted(call.func)
+                    if name:
+                        self.called_under_guard.add(name.rsplit(".", 1)[-1])
+        self.defs: List[str] = []
+        return True
+
+    def visit_FunctionDef(self, node: cst.FunctionDef):
+        self.defs.append(node.name.value)
+        return super().visit_FunctionDef(node)
+
+    def leave_FunctionDef(self, original_node, updated_node):
+        self.defs.pop()
+        return super().leave_FunctionDef(original_node, updated_node)
+
     def _unwrapped(self, model: cst.BaseExpression) -> cst.BaseExpression:
-        return cst.Call(func=cst.Attribute(value=cst.Name(self.fw), attr=cst.Name("unwrap_model")),
+        return cst.Call(func=cst.Attribute(value=self.fw_expr(), attr=cst.Name("unwrap_model")),
                         args=[cst.Arg(model)])
 
     # -- torch.save / torch.load / state_dict calls
@@ -96,16 +120,21 @@ class _Transformer(RuleTransformer):
                       + (f"use `{self.fw}.save(path, state)` on every rank" if self.ctx.target == "fabric"
                          else f"use `{self.fw}.save(obj, path)`"))
             return updated_node
+        if self.ctx.target == "fabric" and any(d in self.called_under_guard for d in self.defs):
+            self.todo(original_node, f"`{self.defs[-1]}` is called under a rank-0 guard: `{self.fw}.save` there would "
+                                     f"hang the other ranks, so `torch.save` stays (right for DDP); for sharded "
+                                     f"strategies call `{self.fw}.save(path, state)` on every rank")
+            return updated_node
         if self.ctx.target == "fabric":
             obj = keywords["obj"].value if "obj" in keywords else positional[0].value
             path = keywords["f"].value if "f" in keywords else positional[-1].value
-            call = cst.Call(func=cst.Attribute(value=cst.Name(self.fw), attr=cst.Name("save")),
+            call = cst.Call(func=cst.Attribute(value=self.fw_expr(), attr=cst.Name("save")),
                             args=[cst.Arg(path, comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))),
                                   cst.Arg(obj)])
             self.report(original_node, f"`torch.save(state, path)` -> `{self.fw}.save(path, state)`", True)
             return call
         self.report(original_node, f"`torch.save` -> `{self.fw}.save`, written once by the main process", True)
-        return updated_node.with_changes(func=cst.Attribute(value=cst.Name(self.fw), attr=cst.Name("save")))
+        return updated_node.with_changes(func=cst.Attribute(value=self.fw_expr(), attr=cst.Name("save")))
 
     def _load(self, original_node: cst.Call, updated_node: cst.Call):
         for i, a in enumerate(original_node.args):
@@ -113,7 +142,7 @@ class _Transformer(RuleTransformer):
             if not is_ml or not self._rank_built(a.value):
                 continue
             if self.ctx.target == "fabric":
-                new = cst.Attribute(value=cst.Name(self.fw), attr=cst.Name("device"))
+                new = cst.Attribute(value=self.fw_expr(), attr=cst.Name("device"))
             else:
                 new = cst.SimpleString('"cpu"')
             args = list(updated_node.args)
@@ -163,7 +192,7 @@ class _Transformer(RuleTransformer):
         result = super().leave_If(original_node, updated_node)
         if self.ctx.target != "fabric" or not self.in_fw_scope() or not isinstance(result, cst.If):
             return result
-        parts = guard_parts(original_node.test, self.qn, self.fw)
+        parts = guard_parts(original_node.test, self.qn, self.fw, getattr(self, 'flags', None))
         if parts is None:
             return result
         _, rest = parts
@@ -244,7 +273,13 @@ class _Transformer(RuleTransformer):
 class Checkpoints(Rule):
     code = "PTM136"
     name = "checkpoints"
-    examples = []
+    examples = [
+        Example(
+            before='import torch\nimport torch.distributed as dist\n\n\ndef main(rank):\n    model = torch.nn.Linear(4, 1)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    model(torch.randn(8, 4)).sum().backward()\n    optimizer.step()\n    if rank == 0:\n        print("saving")\n        state = {"model": model.module.state_dict(), "optimizer": optimizer.state_dict()}\n        torch.save(state, "ckpt.pt")\n    state = torch.load("ckpt.pt", map_location={"cuda:0": f"cuda:{rank}"})\n    model.module.load_state_dict(state["model"])\n',
+            fabric='import torch\nimport torch.distributed as dist\n\n\ndef main(rank):\n    model = torch.nn.Linear(4, 1)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    model(torch.randn(8, 4)).sum().backward()\n    optimizer.step()\n    if rank == 0:\n        print("saving")\n    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict()}\n    fabric.save("ckpt.pt", state)\n    state = torch.load("ckpt.pt", map_location=fabric.device)\n    model.load_state_dict(state["model"])\n',
+            accelerate='import torch\nimport torch.distributed as dist\n\n\ndef main(rank):\n    model = torch.nn.Linear(4, 1)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    model(torch.randn(8, 4)).sum().backward()\n    optimizer.step()\n    if rank == 0:\n        print("saving")\n        state = {"model": accelerator.unwrap_model(model).state_dict(), "optimizer": optimizer.state_dict()}\n        accelerator.save(state, "ckpt.pt")\n    state = torch.load("ckpt.pt", map_location="cpu")\n    accelerator.unwrap_model(model).load_state_dict(state["model"])\n',
+        )
+    ]
 
     def transformer(self, ctx: Context) -> RuleTransformer:
         return _Transformer(self, ctx)

@@ -173,7 +173,7 @@ class _Transformer(RuleTransformer):
                 return updated_node
             attr = "barrier" if fabric else "wait_for_everyone"
             self.report(original_node, f"`barrier()` -> `{self.fw}.{attr}()`", True)
-            return cst.Call(func=cst.Attribute(value=cst.Name(self.fw), attr=cst.Name(attr)))
+            return cst.Call(func=cst.Attribute(value=self.fw_expr(), attr=cst.Name(attr)))
         if which == "all_gather":
             if fabric:
                 msg = (f"`all_gather(out_list, t)` fills a list: `{self.fw}.all_gather(t)` returns ONE tensor that "
@@ -197,7 +197,13 @@ class _Transformer(RuleTransformer):
 class Collectives(Rule):
     code = "PTM138"
     name = "collectives"
-    examples = []
+    examples = [
+        Example(
+            before='import torch\nimport torch.distributed as dist\n\n\ndef main():\n    model = torch.nn.Linear(4, 1)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    loss = model(torch.randn(8, 4)).sum()\n    loss.backward()\n    optimizer.step()\n    correct = torch.tensor([3.0])\n    dist.all_reduce(correct, op=dist.ReduceOp.SUM)\n    dist.all_reduce(loss, op=dist.ReduceOp.AVG)\n    dist.barrier()\n    dist.broadcast(correct, 0)\n    preds = [torch.zeros(8, 1) for _ in range(2)]\n    dist.all_gather(preds, model(torch.randn(8, 4)))\n',
+            fabric='import torch\nimport torch.distributed as dist\n\n\ndef main():\n    model = torch.nn.Linear(4, 1)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    loss = model(torch.randn(8, 4)).sum()\n    loss.backward()\n    optimizer.step()\n    correct = torch.tensor([3.0])\n    correct = fabric.all_reduce(correct, reduce_op="sum")\n    loss = fabric.all_reduce(loss, reduce_op="mean")\n    fabric.barrier()\n    correct = fabric.broadcast(correct, 0)\n    preds = [torch.zeros(8, 1) for _ in range(2)]\n    # TODO(pt-migrate) PTM138: `all_gather(out_list, t)` fills a list: `fabric.all_gather(t)` returns ONE tensor that STACKS the ranks into a new leading dimension (world, ...): use `fabric.all_gather(t).flatten(0, 1)` where the list is concatenated with torch.cat. In evaluation the last shard is padded with duplicate samples and Fabric has no de-duplicating gather: trim to len(dataset) or use torchmetrics\n    dist.all_gather(preds, model(torch.randn(8, 4)))\n',
+            accelerate='import torch\nimport torch.distributed as dist\nfrom accelerate.utils import broadcast\n\n\ndef main():\n    model = torch.nn.Linear(4, 1)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    loss = model(torch.randn(8, 4)).sum()\n    loss.backward()\n    optimizer.step()\n    correct = torch.tensor([3.0])\n    correct = accelerator.reduce(correct, reduction="sum")\n    loss = accelerator.reduce(loss, reduction="mean")\n    accelerator.wait_for_everyone()\n    correct = broadcast(correct, from_process=0)\n    preds = [torch.zeros(8, 1) for _ in range(2)]\n    # TODO(pt-migrate) PTM138: `all_gather(out_list, t)` fills a list: `accelerator.gather(t)` returns ONE tensor CONCATENATED on dim 0 (what torch.cat of the list gives); in evaluation use `accelerator.gather_for_metrics(t)`, which drops the duplicate samples padded into the last shard\n    dist.all_gather(preds, model(torch.randn(8, 4)))\n',
+        )
+    ]
 
     def transformer(self, ctx: Context) -> RuleTransformer:
         return _Transformer(self, ctx)

@@ -71,10 +71,10 @@ def rank_source(expr: cst.BaseExpression, qn, fw: str) -> Optional[str]:
         if len(parts) == 2 and parts[0] == fw and parts[1] in FW_RANK_ATTRS:
             return FW_RANK_ATTRS[parts[1]]
         last = parts[-1]
-        if last in GLOBAL_RANK_NAMES:
-            return "global"
-        if last in LOCAL_RANK_NAMES:
+        if last in LOCAL_RANK_NAMES or last.endswith("local_rank"):  # ddp_local_rank
             return "local"
+        if last in GLOBAL_RANK_NAMES or last.endswith("_rank"):  # ddp_rank, node_rank is not one: see below
+            return None if last in ("node_rank", "num_rank") else "global"
         return None
     if isinstance(expr, cst.Call):
         q = qn(expr.func)
@@ -96,20 +96,32 @@ def rank_source(expr: cst.BaseExpression, qn, fw: str) -> Optional[str]:
     return None
 
 
-def rank_test(test: cst.BaseExpression, qn, fw: str) -> Optional[Tuple[str, bool]]:
+def rank_flags(module: cst.Module, qn, fw: str) -> dict:
+    """Names that hold a rank-0 test: `master_process = ddp_rank == 0` -> {"master_process": "global"}."""
+    flags = {}
+    for a in m.findall(module, m.Assign(targets=[m.AssignTarget(m.Name())])):
+        r = rank_test(a.value, qn, fw)
+        if r and not r[1]:
+            flags[a.targets[0].target.value] = r[0]
+    return flags
+
+
+def rank_test(test: cst.BaseExpression, qn, fw: str, flags: Optional[dict] = None) -> Optional[Tuple[str, bool]]:
     """(kind, negated) when `test` is a whole rank-0 check: `rank == 0`, `0 == rank`, `not rank`,
     `rank != 0`, `fabric.is_global_zero`, `accelerator.is_local_main_process`."""
     name = dotted(test)
     if name is not None:
         parts = name.split(".")
-        if len(parts) == 2 and parts[0] == fw and parts[1] in FW_ZERO_FLAGS:
-            return FW_ZERO_FLAGS[parts[1]], False
+        if len(parts) >= 2 and ".".join(parts[:-1]) in (fw, f"self.{fw}") and parts[-1] in FW_ZERO_FLAGS:
+            return FW_ZERO_FLAGS[parts[-1]], False
+        if flags and name in flags:
+            return flags[name], False
         return None
     if isinstance(test, cst.UnaryOperation) and isinstance(test.operator, cst.Not):
         kind = rank_source(test.expression, qn, fw)
         if kind:
             return kind, False
-        inner = rank_test(test.expression, qn, fw)
+        inner = rank_test(test.expression, qn, fw, flags)
         return (inner[0], not inner[1]) if inner else None
     if isinstance(test, cst.Comparison) and len(test.comparisons) == 1:
         op = test.comparisons[0].operator
@@ -129,7 +141,8 @@ def and_operands(test: cst.BaseExpression) -> List[cst.BaseExpression]:
     return [test]
 
 
-def guard_parts(test: cst.BaseExpression, qn, fw: str) -> Optional[Tuple[str, Optional[cst.BaseExpression]]]:
+def guard_parts(test: cst.BaseExpression, qn, fw: str,
+                flags: Optional[dict] = None) -> Optional[Tuple[str, Optional[cst.BaseExpression]]]:
     """For a guard that runs its body on rank 0 only: (kind, the rest of an `and` condition or None).
 
     `if rank == 0:` -> ("global", None); `if epoch % 5 == 0 and rank == 0:` -> ("global", `epoch % 5 == 0`).
@@ -137,7 +150,7 @@ def guard_parts(test: cst.BaseExpression, qn, fw: str) -> Optional[Tuple[str, Op
     ops = and_operands(test)
     kinds, rest = [], []
     for op in ops:
-        r = rank_test(op, qn, fw)
+        r = rank_test(op, qn, fw, flags)
         if r and not r[1]:
             kinds.append(r[0])
         else:
@@ -188,8 +201,8 @@ def names_bound(stmt: cst.CSTNode) -> Set[str]:
     return out
 
 
-def guard_flag(ctx: Context, kind: str, negated: bool = False) -> cst.BaseExpression:
-    fw = ctx.fw
+def guard_flag(ctx: Context, kind: str, negated: bool = False, fw: Optional[str] = None) -> cst.BaseExpression:
+    fw = fw or ctx.fw
     if ctx.target == "fabric":
         code = f"{fw}.is_global_zero" if kind == "global" else f"{fw}.local_rank {'!=' if negated else '=='} 0"
         if kind == "global" and negated:
@@ -226,6 +239,10 @@ class _Transformer(RuleTransformer):
     def qn(self, node):
         return qualified_names(self, node)
 
+    def visit_Module(self, node: cst.Module):
+        self.flags = rank_flags(node, self.qn, self.facts.fw)  # `if master_process:` is a rank-0 guard too
+        return True
+
     def leave_Comparison(self, original_node: cst.Comparison, updated_node: cst.Comparison):
         if not self.in_fw_scope():
             return updated_node
@@ -234,7 +251,7 @@ class _Transformer(RuleTransformer):
         if not r or any((dotted(x) or "").startswith(self.fw + ".") for x in sides):
             return updated_node
         kind, negated = r
-        new = guard_flag(self.ctx, kind, negated)
+        new = guard_flag(self.ctx, kind, negated, self.fw)
         self.report(original_node, f"rank check -> `{cst.Module([]).code_for_node(new)}`", True)
         return new.with_changes(lpar=updated_node.lpar, rpar=updated_node.rpar) if updated_node.lpar else new
 
@@ -244,7 +261,7 @@ class _Transformer(RuleTransformer):
         kind = rank_source(original_node.expression, self.qn, self.fw)
         if not kind or (dotted(original_node.expression) or "").startswith(self.fw + "."):
             return updated_node
-        new = guard_flag(self.ctx, kind)
+        new = guard_flag(self.ctx, kind, fw=self.fw)
         self.report(original_node, "rank check -> the framework's", True)
         return new
 
@@ -260,13 +277,13 @@ class _Transformer(RuleTransformer):
         if attr is None:
             return updated_node
         self.report(original_node, f"`{dotted(original_node.func)}()` -> `{self.fw}.{attr}`", True)
-        return cst.Attribute(value=cst.Name(self.fw), attr=cst.Name(attr))
+        return cst.Attribute(value=self.fw_expr(), attr=cst.Name(attr))
 
     def leave_If(self, original_node: cst.If, updated_node: cst.If):
         result = super().leave_If(original_node, updated_node)
         if not self.in_fw_scope():
             return result
-        parts = guard_parts(original_node.test, self.qn, self.fw)
+        parts = guard_parts(original_node.test, self.qn, self.fw, getattr(self, 'flags', None))
         if parts is None:
             return result
         kind, rest = parts
@@ -328,7 +345,13 @@ class _Transformer(RuleTransformer):
 class RankZero(Rule):
     code = "PTM137"
     name = "rank-zero"
-    examples = []
+    examples = [
+        Example(
+            before='import torch\nimport torch.distributed as dist\n\n\ndef main(local_rank):\n    model = torch.nn.Linear(4, 1)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    model(torch.randn(8, 4)).sum().backward()\n    optimizer.step()\n    world_size = dist.get_world_size()\n    if dist.get_rank() == 0:\n        print(f"trained on {world_size} processes")\n        dist.barrier()\n    if local_rank == 0:\n        print("node done")\n',
+            fabric='import torch\nimport torch.distributed as dist\n\n\ndef main(local_rank):\n    model = torch.nn.Linear(4, 1)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    model(torch.randn(8, 4)).sum().backward()\n    optimizer.step()\n    world_size = fabric.world_size\n    if fabric.is_global_zero:\n        print(f"trained on {world_size} processes")\n    dist.barrier()\n    if fabric.local_rank == 0:\n        print("node done")\n',
+            accelerate='import torch\nimport torch.distributed as dist\n\n\ndef main(local_rank):\n    model = torch.nn.Linear(4, 1)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    model(torch.randn(8, 4)).sum().backward()\n    optimizer.step()\n    world_size = accelerator.num_processes\n    if accelerator.is_main_process:\n        print(f"trained on {world_size} processes")\n    dist.barrier()\n    if accelerator.is_local_main_process:\n        print("node done")\n',
+        )
+    ]
 
     def transformer(self, ctx: Context) -> RuleTransformer:
         return _Transformer(self, ctx)
