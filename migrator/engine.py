@@ -1,6 +1,9 @@
 """The engine: a pure function from source text to a MigrationResult. It never raises and never imports torch."""
 from __future__ import annotations
 
+import ast
+import re
+import sys
 import traceback
 from dataclasses import dataclass, field
 from typing import List, Optional
@@ -30,55 +33,145 @@ class MigrationResult:
     diagnostics: List[Diagnostic] = field(default_factory=list)
     error: Optional[str] = None  # set when the file could not be migrated; `code` is then the input
     is_training_script: bool = False
+    trace: Optional[str] = None  # the Python traceback of an internal error (PTM002), for --debug only
 
     @property
     def needs_attention(self) -> List[Diagnostic]:
         return [d for d in self.diagnostics if d.needs_attention]
 
 
-def _failure(source: str, code: str, line: int, col: int, message: str) -> MigrationResult:
-    return MigrationResult(source, False, [Diagnostic(code, line, col, ERROR, message, False)], error=message)
+def _failure(source: str, code: str, line: int, col: int, message: str, trace: Optional[str] = None) -> MigrationResult:
+    return MigrationResult(source, False, [Diagnostic(code, line, col, ERROR, message, False)], error=message,
+                           trace=trace)
 
 
 def migrate(source: str, target: str, options: Optional[Options] = None) -> MigrationResult:
-    """Migrate one module's source to `target` ("fabric" or "accelerate")."""
+    """Migrate one module's source to `target` ("fabric" or "accelerate"). Never raises: a file that cannot be
+    parsed gives PTM001, an internal error gives PTM002 (the trace is in `.trace`); `code` is then `source`."""
+    limit = sys.getrecursionlimit()
+    try:
+        if limit < _RECURSION_LIMIT:  # libcst's visitors recurse once per nesting level: long `a + b + ...` chains
+            sys.setrecursionlimit(_RECURSION_LIMIT)
+        return _migrate(source, target, options)
+    except RuleCrash as crash:
+        if crash.too_deep:
+            return _failure(source, PARSE_ERROR, 1, 1, "cannot migrate: the code is nested too deeply for "
+                            "pt-migrate (e.g. a chain of thousands of `+`); the file was left unchanged", crash.trace)
+        return _failure(source, RULE_CRASH, 1, 1, crash.message, crash.trace)
+    except Exception as e:  # anything else is a bug of ours: report it, leave the file alone
+        return _failure(source, RULE_CRASH, 1, 1, f"internal error ({type(e).__name__}: {_one_line(e)}); the file "
+                        f"was left unchanged. Please report it (--debug shows the trace)", traceback.format_exc())
+    finally:
+        if sys.getrecursionlimit() != limit:
+            sys.setrecursionlimit(limit)
+
+
+_RECURSION_LIMIT = 4000
+
+
+def _migrate(source: str, target: str, options: Optional[Options]) -> MigrationResult:
     options = options or Options()
     if target not in TARGETS:
         return _failure(source, BAD_OPTION, 1, 1, f"unknown target {target!r}; expected one of {', '.join(TARGETS)}")
-    if skip.skips_file(source):  # `# pt-migrate: skip-file`
+    if not isinstance(source, str):
+        return _failure(str(source), BAD_OPTION, 1, 1, f"source must be str, not {type(source).__name__}")
+    if skip.skips_file(source):  # `# pt-migrate: skip-file` (see migrator/skip.py)
         return MigrationResult(source, False)
     if not may_be_training_script(source, options):
         return MigrationResult(source, False)
-    try:
-        module = cst.parse_module(source)
-    except cst.ParserSyntaxError as e:
-        line, col, reason = _python_syntax_error(source) or (e.raw_line, e.raw_column + 1, e.message)
-        return _failure(source, PARSE_ERROR, line, col, f"cannot parse: {reason}")
-    except Exception as e:  # libcst raises a few other errors on odd input (e.g. bad indentation)
-        return _failure(source, PARSE_ERROR, 1, 1, f"cannot parse: {e}")
-    try:
-        result = _run_rules(source, module, target, options)
-    except RuleCrash as crash:
-        return _failure(source, RULE_CRASH, 1, 1, str(crash))
+    module = _parse(source)
+    if isinstance(module, MigrationResult):
+        return module
+    result = _run_rules(source, _majority_newline(source, module), target, options)
     if result.changed and skip.has_skip_lines(source):  # `# pt-migrate: skip` statements stay as written
         result = skip.protect(source, result)
     return result
 
 
-def _python_syntax_error(source: str):
-    """CPython's own account of a syntax error (line, column, reason): clearer than the CST parser's."""
-    import ast
+def _majority_newline(source: str, module: cst.Module) -> cst.Module:
+    """libcst gives inserted lines the first line's ending; a file with mixed endings gets its most common one."""
+    crlf = source.count("\r\n")
+    counts = {"\r\n": crlf, "\n": source.count("\n") - crlf, "\r": source.count("\r") - crlf}
+    best = max(counts, key=lambda k: counts[k])
+    old = module.default_newline
+    if counts[best] and counts[best] > counts.get(old, 0):
+        # a Newline node without a value means "the default": pin the existing ones first, so that only the
+        # lines the rules insert take the new default
+        return module.visit(_PinNewlines(old)).with_changes(default_newline=best)
+    return module
+
+
+class _PinNewlines(cst.CSTTransformer):
+    def __init__(self, value: str):
+        super().__init__()
+        self.value = value
+
+    def leave_Newline(self, original_node: cst.Newline, updated_node: cst.Newline) -> cst.Newline:
+        return updated_node.with_changes(value=self.value) if updated_node.value is None else updated_node
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else ""
+
+
+# CPython's own parser refuses these before it runs out of stack; libcst's native parser may crash the process
+# (stack overflow) or take minutes on them, so such files never reach libcst.
+_TOO_DEEP = ("too many nested", "nested too deeply", "too many statically nested", "too many indentation levels")
+
+
+def _bracket_depth(source: str) -> int:
+    """The deepest nesting of brackets, counting those in strings too (an over-estimate is safe here)."""
+    depth = deepest = 0
+    for ch in source:
+        if ch in "([{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+        elif ch in ")]}" and depth:
+            depth -= 1
+    return deepest
+
+
+def _parse(source: str):
+    """A libcst Module, or a PTM001 MigrationResult naming the line and the reason. Nothing is executed: `ast.parse`
+    only compiles to a syntax tree, and it gives better messages and positions than libcst."""
+    py_error = None
     try:
         ast.parse(source)
     except SyntaxError as e:
-        return e.lineno or 1, e.offset or 1, e.msg
-    except Exception:
-        return None
-    return None
+        if any(s in (e.msg or "") for s in _TOO_DEEP):
+            return _failure(source, PARSE_ERROR, e.lineno or 1, e.offset or 1, f"cannot parse: {e.msg}")
+        py_error = e  # maybe syntax newer than this Python: libcst decides, unless it could choke on it
+        if _bracket_depth(source) > 150:
+            return _failure(source, PARSE_ERROR, e.lineno or 1, max(e.offset or 1, 1), f"cannot parse: {e.msg}")
+    except (RecursionError, MemoryError):
+        return _failure(source, PARSE_ERROR, 1, 1, "cannot parse: the code is nested too deeply")
+    except (ValueError, OverflowError) as e:  # NUL bytes and the like
+        return _failure(source, PARSE_ERROR, 1, 1, f"cannot parse: {_one_line(e)}")
+    try:
+        return cst.parse_module(source)
+    except Exception as e:  # ParserSyntaxError, and a few others on odd input
+        if py_error is not None:
+            return _failure(source, PARSE_ERROR, py_error.lineno or 1, max(py_error.offset or 1, 1),
+                            f"cannot parse: {py_error.msg}")
+        if isinstance(e, cst.ParserSyntaxError):
+            m = re.search(r"error at (\d+):(\d+)", e.message)
+            line, col = (int(m.group(1)), int(m.group(2)) + 1) if m else (e.raw_line, e.raw_column + 1)
+            return _failure(source, PARSE_ERROR, line, col, f"cannot parse: {_one_line(e.message)}")
+        return _failure(source, PARSE_ERROR, 1, 1, f"cannot parse: {_one_line(e) or type(e).__name__}")
 
 
 class RuleCrash(Exception):
-    pass
+    def __init__(self, where: str):
+        exc = traceback.format_exc()
+        etype, value = sys.exc_info()[:2]
+        what = f"{etype.__name__}: {_one_line(value)}" if etype else "unknown error"
+        self.message = (f"internal error in {where} ({what}); the file was left unchanged. "
+                        f"Please report it (--debug shows the trace)")
+        self.trace = exc
+        self.too_deep = etype is RecursionError
+        super().__init__(self.message)
 
 
 def _run_rules(source: str, module: cst.Module, target: str, options: Options) -> MigrationResult:
@@ -89,8 +182,7 @@ def _run_rules(source: str, module: cst.Module, target: str, options: Options) -
         facts = analyze(wrapper, target, options.external_fw_functions, options.module_name)
         facts.precision = script_precision(wrapper) if "amp" in source or "autocast" in source else None
     except Exception:
-        raise RuleCrash(f"internal error in the analysis; the file was left unchanged. "
-                        f"Please report it with this trace:\n{traceback.format_exc(limit=-3)}")
+        raise RuleCrash("the analysis")
     if not facts.is_training:
         return MigrationResult(source, False)
     ctx = Context(target=target, options=options, facts=facts)
@@ -107,8 +199,7 @@ def _run_rules(source: str, module: cst.Module, target: str, options: Options) -
             updated = rule.apply(MetadataWrapper(current), ctx)
             updated = _apply_scheduled_imports(updated, codemod_ctx)
         except Exception:
-            raise RuleCrash(f"internal error in rule {rule.code} ({rule.name}); the file was left unchanged. "
-                            f"Please report it with this trace:\n{traceback.format_exc(limit=-3)}")
+            raise RuleCrash(f"rule {rule.code} ({rule.name})")
         diagnostics.extend(_to_input_lines(ctx.diagnostics, maps))
         if not updated.deep_equals(current):
             new_text = updated.code

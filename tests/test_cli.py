@@ -1,0 +1,330 @@
+"""The command line: modes, exit codes, formats, colour, trees. In-process through click's CliRunner."""
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from migrator import __version__
+from migrator.cli import main, migrate_command
+from migrator.subcommands import explain, rules
+
+SCRIPT = '''"""A tiny training script."""
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+
+def main():
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = torch.nn.Linear(4, 2).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    loader = DataLoader(TensorDataset(torch.randn(8, 4), torch.randint(0, 2, (8,))), batch_size=4)
+    for x, y in loader:
+        x, y = x.to(device), y.to(device)
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+        print(f"loss {loss.item():.3f}")
+    print(len(loader.dataset))
+
+
+if __name__ == "__main__":
+    main()
+'''
+HELPER = 'import os\n\n\ndef data_dir():\n    return os.environ.get("DATA", "data")\n'
+BROKEN = "import torch\n\ndef f(:\n    loss.backward()\n    optimizer.step()\n"
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    (tmp_path / "train.py").write_text(SCRIPT)
+    (tmp_path / "helper.py").write_text(HELPER)
+    return tmp_path
+
+
+def invoke(args, input=None, env=None):
+    return CliRunner().invoke(migrate_command, args, input=input, env=env, catch_exceptions=False)
+
+
+def test_in_place_rewrite(project):
+    r = invoke(["train.py", "helper.py", "--target", "fabric"])
+    assert r.exit_code == 0, r.output
+    code = (project / "train.py").read_text()
+    assert "fabric.backward(loss)" in code and "fabric = Fabric(" in code
+    assert (project / "helper.py").read_text() == HELPER
+    assert "migrated 1 of 2 file(s) to fabric" in r.stderr
+    # a second run changes nothing
+    r = invoke(["train.py", "--target", "fabric", "--check"])
+    assert r.exit_code == 0 and (project / "train.py").read_text() == code
+
+
+def test_diff_writes_nothing_and_exits_1(project):
+    r = invoke(["train.py", "helper.py", "-t", "accelerate", "--diff"])
+    assert r.exit_code == 1
+    assert r.stdout.startswith("--- a/train.py\n+++ b/train.py\n")
+    assert "+        accelerator.backward(loss)" in r.stdout
+    assert "helper.py" not in r.stdout
+    assert (project / "train.py").read_text() == SCRIPT
+    assert "would migrate 1 of 2" in r.stderr
+
+
+def test_check(project):
+    r = invoke(["train.py", "-t", "fabric", "--check"])
+    assert r.exit_code == 1 and r.stdout == "" and (project / "train.py").read_text() == SCRIPT
+    r = invoke(["helper.py", "-t", "fabric", "--check"])
+    assert r.exit_code == 0
+
+
+def test_output_file(project):
+    r = invoke(["train.py", "-t", "fabric", "-o", "train_fabric.py"])
+    assert r.exit_code == 0
+    assert (project / "train.py").read_text() == SCRIPT
+    assert "fabric.backward(loss)" in (project / "train_fabric.py").read_text()
+    r = invoke(["train.py", "helper.py", "-t", "fabric", "-o", "x.py"])
+    assert r.exit_code == 2 and "exactly one input" in r.output
+
+
+def test_stdin_to_stdout(project):
+    r = invoke(["-", "-t", "accelerate"], input=SCRIPT)
+    assert r.exit_code == 0
+    assert "accelerator = Accelerator()" in r.stdout and "accelerator.backward(loss)" in r.stdout
+    assert "pt-migrate:" not in r.stdout  # the summary goes to stderr
+    r = invoke(["-", "-t", "accelerate"], input=HELPER)
+    assert r.stdout == HELPER
+
+
+def test_unparsable_file_exits_2_and_others_are_still_processed(project):
+    (project / "broken.py").write_text(BROKEN)
+    r = invoke(["broken.py", "train.py", "-t", "fabric"])
+    assert r.exit_code == 2
+    assert re.search(r"broken\.py:3:\d+: cannot parse", r.stderr)
+    assert "fabric.backward(loss)" in (project / "train.py").read_text()
+    assert (project / "broken.py").read_text() == BROKEN
+    assert "1 error(s)" in r.stderr
+
+
+def test_missing_file_is_an_error_too(project):
+    r = invoke(["nope.py", "-t", "fabric", "--check"])
+    assert r.exit_code == 2 and "nope.py: error: no such file" in r.stderr
+
+
+def test_version_and_help(capsys):
+    r = invoke(["--version"])
+    assert r.exit_code == 0 and __version__ in r.stdout
+    r = invoke(["--help"])
+    assert r.exit_code == 0
+    assert "Examples:" in r.stdout and "pt-migrate train.py --target fabric" in r.stdout
+    for flag in ("--format", "--no-color", "--config", "--exclude", "--exit-non-zero-on-fix"):
+        assert flag in r.stdout
+
+
+def test_directory_run(project):
+    pkg = project / "pkg"
+    pkg.mkdir()
+    shutil.copy(project / "train.py", pkg / "train.py")
+    (pkg / "util.py").write_text(HELPER)
+    (project / ".venv").mkdir()
+    (project / ".venv" / "pyvenv.cfg").write_text("")
+    (project / ".venv" / "train.py").write_text(SCRIPT)
+    r = invoke([".", "-t", "fabric", "--check"])
+    assert r.exit_code == 1
+    assert "would migrate 2 of 4 file(s) to fabric" in r.stderr
+    assert "pt-migrate  [" not in r.stderr  # no progress bar off a terminal
+
+
+def test_summary_line_is_printed_even_when_quiet(project):
+    r = invoke(["helper.py", "-t", "fabric", "-q"])
+    assert r.exit_code == 0 and "migrated 0 of 1 file(s)" in r.stderr
+
+
+def test_exit_non_zero_on_fix(project):
+    r = invoke(["train.py", "helper.py", "-t", "fabric", "--exit-non-zero-on-fix"])
+    assert r.exit_code == 1 and "fabric.backward" in (project / "train.py").read_text()
+    r = invoke(["train.py", "helper.py", "-t", "fabric", "--exit-non-zero-on-fix"])
+    assert r.exit_code == 0
+
+
+# -- formats
+
+def test_format_json_schema(project):
+    (project / "broken.py").write_text(BROKEN)
+    r = invoke(["train.py", "helper.py", "broken.py", "-t", "fabric", "--diff", "--format", "json"])
+    assert r.exit_code == 2
+    doc = json.loads(r.stdout)
+    assert set(doc) == {"version", "tool", "tool_version", "target", "mode", "files", "summary"}
+    assert doc["version"] == 1 and doc["target"] == "fabric" and doc["mode"] == "diff"
+    files = {f["path"]: f for f in doc["files"]}
+    assert set(files) == {"train.py", "helper.py", "broken.py"}
+    for f in doc["files"]:
+        assert set(f) == {"path", "changed", "error", "diff", "diagnostics"}
+        for d in f["diagnostics"]:
+            assert set(d) == {"code", "line", "column", "severity", "message", "fixed", "needs_attention"}
+    assert files["train.py"]["changed"] and files["train.py"]["diff"].startswith("--- a/train.py")
+    assert any(d["code"] == "PTM107" and d["fixed"] for d in files["train.py"]["diagnostics"])
+    assert files["helper.py"] == {"path": "helper.py", "changed": False, "error": None, "diff": "", "diagnostics": []}
+    assert files["broken.py"]["error"] and files["broken.py"]["diagnostics"][0]["severity"] == "error"
+    assert doc["summary"]["files"] == 3 and doc["summary"]["changed"] == 1 and doc["summary"]["errors"] == 1
+    assert doc["summary"]["needs_attention"] >= 1  # len(loader.dataset)
+    assert (project / "train.py").read_text() == SCRIPT
+
+
+def test_format_github_annotations(project):
+    (project / "broken.py").write_text(BROKEN)
+    r = invoke(["train.py", "broken.py", "-t", "fabric", "--diff", "--format", "github"])
+    lines = r.stdout.splitlines()
+    assert lines and all(re.fullmatch(r"::(error|warning|notice) file=[^,]+,line=\d+,col=\d+,title=PTM\d+::.+", ln)
+                         for ln in lines), r.stdout
+    assert any(ln.startswith("::warning file=train.py,") and "title=PTM112::" in ln for ln in lines)
+    assert any(ln.startswith("::error file=broken.py,line=3,") and "title=PTM001::" in ln for ln in lines)
+    assert "--- a/" not in r.stdout
+
+
+def test_format_markdown(project):
+    r = invoke(["train.py", "helper.py", "-t", "accelerate", "--diff", "--format", "markdown"])
+    assert r.exit_code == 1
+    md = r.stdout
+    assert md.startswith("## pt-migrate → accelerate\n")
+    assert "| `train.py` | changed |" in md and "helper.py" not in md
+    assert "### Needs attention" in md and "PTM112" in md
+    assert "```diff\n--- a/train.py" in md
+    assert (project / "train.py").read_text() == SCRIPT
+
+
+def test_diff_applies_with_git_apply_to_the_in_place_result(tmp_path, monkeypatch):
+    if shutil.which("git") is None:
+        pytest.skip("git not installed")
+    monkeypatch.chdir(tmp_path)
+    files = {
+        "train.py": SCRIPT,
+        "crlf.py": SCRIPT.replace("\n", "\r\n"),
+        "sub/noeol.py": SCRIPT.rstrip("\n"),
+        "helper.py": HELPER,
+    }
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(text.encode())
+    git = ["git", "-c", "user.email=t@t", "-c", "user.name=t", "-c", "core.autocrlf=false"]
+    subprocess.run(git + ["init", "-q"], check=True)
+    subprocess.run(git + ["add", "-A"], check=True)
+    subprocess.run(git + ["commit", "-qm", "x"], check=True)
+    r = invoke([".", "-t", "fabric", "--diff"])
+    assert r.exit_code == 1
+    (tmp_path.parent / f"{tmp_path.name}.patch").write_bytes(r.stdout_bytes)  # raw: CliRunner's str drops \r
+    invoke([".", "-t", "fabric"])
+    expected = {name: (tmp_path / name).read_bytes() for name in files}
+    assert expected["train.py"] != SCRIPT.encode()
+    subprocess.run(git + ["checkout", "-q", "--", "."], check=True)
+    assert (tmp_path / "train.py").read_text() == SCRIPT
+    subprocess.run(git + ["apply", "--whitespace=nowarn", str(tmp_path.parent / f"{tmp_path.name}.patch")],
+                   check=True)
+    for name in files:
+        assert (tmp_path / name).read_bytes() == expected[name], name
+
+
+# -- colour
+
+def test_no_colour_off_a_terminal(project):
+    r = invoke(["train.py", "-t", "fabric", "--diff"])
+    assert not ANSI.search(r.output)
+
+
+class _Tty:
+    """Make CliRunner's streams claim to be a terminal."""
+
+    def __init__(self, monkeypatch):
+        import migrator.cli as cli
+        import migrator.report as report
+        monkeypatch.setattr(report, "use_color", lambda stream, flag: (flag is not False)
+                            and not os.environ.get("NO_COLOR"))
+        monkeypatch.setattr(cli, "_isatty", lambda stream: False)
+
+
+def test_colour_on_a_terminal_and_no_color_respected(project, monkeypatch):
+    _Tty(monkeypatch)
+    r = CliRunner().invoke(migrate_command, ["train.py", "-t", "fabric", "--diff"], color=True)
+    assert ANSI.search(r.stdout) and ANSI.search(r.stderr)
+    r = CliRunner().invoke(migrate_command, ["helper.py", "-t", "fabric"], color=True)
+    assert ANSI.search(r.stderr)  # the summary line
+    r = CliRunner().invoke(migrate_command, ["helper.py", "-t", "fabric", "--no-color"], color=True)
+    assert not ANSI.search(r.output)
+    r = CliRunner().invoke(migrate_command, ["helper.py", "-t", "fabric"], color=True, env={"NO_COLOR": "1"})
+    assert not ANSI.search(r.output)
+
+
+def test_use_color_rules(monkeypatch):
+    from migrator.report import use_color
+
+    class T:
+        def isatty(self):
+            return True
+
+    class P:
+        def isatty(self):
+            return False
+
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    assert use_color(T(), None) and use_color(T(), True)
+    assert not use_color(P(), None) and not use_color(T(), False)
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert not use_color(T(), None)
+    monkeypatch.setenv("NO_COLOR", "")  # empty means unset (no-color.org)
+    assert use_color(T(), None)
+
+
+def test_progress_bar_only_on_a_terminal(project, monkeypatch):
+    import migrator.cli as cli
+    for i in range(3):
+        (project / f"h{i}.py").write_text(HELPER)
+    seen = []
+    real = cli.click.progressbar
+
+    def spy(*a, **k):
+        seen.append(k.get("length"))
+        return real(*a, **k)
+
+    monkeypatch.setattr(cli.click, "progressbar", spy)
+    invoke([".", "-t", "fabric", "--check"])
+    assert seen == []
+    monkeypatch.setattr(cli, "_isatty", lambda stream: True)
+    r = invoke([".", "-t", "fabric", "--check"])
+    assert seen == [5] and "would migrate 1 of 5" in r.stderr
+
+
+# -- the real executable and subcommands
+
+def test_subprocess_entry_point_and_no_color(project):
+    exe = Path(sys.executable).parent / "pt-migrate"
+    if not exe.exists():
+        pytest.skip("pt-migrate not installed next to this Python")
+    env = dict(os.environ, NO_COLOR="1")
+    p = subprocess.run([str(exe), "train.py", "-t", "fabric", "--diff"], capture_output=True, text=True, env=env)
+    assert p.returncode == 1 and "+++ b/train.py" in p.stdout and not ANSI.search(p.stdout + p.stderr)
+    p = subprocess.run([str(exe), "explain", "PTM107"], capture_output=True, text=True)
+    assert p.returncode == 0 and "What it does:" in p.stdout
+
+
+def test_rules_and_explain():
+    r = CliRunner().invoke(rules, [])
+    assert r.exit_code == 0 and "PTM107" in r.stdout
+    r = CliRunner().invoke(explain, ["ptm107"])
+    assert r.exit_code == 0
+    for section in ("What it does:", "Why:", "Fix safety:", "Example 1: before", "fabric (diff)", "accelerate (diff)"):
+        assert section in r.stdout
+    assert "+    fabric.backward(" in r.stdout or "fabric.backward(" in r.stdout
+    r = CliRunner().invoke(explain, ["PTM999"])
+    assert r.exit_code == 2 and "unknown rule" in r.output
+
+
+def test_main_routes_subcommands(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["rules"])
+    assert e.value.code == 0 and "PTM107" in capsys.readouterr().out
