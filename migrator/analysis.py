@@ -60,6 +60,7 @@ class Facts:
     loader_params: Dict[str, Set[str]] = field(default_factory=dict)  # function -> params fed by set-up loaders
     external_fw: Set[str] = field(default_factory=set)  # local names of imported functions that take it
     unthreadable: Set[str] = field(default_factory=set)  # need it but are used other than by direct calls
+    fw_classes: Set[str] = field(default_factory=set)  # classes whose methods call backward: they take it in __init__
     model_aliases: Set[str] = field(default_factory=set)  # set-up models under another name (in a factory)
     assign_calls: List[tuple] = field(default_factory=list)  # (scope, local function, [targets]) of `a, b = f()`
 
@@ -164,6 +165,8 @@ class _Collector(cst.CSTVisitor):
     # scopes
     def visit_ClassDef(self, node: cst.ClassDef) -> None:
         self.class_depth += 1
+        if self.class_depth == 1 and self.depth == 0:
+            self.class_name = node.name.value
 
     def leave_ClassDef(self, node: cst.ClassDef) -> None:
         self.class_depth -= 1
@@ -250,6 +253,8 @@ class _Collector(cst.CSTVisitor):
                 self.has_backward = True
                 if info:
                     info.has_backward = True
+                elif self.class_depth == 1 and self.depth >= 1 and recv != f"self.{self.facts.fw}":
+                    self.facts.fw_classes.add(self.class_name)
             elif func.attr.value == "step":
                 self.steps.add(recv or "")
         elif isinstance(func, cst.Name):

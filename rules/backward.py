@@ -49,7 +49,7 @@ class _Transformer(RuleTransformer):
         for i in range(len(args) - 1):
             args[i] = args[i].with_changes(comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" ")))
         self.report(original_node, f"`.backward()` -> `{self.fw}.backward(...)`", True)
-        return cst.Call(func=cst.Attribute(value=cst.Name(self.fw), attr=cst.Name("backward")), args=args)
+        return cst.Call(func=cst.Attribute(value=self.fw_expr(), attr=cst.Name("backward")), args=args)
 
 
 class Backward(Rule):

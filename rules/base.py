@@ -70,19 +70,33 @@ class RuleTransformer(cst.CSTTransformer):
         self.rule = rule
         self.ctx = ctx
         self.facts = ctx.facts
-        self.fw = ctx.facts.fw
         self._func: List[str] = []
         self._class_depth = 0
+        self._classes: List[str] = []
         self._main_guard = 0
 
     # -- where are we
     def visit_ClassDef(self, node: cst.ClassDef) -> Optional[bool]:
         self._class_depth += 1
+        self._classes.append(node.name.value)
         return True
 
     def leave_ClassDef(self, original_node, updated_node):
         self._class_depth -= 1
+        self._classes.pop()
         return updated_node
+
+    def in_fw_class_method(self) -> bool:
+        """Inside a method of a class that receives the framework object in __init__ (a trainer class)."""
+        return (self._class_depth == 1 and bool(self._func) and self._classes[0] in self.facts.fw_classes)
+
+    @property
+    def fw(self) -> str:
+        """How code here names the framework object: `fabric`, or `self.fabric` in a trainer class."""
+        return f"self.{self.facts.fw}" if self.in_fw_class_method() else self.facts.fw
+
+    def fw_expr(self) -> cst.BaseExpression:
+        return cst.parse_expression(self.fw)
 
     def visit_FunctionDef(self, node: cst.FunctionDef) -> Optional[bool]:
         self._func.append(node.name.value if not self._func and not self._class_depth else "")
@@ -115,6 +129,8 @@ class RuleTransformer(cst.CSTTransformer):
 
     def in_fw_scope(self) -> bool:
         """True where the framework object is in reach (setup scope, or a function given it)."""
+        if self.in_fw_class_method():
+            return True
         scope = self.scope
         return scope is not None and scope in self.facts.fw_scopes()
 

@@ -66,6 +66,8 @@ def derived_names(stmts: List[cst.CSTNode], base: Set[str], facts) -> Set[str]:
             it = value[1]
             return unwrap_loader_iter(it) in names or rooted_in(it, names)
         value = _strip_all(value, facts)
+        if isinstance(value, COMPREHENSIONS):
+            return _only_moves_items(value, names, facts)
         if isinstance(value, cst.Tuple):
             return all(is_batchy(e.value) for e in value.elements)
         if isinstance(value, (cst.Name, cst.Attribute, cst.Subscript)):
@@ -86,6 +88,16 @@ def derived_names(stmts: List[cst.CSTNode], base: Set[str], facts) -> Set[str]:
         if n in bindings and not all(is_batchy(v) or (isinstance(v, tuple)) for v in bindings[n]):
             names.discard(n)
     return names
+
+
+def _only_moves_items(comp, names: Set[str], facts) -> bool:
+    """`{k: v.to(device) for k, v in batch.items()}`: a comprehension over a batch that only moves its items."""
+    f = comp.for_in
+    if f.inner_for_in is not None or f.ifs or not rooted_in(f.iter, names):
+        return False
+    targets = {n for n in assigned_names(f.target) if "." not in n}
+    parts = [comp.key, comp.value] if isinstance(comp, cst.DictComp) else [comp.elt]
+    return all(dotted(_strip_all(p, facts)) in targets for p in parts)
 
 
 class _Transformer(RuleTransformer):

@@ -44,7 +44,7 @@ class _Transformer(RuleTransformer):
         args = list(updated_node.args)
         if self.ctx.target == "accelerate":
             self.report(original_node, f"clipping -> `{self.fw}.{kind[1]}`", True)
-            return updated_node.with_changes(func=cst.Attribute(value=cst.Name(self.fw), attr=cst.Name(kind[1])))
+            return updated_node.with_changes(func=cst.Attribute(value=self.fw_expr(), attr=cst.Name(kind[1])))
         params = args[0].value if args else None
         owner = None
         if m.matches(params, m.Call(func=m.Attribute(attr=m.Name("parameters")))):

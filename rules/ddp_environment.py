@@ -65,7 +65,7 @@ class _Transformer(RuleTransformer):
         return True
 
     def _prop(self, key: str) -> cst.BaseExpression:
-        return cst.Attribute(value=cst.Name(self.fw), attr=cst.Name(PROPERTIES[self.ctx.target][key]))
+        return cst.Attribute(value=self.fw_expr(), attr=cst.Name(PROPERTIES[self.ctx.target][key]))
 
     def leave_SimpleStatementLine(self, original_node, updated_node):
         if len(original_node.body) != 1:

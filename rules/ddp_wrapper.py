@@ -26,7 +26,7 @@ import libcst.matchers as m
 from libcst.metadata import ParentNodeProvider, QualifiedNameProvider
 
 from migrator.names import dotted, qualified_names
-from migrator.rules.base import Example, Context, Example, Rule, RuleTransformer
+from migrator.rules.base import Example, Example, Context, Example, Rule, RuleTransformer
 
 WRAPPERS = {"torch.nn.parallel.DistributedDataParallel", "torch.nn.parallel.distributed.DistributedDataParallel",
             "torch.nn.DataParallel", "torch.nn.parallel.DataParallel", "torch.nn.parallel.data_parallel.DataParallel"}
@@ -78,12 +78,17 @@ class _Transformer(RuleTransformer):
         if self.ctx.target != "accelerate" or not self.in_fw_scope():
             return updated_node
         base = dotted(original_node.value)
-        if base not in self.facts.models:
-            return updated_node
         attr = original_node.attr.value
+        if base is None:
+            return updated_node
+        # `self.model.module` in a trainer class: the attribute that held the hand-made DDP wrapper
+        held = base.startswith("self.") and any(k in base.rsplit(".", 1)[-1] for k in ("model", "net"))
+        if base not in self.facts.models and not (held and attr == "module"):
+            return updated_node
         parent = self.get_metadata(ParentNodeProvider, original_node, None)
         if isinstance(parent, cst.AssignTarget) or (isinstance(parent, cst.Attribute) and attr == "module"):
             if attr == "module":  # model.module.x -> accelerator.unwrap_model(model).x
+                self.report(original_node, f"`{base}.module` -> `{self.fw}.unwrap_model({base})`", True)
                 return cst.parse_expression(f"{self.fw}.unwrap_model({base})")
             return updated_node
         if attr == "module":

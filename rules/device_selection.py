@@ -8,7 +8,8 @@ to `fabric.device` / `accelerator.device`. The cleanup rule PTM113 deletes it wh
 Why: each process must use its own device; the framework knows which one. A hard-coded "cuda" puts
 every rank on GPU 0.
 
-Example: `device = torch.device("cuda" if torch.cuda.is_available() else "cpu")` -> `device = fabric.device`.
+Example: `device = torch.device("cuda" if torch.cuda.is_available() else "cpu")` -> `device = fabric.device`;
+a device kept as a string (`device = "cuda" if ... else "cpu"`) stays one: `device = str(fabric.device)`.
 
 Fabric form: `fabric.device`. Accelerate form: `accelerator.device`.
 
@@ -31,7 +32,7 @@ class _Transformer(RuleTransformer):
         return qualified_names(self, node)
 
     def _fw_device(self) -> cst.BaseExpression:
-        return cst.Attribute(value=cst.Name(self.fw), attr=cst.Name("device"))
+        return cst.Attribute(value=self.fw_expr(), attr=cst.Name("device"))
 
     def _picks_device(self, target: str, value: cst.BaseExpression) -> bool:
         if dotted(value) == f"{self.fw}.device":
@@ -56,8 +57,12 @@ class _Transformer(RuleTransformer):
             if is_device_expr(original_node.value, self.qn):
                 self.todo(original_node, f"device chosen by hand, out of reach of `{self.fw}`: use `{self.fw}.device`")
             return updated_node
+        new = self._fw_device()
+        if _is_string(original_node.value):
+            # the script held the device as a string ("cuda" in device, f"{device}:0"): keep it a string
+            new = cst.Call(func=cst.Name("str"), args=[cst.Arg(new)])
         self.report(original_node, f"`{target}` now names `{self.fw}.device`", True)
-        return updated_node.with_changes(value=self._fw_device())
+        return updated_node.with_changes(value=new)
 
     def visit_If(self, node: cst.If):
         if isinstance(node.orelse, cst.If):
@@ -74,6 +79,12 @@ class _Transformer(RuleTransformer):
         self.report(original_node, f"device selection -> `{target} = {self.fw}.device`", True)
         stmt = cst.parse_statement(f"{target} = {self.fw}.device")
         return stmt.with_changes(leading_lines=original_node.leading_lines)
+
+
+def _is_string(node: cst.BaseExpression) -> bool:
+    if isinstance(node, cst.IfExp):
+        return _is_string(node.body) and _is_string(node.orelse)
+    return isinstance(node, (cst.SimpleString, cst.FormattedString, cst.ConcatenatedString))
 
 
 class DeviceSelection(Rule):

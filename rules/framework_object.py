@@ -6,6 +6,9 @@ What it does: adds `from lightning.fabric import Fabric` and `fabric = Fabric(..
 
 Why: every other rule points at this object: its device, setup, backward and print.
 
+Example: a script whose optimizer is created in `main()` gets, at the top of `main()`,
+`fabric = Fabric(devices=..., num_nodes=...)` and `fabric.launch()`.
+
 Fabric form: `Fabric(accelerator=..., devices=..., strategy=..., precision=..., num_nodes=...)` from the
 command-line options, then `fabric.launch()`, so `python train.py` and `torchrun` both work. Without
 `--devices`, the device and node counts follow torchrun's environment (`LOCAL_WORLD_SIZE`,

@@ -1,6 +1,7 @@
 """PTM110 helper-params: helper functions get the framework object through a parameter.
 
-What it does: a function that calls backward, or prints on the training path (or calls one that does),
+What it does: a class whose methods call backward (a `Trainer` holding `self.model`) takes the object in
+`__init__` and keeps it as `self.fabric`; its methods use `self.fabric`. A function that calls backward, or prints on the training path (or calls one that does),
 gets `fabric` / `accelerator` as its first parameter, and every call of it passes the object along.
 No module-level global is added.
 
@@ -18,15 +19,20 @@ changed and gets a TODO.
 from __future__ import annotations
 
 import libcst as cst
+import libcst.matchers as m
 
-from migrator.rules.base import Example, Context, Rule, RuleTransformer
+from migrator.rules.base import Example, Example, Context, Rule, RuleTransformer
 
 
 class _Transformer(RuleTransformer):
     def leave_FunctionDef(self, original_node: cst.FunctionDef, updated_node: cst.FunctionDef):
         top = len(self._func) == 1 and not self._class_depth
+        init_of_fw_class = (len(self._func) == 1 and self._class_depth == 1 and original_node.name.value == "__init__"
+                            and self._classes[0] in self.facts.fw_classes)
         updated_node = super().leave_FunctionDef(original_node, updated_node)
         name = original_node.name.value
+        if init_of_fw_class:
+            return self._thread_into_init(original_node, updated_node)
         if not top:
             return updated_node
         if name in self.facts.unthreadable:
@@ -47,21 +53,39 @@ class _Transformer(RuleTransformer):
         self.report(original_node, f"`{name}` takes `{self.fw}` as its first parameter", True)
         return updated_node.with_changes(params=params.with_changes(params=[new] + list(params.params)))
 
+    def _thread_into_init(self, original_node, updated_node):
+        """A trainer class takes the framework object in __init__ and keeps it as `self.fabric`."""
+        fw = self.facts.fw
+        params = list(updated_node.params.params)
+        if any(p.name.value == fw for p in params) or not params:
+            return updated_node
+        new = cst.Param(cst.Name(fw), comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" ")))
+        if len(params) == 1:
+            params[0] = params[0].with_changes(comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" ")))
+            new = new.with_changes(comma=cst.MaybeSentinel.DEFAULT)
+        params.insert(1, new)
+        body = list(updated_node.body.body)
+        idx = 1 if body and m.matches(body[0], m.SimpleStatementLine(body=[m.Expr(m.SimpleString())])) else 0
+        body.insert(idx, cst.parse_statement(f"self.{fw} = {fw}"))
+        self.report(original_node, f"the class takes `{fw}` in `__init__` and keeps it as `self.{fw}`", True)
+        return updated_node.with_changes(params=updated_node.params.with_changes(params=params),
+                                         body=updated_node.body.with_changes(body=body))
+
     def leave_Call(self, original_node: cst.Call, updated_node: cst.Call):
         func = updated_node.func
         if not isinstance(func, cst.Name):
             return updated_node
         name = func.value
-        if name not in self.facts.fw_functions and name not in self.facts.external_fw:
+        if name not in self.facts.fw_functions and name not in self.facts.external_fw and name not in self.facts.fw_classes:
             return updated_node
         args = list(updated_node.args)
-        if args and isinstance(args[0].value, cst.Name) and args[0].value.value == self.fw and args[0].keyword is None:
+        if args and args[0].keyword is None and cst.Module([]).code_for_node(args[0].value) in (self.fw, self.facts.fw):
             return updated_node
         if not self.in_fw_scope():
             self.todo(original_node, f"`{name}` now takes `{self.fw}`, which is not in reach here")
             return updated_node
         comma = cst.Comma(whitespace_after=cst.SimpleWhitespace(" ")) if args else cst.MaybeSentinel.DEFAULT
-        return updated_node.with_changes(args=[cst.Arg(cst.Name(self.fw), comma=comma)] + args)
+        return updated_node.with_changes(args=[cst.Arg(self.fw_expr(), comma=comma)] + args)
 
 
 class HelperParams(Rule):

@@ -43,7 +43,13 @@ class MainGuard(Rule):
     name = "main-guard"
     targets = ("fabric",)
     fix_safety = REPORT_ONLY
-    examples = []
+    examples = [
+        Example(
+            before='import torch\nfrom torch.utils.data import DataLoader, TensorDataset\n\nmodel = torch.nn.Linear(4, 1)\noptimizer = torch.optim.SGD(model.parameters(), lr=0.1)\nmodel(torch.randn(8, 4)).sum().backward()\noptimizer.step()\n',
+            fabric=None,
+            accelerate=None,
+        )
+    ]
 
     def transformer(self, ctx: Context) -> RuleTransformer:
         return _Transformer(self, ctx)

@@ -22,7 +22,7 @@ class _Transformer(RuleTransformer):
     def leave_Call(self, original_node: cst.Call, updated_node: cst.Call):
         if isinstance(updated_node.func, cst.Name) and updated_node.func.value == "print" and self.in_fw_scope():
             self.report(original_node, f"`print` -> `{self.fw}.print`, once per node", True)
-            return updated_node.with_changes(func=cst.Attribute(value=cst.Name(self.fw), attr=cst.Name("print")))
+            return updated_node.with_changes(func=cst.Attribute(value=self.fw_expr(), attr=cst.Name("print")))
         return updated_node
 
 

@@ -35,7 +35,7 @@ class _Transformer(RuleTransformer):
         if "torch.manual_seed" not in qualified_names(self, original_node.value.func):
             return updated_node
         if self.ctx.target == "fabric":
-            func = cst.Attribute(value=cst.Name(self.fw), attr=cst.Name("seed_everything"))
+            func = cst.Attribute(value=self.fw_expr(), attr=cst.Name("seed_everything"))
         else:
             AddImportsVisitor.add_needed_import(self.ctx.codemod, "accelerate.utils", "set_seed")
             func = cst.Name("set_seed")

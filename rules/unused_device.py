@@ -56,8 +56,8 @@ class _Transformer(RuleTransformer):
 
     def leave_IndentedBlock(self, original_node, updated_node):
         body = [s for s in updated_node.body if not _empty_if(s)]
-        if body and len(body) != len(updated_node.body):
-            return updated_node.with_changes(body=body)
+        if len(body) != len(updated_node.body):
+            return updated_node.with_changes(body=body or [cst.SimpleStatementLine([cst.Pass()])])
         return updated_node
 
     def leave_FunctionDef(self, original_node, updated_node):
