@@ -445,7 +445,7 @@ def check_throughput(single: Run, multi: Run, n: int) -> Check:
 @click.argument("script", type=click.Path(exists=True, dir_okay=False))
 @click.argument("script_args", nargs=-1, type=click.UNPROCESSED)
 @click.option("--target", "-t", type=click.Choice(TARGETS), required=True, help="Framework to migrate to.")
-@click.option("--devices", type=click.IntRange(min=2), default=2, show_default=True,
+@click.option("--devices", type=click.IntRange(min=1), default=2, show_default=True,
               help="Processes for the multi-process run.")
 @click.option("--accelerator", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--steps", type=click.IntRange(min=1), default=5, show_default=True,
@@ -475,6 +475,9 @@ def verify(script, script_args, target, devices, accelerator, steps, timeout, as
     bad = sorted(set(only.lower()) - set(CHECKS) - set(", "))
     if bad or not chosen:
         raise click.BadParameter(f"letters from {''.join(CHECKS)}", param_hint="--checks")
+    if devices < 2 and set(chosen) & set("bcde"):
+        raise click.BadParameter("checks b, c, d and e compare processes: they need --devices 2 or more "
+                                 "(with one device, use --checks af)", param_hint="--devices")
     report = run_verify(Path(script), list(script_args), target, devices, accelerator, steps, timeout,
                         Path(migrated) if migrated else None, keep, chosen)
     if as_json:
