@@ -32,7 +32,7 @@ PY
 )
 for e in $ENTRIES; do
   c=${e%%:*}; script=${e#*:}
-  for t in fabric accelerate; do
+  for t in ${TARGETS:-fabric accelerate}; do
     echo "== $c $t (devices $N, checks $CHECKS)"
     timeout 900 python3 -m migrator.verify "fixtures/$c/before/$script" --target "$t" --accelerator cuda \
       --devices "$N" --steps "$STEPS" --timeout 600 --checks "$CHECKS" --json > "$OUT/$c.$t.json" 2> "$OUT/$c.$t.log"
