@@ -56,9 +56,14 @@ class Recorder:
         self.depth = 0
         self.in_backward = 0
         self.written = False
+        self.scaled: Dict[int, Any] = {}  # id(scaled loss) -> (scaled, loss), from GradScaler.scale
 
     # ---- hooks -------------------------------------------------------------------------------------------------
     def record_loss(self, tensor) -> None:
+        # `scaler.scale(loss).backward()`: record the loss the user computed, not the scaled one
+        unscaled = self.scaled.get(id(tensor))
+        if unscaled is not None and unscaled[0] is tensor:
+            tensor = unscaled[1]
         try:
             t = tensor.detach()
             value = float(t.float().mean()) if t.numel() != 1 else float(t.float())
@@ -66,6 +71,28 @@ class Recorder:
             return
         if self.steps < self.max_steps:
             self.losses.append({"step": self.steps + 1, "loss": value})
+
+    def wrap_scaler(self, torch) -> None:
+        """Remember which tensor GradScaler.scale made from which loss (only the latest few)."""
+        try:
+            from torch.amp.grad_scaler import GradScaler
+        except ImportError:  # pragma: no cover - older torch
+            return
+        original = GradScaler.scale
+        if getattr(original, "_ptm_verify", False):
+            return
+        rec = self
+
+        def scale(scaler, outputs):
+            result = original(scaler, outputs)
+            if isinstance(outputs, torch.Tensor) and result is not outputs:
+                if len(rec.scaled) > 16:
+                    rec.scaled.clear()
+                rec.scaled[id(result)] = (result, outputs)
+            return result
+
+        scale._ptm_verify = True
+        GradScaler.scale = scale
 
     def wrap_backward(self, owner, name: str, loss_arg: int) -> None:
         original = getattr(owner, name, None)
@@ -202,6 +229,7 @@ class Recorder:
         except TypeError:  # older torch
             register_module_forward_hook(self.forward_hook)
         self.wrap_backward(torch.Tensor, "backward", 0)
+        self.wrap_scaler(torch)
         if "lightning" in sources:
             self._patch_lightning()
         if "accelerate" in sources:
