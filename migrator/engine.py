@@ -206,8 +206,21 @@ def _run_rules(source: str, module: cst.Module, target: str, options: Options) -
             if new_text != text:
                 maps.append(back_map(text, new_text))
             current, text = updated, new_text
+    if text != source:
+        # last, once every rule is done: imports that only removed constructs used (torch.distributed, DDP, ...)
+        text = _drop_unused_imports(current).code
     diagnostics.sort(key=lambda d: (d.line, d.column, d.code))
     return MigrationResult(text, text != source, _dedupe(diagnostics), is_training_script=True)
+
+
+def _drop_unused_imports(module: cst.Module) -> cst.Module:
+    from migrator.rules.unused_device import schedule_unused_imports
+    try:
+        codemod_ctx = CodemodContext()
+        schedule_unused_imports(module, codemod_ctx)
+        return _apply_scheduled_imports(module, codemod_ctx)
+    except Exception:
+        raise RuleCrash("the final import cleanup")
 
 
 def _apply_scheduled_imports(module: cst.Module, codemod_ctx: CodemodContext) -> cst.Module:

@@ -37,6 +37,9 @@ class _Transformer(RuleTransformer):
     def _picks_device(self, target: str, value: cst.BaseExpression) -> bool:
         if dotted(value) == f"{self.fw}.device":
             return False
+        if isinstance(value, cst.Call) and dotted(value.func) == "str" and len(value.args) == 1 \
+                and dotted(value.args[0].value) == f"{self.fw}.device":
+            return False  # `str(fabric.device)`: this rule's own output for a string device (idempotence)
         last = target.rsplit(".", 1)[-1]
         says_device = last in ("device", "dev") or last.endswith("_device")
         if is_device_expr(value, self.qn):

@@ -1,7 +1,8 @@
 """PTM113 unused-device: a device variable that nothing uses any more is deleted.
 
-What it does: after the other rules, imports that only removed constructs used (torch.distributed,
-DistributedDataParallel, DistributedSampler, GradScaler, ...) are dropped when nothing uses them any more; `device = fabric.device` in a function that no longer reads `device`
+What it does: after the other rules (and, in the engine, after every rule: see `schedule_unused_imports`),
+imports that only removed constructs used (torch.distributed, DistributedDataParallel, DistributedSampler,
+GradScaler, ...) are dropped when nothing uses them any more; `device = fabric.device` in a function that no longer reads `device`
 is removed, and so is an `if torch.cuda.is_available(): pass` left empty by removed moves.
 
 Why: keeps the migrated script as short as a hand-written one.
@@ -17,6 +18,7 @@ from __future__ import annotations
 import libcst as cst
 import libcst.matchers as m
 
+from migrator.analysis import MODULE
 from migrator.names import dotted
 from migrator.rules.base import Example, Context, Rule, RuleTransformer
 
@@ -39,8 +41,10 @@ class _Transformer(RuleTransformer):
     def _prune(self, stmts):
         out = []
         for stmt in stmts:
-            if m.matches(stmt, m.SimpleStatementLine(body=[m.Assign(targets=[m.AssignTarget(m.Name())],
-                                                                     value=m.Attribute(m.Name(self.fw), m.Name("device")))])):
+            fw_device = m.Attribute(m.Name(self.fw), m.Name("device"))
+            if m.matches(stmt, m.SimpleStatementLine(body=[m.Assign(
+                    targets=[m.AssignTarget(m.Name())],
+                    value=fw_device | m.Call(func=m.Name("str"), args=[m.Arg(fw_device)]))])):  # str(): PTM101
                 name = stmt.body[0].targets[0].target.value
                 others = sum(_uses(s, name) for s in stmts if s is not stmt)
                 if others == 0:
@@ -50,8 +54,9 @@ class _Transformer(RuleTransformer):
         return out
 
     def leave_Module(self, original_node, updated_node):
-        schedule_unused_imports(updated_node, self.ctx.codemod)
         body = [s for s in updated_node.body if not _empty_if(s)]
+        if self.facts.setup_scope == MODULE:  # a flat script: its module-level `device` is a local like any other
+            body = self._prune(body)
         return updated_node.with_changes(body=body) if len(body) != len(updated_node.body) else updated_node
 
     def leave_IndentedBlock(self, original_node, updated_node):
