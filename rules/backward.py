@@ -31,8 +31,9 @@ class _Transformer(RuleTransformer):
         func = updated_node.func
         if not (isinstance(func, cst.Attribute) and func.attr.value == "backward"):
             return updated_node
-        if dotted(func.value) in (self.fw, "torch.autograd", "autograd"):
-            return updated_node
+        receiver = dotted(func.value) or ""
+        if receiver in (self.fw, "torch.autograd", "autograd") or receiver.endswith(f".{self.fw}"):
+            return updated_node  # already the framework's backward (`self.fabric.backward(loss)`: idempotence)
         if not self.in_fw_scope():
             self.todo(original_node, f"`.backward()` out of reach of `{self.fw}`: call `{self.fw}.backward(...)` here")
             return updated_node

@@ -122,7 +122,17 @@ class _Transformer(RuleTransformer):
         return updated_node.with_changes(params=updated_node.params.with_changes(params=params[1:]),
                                          body=updated_node.body.with_changes(body=body))
 
+    def visit_Call(self, node: cst.Call):
+        if dotted(node.func) in ("Fabric", "Accelerator"):  # the framework's own constructor reads the environment
+            self._in_ctor = getattr(self, "_in_ctor", 0) + 1
+        return True
+
     def leave_Call(self, original_node: cst.Call, updated_node: cst.Call):
+        if dotted(original_node.func) in ("Fabric", "Accelerator"):
+            self._in_ctor -= 1
+            return updated_node
+        if getattr(self, "_in_ctor", 0):
+            return updated_node
         # int(os.environ["LOCAL_RANK"]) -> fabric.local_rank
         inner = original_node
         if m.matches(original_node, m.Call(func=m.Name("int"))) and original_node.args:
@@ -134,6 +144,8 @@ class _Transformer(RuleTransformer):
         return updated_node
 
     def leave_Subscript(self, original_node: cst.Subscript, updated_node):
+        if getattr(self, "_in_ctor", 0):
+            return updated_node
         key = env_key(original_node)
         if key in PROPERTIES[self.ctx.target] and self.in_fw_scope():
             return self._prop(key)
@@ -146,8 +158,8 @@ class DdpEnvironment(Rule):
     examples = [
         Example(
             before='import os\n\nimport torch\nimport torch.distributed as dist\n\n\ndef main():\n    dist.init_process_group("gloo")\n    local_rank = int(os.environ["LOCAL_RANK"])\n    model = torch.nn.Linear(4, 1)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    model(torch.randn(8, 4)).sum().backward()\n    optimizer.step()\n    dist.destroy_process_group()\n',
-            fabric='import os\n\nimport torch\nimport torch.distributed as dist\n\n\ndef main():\n    local_rank = fabric.local_rank\n    model = torch.nn.Linear(4, 1)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    model(torch.randn(8, 4)).sum().backward()\n    optimizer.step()\n',
-            accelerate='import os\n\nimport torch\nimport torch.distributed as dist\n\n\ndef main():\n    local_rank = accelerator.local_process_index\n    model = torch.nn.Linear(4, 1)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    model(torch.randn(8, 4)).sum().backward()\n    optimizer.step()\n',
+            fabric='import os\n\nimport torch\n\n\ndef main():\n    local_rank = fabric.local_rank\n    model = torch.nn.Linear(4, 1)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    model(torch.randn(8, 4)).sum().backward()\n    optimizer.step()\n',
+            accelerate='import os\n\nimport torch\n\n\ndef main():\n    local_rank = accelerator.local_process_index\n    model = torch.nn.Linear(4, 1)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    model(torch.randn(8, 4)).sum().backward()\n    optimizer.step()\n',
         )
     ]
 

@@ -26,7 +26,7 @@ import libcst.matchers as m
 from libcst.metadata import ParentNodeProvider, QualifiedNameProvider
 
 from migrator.names import dotted, qualified_names
-from migrator.rules.base import Example, Example, Context, Example, Rule, RuleTransformer
+from migrator.rules.base import Example, Example, Example, Example, Context, Example, Rule, RuleTransformer
 
 WRAPPERS = {"torch.nn.parallel.DistributedDataParallel", "torch.nn.parallel.distributed.DistributedDataParallel",
             "torch.nn.DataParallel", "torch.nn.parallel.DataParallel", "torch.nn.parallel.data_parallel.DataParallel"}
@@ -106,8 +106,8 @@ class DdpWrapper(Rule):
     examples = [
         Example(
             before='import torch\nfrom torch.nn.parallel import DistributedDataParallel as DDP\n\n\ndef main(rank):\n    model = DDP(torch.nn.Linear(4, 1).to(rank), device_ids=[rank])\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    model(torch.randn(8, 4)).sum().backward()\n    optimizer.step()\n    print(model.module.weight.shape)\n',
-            fabric='import torch\nfrom torch.nn.parallel import DistributedDataParallel as DDP\n\n\ndef main(rank):\n    model = torch.nn.Linear(4, 1).to(rank)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    model(torch.randn(8, 4)).sum().backward()\n    optimizer.step()\n    print(model.module.weight.shape)\n',
-            accelerate='import torch\nfrom torch.nn.parallel import DistributedDataParallel as DDP\n\n\ndef main(rank):\n    model = torch.nn.Linear(4, 1).to(rank)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    model(torch.randn(8, 4)).sum().backward()\n    optimizer.step()\n    print(accelerator.unwrap_model(model).weight.shape)\n',
+            fabric='import torch\n\n\ndef main(rank):\n    model = torch.nn.Linear(4, 1).to(rank)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    model(torch.randn(8, 4)).sum().backward()\n    optimizer.step()\n    print(model.module.weight.shape)\n',
+            accelerate='import torch\n\n\ndef main(rank):\n    model = torch.nn.Linear(4, 1).to(rank)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    model(torch.randn(8, 4)).sum().backward()\n    optimizer.step()\n    print(accelerator.unwrap_model(model).weight.shape)\n',
         )
     ]
 

@@ -16,7 +16,10 @@ command-line options, then `fabric.launch()`, so `python train.py` and `torchrun
 the script is meant for `fabric run ...`: `Fabric()` takes no values and there is no `launch()`.
 
 Accelerate form: `Accelerator(cpu=True, mixed_precision=...)` from `--accelerator cpu` and `--precision`.
-The process count comes from the launcher (`accelerate launch`, `torchrun`).
+The process count comes from the launcher (`accelerate launch`, `torchrun`). Without `--accelerator`,
+`cpu=` is true exactly when torchrun started several processes on a machine without CUDA: a plain
+`Accelerator()` there lets each process train alone (accelerate 1.15). On a machine whose accelerator is not
+CUDA (XPU, NPU) pass `--accelerator` explicitly.
 
 Fix safety: safe; an existing framework object is reused, never created twice.
 """
@@ -58,10 +61,17 @@ def fabric_ctor(ctx: Context) -> str:
     return f"{ctx.fw} = Fabric({', '.join(args)})"
 
 
+# Accelerate starts each torchrun process alone on a CPU-only machine unless cpu=True (checked: accelerate 1.15).
+CPU_UNDER_TORCHRUN = 'cpu=not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1'
+ACC_ENV_COMMENT = "# without --accelerator, CPU-only machines need cpu=True for torchrun's processes to train together"
+
+
 def accelerator_ctor(ctx: Context) -> str:
     args = []
     if ctx.options.accelerator == "cpu":
         args.append("cpu=True")
+    elif ctx.options.accelerator is None:
+        args.append(CPU_UNDER_TORCHRUN)
     precision = ctx.precision_code()
     if precision:
         args.append(f"mixed_precision={precision}")
@@ -77,7 +87,11 @@ def creation_statements(ctx: Context) -> List[cst.BaseStatement]:
         if ctx.options.launcher != "fabric-run":
             stmts.append(cst.parse_statement(f"{ctx.fw}.launch()"))
         return stmts
-    return [cst.parse_statement(accelerator_ctor(ctx))]
+    code = accelerator_ctor(ctx)
+    stmt = cst.parse_statement(code)
+    if "os.environ" in code:
+        stmt = stmt.with_changes(leading_lines=[cst.EmptyLine(comment=cst.Comment(ACC_ENV_COMMENT))])
+    return [stmt]
 
 
 def insertion_index(body: Sequence[cst.BaseStatement], module_level: bool) -> int:
@@ -145,6 +159,11 @@ class _Transformer(RuleTransformer):
                 AddImportsVisitor.add_needed_import(self.ctx.codemod, "os")
         else:
             AddImportsVisitor.add_needed_import(self.ctx.codemod, "accelerate", "Accelerator")
+            if self.ctx.options.accelerator is None:
+                AddImportsVisitor.add_needed_import(self.ctx.codemod, "os")
+                AddImportsVisitor.add_needed_import(self.ctx.codemod, "torch")
+        if "torch.cuda.is_available()" in (self.ctx.precision_code() or ""):
+            AddImportsVisitor.add_needed_import(self.ctx.codemod, "torch")
 
     def leave_FunctionDef(self, original_node, updated_node):
         name = self._func[-1] if self._func else None
@@ -178,7 +197,7 @@ class FrameworkObject(Rule):
         Example(
             before='import torch\nfrom torch.utils.data import DataLoader, TensorDataset\n\nmodel = torch.nn.Linear(4, 1)\noptimizer = torch.optim.SGD(model.parameters(), lr=0.1)\nloss = model(torch.randn(8, 4)).sum()\nloss.backward()\noptimizer.step()\n',
             fabric='import torch\nfrom torch.utils.data import DataLoader, TensorDataset\nimport os\nfrom lightning.fabric import Fabric\n\n# without --devices, the device and node counts follow torchrun when it starts the script\nfabric = Fabric(devices=os.environ.get("LOCAL_WORLD_SIZE", "auto"), num_nodes=int(os.environ.get("GROUP_WORLD_SIZE", "1")))\nfabric.launch()\n\nmodel = torch.nn.Linear(4, 1)\noptimizer = torch.optim.SGD(model.parameters(), lr=0.1)\nloss = model(torch.randn(8, 4)).sum()\nloss.backward()\noptimizer.step()\n',
-            accelerate='import torch\nfrom torch.utils.data import DataLoader, TensorDataset\nfrom accelerate import Accelerator\n\naccelerator = Accelerator()\n\nmodel = torch.nn.Linear(4, 1)\noptimizer = torch.optim.SGD(model.parameters(), lr=0.1)\nloss = model(torch.randn(8, 4)).sum()\nloss.backward()\noptimizer.step()\n',
+            accelerate='import torch\nfrom torch.utils.data import DataLoader, TensorDataset\nimport os\nfrom accelerate import Accelerator\n\n# without --accelerator, CPU-only machines need cpu=True for torchrun\'s processes to train together\naccelerator = Accelerator(cpu=not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1)\n\nmodel = torch.nn.Linear(4, 1)\noptimizer = torch.optim.SGD(model.parameters(), lr=0.1)\nloss = model(torch.randn(8, 4)).sum()\nloss.backward()\noptimizer.step()\n',
         )
     ]
 
