@@ -542,7 +542,7 @@ def run_verify(script: Path, script_args: List[str], target: str, devices: int =
             else:
                 mode, prefix = "torchrun", _torchrun(devices)
             report["notes"].append(f"multi-process launch: {mode}")
-            multi = _execute(make(f"migrated-{devices}", prefix, mig_dir, mig_script, False), multi_env, timeout)
+            multi = _execute(make(f"migrated-{devices}procs", prefix, mig_dir, mig_script, False), multi_env, timeout)
 
         makers = {
             "a": lambda: check_parity(orig, single),
