@@ -28,7 +28,8 @@ def before_files(case: Path) -> List[Path]:
 
 def whole_script_cases() -> List[Path]:
     """Single-device scripts: the original runs with plain `python` (see test_whole_scripts.py)."""
-    return [c for c in cases() if not is_noop(c) and not is_distributed(c) and all((c / t).is_dir() for t in TARGETS)]
+    return [c for c in cases() if not is_noop(c) and not is_distributed(c) and not gpu_only(c)
+            and all((c / t).is_dir() for t in TARGETS)]
 
 
 def is_noop(case: Path) -> bool:
@@ -38,6 +39,11 @@ def is_noop(case: Path) -> bool:
 
 def has_goldens(case: Path) -> bool:
     return any((case / t).is_dir() for t in TARGETS)
+
+
+def gpu_only(case: Path) -> bool:
+    """Fixtures that need CUDA or torchvision: migrated in CI, run by benchmarks/gpu_verify.sh."""
+    return (case / "gpu_only.json").exists()
 
 
 def is_distributed(case: Path) -> bool:

@@ -96,7 +96,7 @@ def test_output_file(project):
 def test_stdin_to_stdout(project):
     r = invoke(["-", "-t", "accelerate"], input=SCRIPT)
     assert r.exit_code == 0
-    assert "accelerator = Accelerator()" in r.stdout and "accelerator.backward(loss)" in r.stdout
+    assert "accelerator = Accelerator(" in r.stdout and "accelerator.backward(loss)" in r.stdout
     assert "pt-migrate:" not in r.stdout  # the summary goes to stderr
     r = invoke(["-", "-t", "accelerate"], input=HELPER)
     assert r.stdout == HELPER

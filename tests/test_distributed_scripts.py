@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -99,6 +100,9 @@ def test_migrated_distributed_script(case, target, tmp_path):
                "migrator.verify.runner", "--steps", "100000", "--out", str(out_dir), "--", "train.py"]
     code, out = _run(cmd, work)
     assert code == 0, out[-4000:]
+    deadline = time.time() + 60  # Fabric's other rank is a child process that may end a moment later
+    while len(list(out_dir.glob("rank*.json"))) < 2 and time.time() < deadline:
+        time.sleep(0.5)
     records = [json.loads(p.read_text()) for p in sorted(out_dir.glob("rank*.json"))]
     assert len(records) == 2, out[-3000:]
     assert {r["world_size"] for r in records} == {2}, "each process trained alone"

@@ -398,6 +398,11 @@ def main(argv: Optional[List[str]] = None) -> None:
         rec.write("error", error=f"{type(e).__name__}: {e}", exit_code=1)
         raise
     rec.write("finished", exit_code=0)
+    # End here, like the step limit does: a process group the script left open can abort the interpreter's
+    # teardown ("terminate called without an active exception") after all the work is done.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
