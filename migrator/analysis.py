@@ -249,7 +249,8 @@ class _Collector(cst.CSTVisitor):
         info = self.info()
         if isinstance(func, cst.Attribute):
             recv = dotted(func.value)
-            if func.attr.value == "backward" and recv != self.facts.fw and "torch.autograd.backward" not in self.qnames(func):
+            fw_names = (self.facts.fw, f"self.{self.facts.fw}")  # fabric.backward / self.fabric.backward: migrated
+            if func.attr.value == "backward" and recv not in fw_names and "torch.autograd.backward" not in self.qnames(func):
                 self.has_backward = True
                 if info:
                     info.has_backward = True

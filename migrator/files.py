@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import tempfile
 import tokenize
 from dataclasses import dataclass
@@ -21,10 +22,14 @@ class SourceError(Exception):
 
 
 def decode(data: bytes) -> SourceFile:
+    if b"\x00" in data:
+        raise SourceError("binary data (NUL bytes), not Python source")
     bom = data.startswith(b"\xef\xbb\xbf")
     try:
         encoding, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
     except SyntaxError as e:
+        if "invalid or missing encoding declaration" in str(e):
+            raise SourceError("not UTF-8 text and no coding cookie (a binary file?)") from None
         raise SourceError(f"bad coding cookie: {e}") from None
     if encoding == "utf-8-sig":
         encoding = "utf-8"
@@ -32,10 +37,12 @@ def decode(data: bytes) -> SourceFile:
         data = data[3:]
     try:
         text = data.decode(encoding)
-    except (UnicodeDecodeError, LookupError) as e:
-        raise SourceError(f"not {encoding} text: {e}") from None
-    if "\x00" in text:
-        raise SourceError("binary data (NUL bytes), not Python source")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise SourceError(f"line {line}: not {encoding} text ({e.reason}); add a coding cookie or fix the "
+                          f"encoding") from None
+    except LookupError as e:
+        raise SourceError(f"unknown encoding: {e}") from None
     return SourceFile(text, encoding, bom)
 
 
@@ -49,25 +56,42 @@ def read_source(path: Path) -> SourceFile:
     except IsADirectoryError:
         raise SourceError("is a directory") from None
     except FileNotFoundError:
-        raise SourceError("no such file") from None
+        raise SourceError("broken symbolic link" if path.is_symlink() else "no such file") from None
     except PermissionError:
         raise SourceError("permission denied (cannot read)") from None
-    except OSError as e:
+    except OSError as e:  # ELOOP (a symlink loop), EIO, ...
         raise SourceError(e.strerror or str(e)) from None
     return decode(data)
 
 
+TMP_SUFFIX = ".pt-migrate.tmp"
+
+
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, then rename over the target: old or new, never half."""
+    """Write to a temporary file in the same folder, then rename over the target: old or new, never half.
+
+    The file keeps its permission bits (and owner, where we may set it). A symbolic link stays a link: the file it
+    points to is rewritten. A file without any write bit is refused even for root, who could write it anyway. If the
+    process dies before the rename, only a hidden `.NAME.*.pt-migrate.tmp` is left beside the file, never a `.py`.
+    """
+    path = Path(os.path.realpath(path)) if os.path.islink(path) else Path(path)
     folder = path.parent
     try:
-        mode = path.stat().st_mode & 0o7777
+        st = path.stat()
     except FileNotFoundError:
-        mode = 0o644
-    if path.exists() and not os.access(path, os.W_OK):
-        raise SourceError("permission denied (read-only file)")
+        st = None
+    except OSError as e:
+        raise SourceError(f"cannot write: {e.strerror or e}") from None
+    if st is not None:
+        if not stat.S_ISREG(st.st_mode):
+            raise SourceError("not a regular file; nothing written")
+        mode = stat.S_IMODE(st.st_mode)
+        if not mode & 0o222 or not os.access(path, os.W_OK):
+            raise SourceError("permission denied (read-only file); nothing written")
+    else:
+        mode = 0o666 & ~_umask()
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".pt-migrate.tmp", dir=folder)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=folder)
     except OSError as e:
         raise SourceError(f"cannot write in {folder}: {e.strerror or e}") from None
     try:
@@ -76,6 +100,11 @@ def write_atomic(path: Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, mode)
+        if st is not None and (st.st_uid, st.st_gid) != (os.geteuid(), os.getegid()):
+            try:
+                os.chown(tmp, st.st_uid, st.st_gid)
+            except OSError:
+                pass  # not allowed to give it away: the file is ours now, as with any editor
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -83,3 +112,23 @@ def write_atomic(path: Path, data: bytes) -> None:
         except OSError:
             pass
         raise
+    _fsync_dir(folder)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -27,25 +27,42 @@ def excluded(path: Path, root: Path, patterns: Sequence[str]) -> bool:
     return False
 
 
+def _skipped_dir(name: str) -> bool:
+    return name.startswith(".") or name in SKIP_DIRS
+
+
 def python_files(root: Path, exclude: Sequence[str] = ()) -> Iterator[Path]:
-    """Every .py file under root: symlinks are not followed, hidden folders, caches and venvs are skipped."""
-    root_real = root.resolve()
+    """Every .py file under root, each once, in a stable order.
+
+    Folder links are never followed (so link loops cannot hang the walk); hidden files and folders, caches, `.git`
+    and virtual environments are skipped. A file link is kept only when it points to a file inside the tree that
+    the walk would not reach by itself (a link out of the tree, a loop or a dangling link is not ours to rewrite;
+    writing through a link to a file already walked would migrate it twice).
+    """
+    root_real = Path(os.path.realpath(root))
+    found: List[Path] = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         here = Path(dirpath)
         keep: List[str] = []
         for d in sorted(dirnames):
             p = here / d
-            if d.startswith(".") or d in SKIP_DIRS or p.is_symlink() or is_venv(p) or excluded(p, root, exclude):
+            if _skipped_dir(d) or p.is_symlink() or is_venv(p) or excluded(p, root, exclude):
                 continue
             keep.append(d)
         dirnames[:] = keep
         for f in sorted(filenames):
             p = here / f
-            if not f.endswith(".py") or excluded(p, root, exclude):
-                continue
-            if p.is_symlink():
-                try:
-                    p.resolve().relative_to(root_real)
-                except (ValueError, OSError, RuntimeError):
-                    continue  # a link out of the tree (or a loop): not ours to rewrite
-            yield p
+            if f.endswith(".py") and not f.startswith(".") and not excluded(p, root, exclude):
+                found.append(p)
+    seen = {os.path.realpath(p) for p in found if not p.is_symlink()}
+    for p in found:
+        if p.is_symlink():
+            real = os.path.realpath(p)
+            try:
+                rel = Path(real).relative_to(root_real)
+            except ValueError:
+                continue  # out of the tree
+            if real in seen or any(_skipped_dir(part) for part in rel.parts[:-1]):
+                continue  # walked already, or inside a folder the walk skips
+            seen.add(real)  # a dangling link or a loop stays: reading it reports the error
+        yield p

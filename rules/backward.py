@@ -37,12 +37,17 @@ class _Transformer(RuleTransformer):
         if not self.in_fw_scope():
             self.todo(original_node, f"`.backward()` out of reach of `{self.fw}`: call `{self.fw}.backward(...)` here")
             return updated_node
+        if self.ctx.target == "accelerate" and any(a.star == "*" for a in updated_node.args):
+            # accelerator.backward takes keywords only: `*args` cannot be spelled as keywords
+            self.todo(original_node, "`.backward(*args)`: `accelerator.backward(loss, **kwargs)` takes keywords "
+                                     "only; call it here with the arguments named")
+            return updated_node
         loss = func.value
         if isinstance(loss, cst.BaseExpression) and loss.lpar and len(loss.lpar) == 1:
             loss = loss.with_changes(lpar=[], rpar=[])  # (a + b).backward() -> fabric.backward(a + b)
         args = [cst.Arg(loss)]
         for i, a in enumerate(updated_node.args):
-            if a.keyword is None and self.ctx.target == "accelerate" and i < len(BACKWARD_PARAMS):
+            if a.keyword is None and not a.star and self.ctx.target == "accelerate" and i < len(BACKWARD_PARAMS):
                 a = a.with_changes(keyword=cst.Name(BACKWARD_PARAMS[i]), equal=cst.AssignEqual(
                     whitespace_before=cst.SimpleWhitespace(""), whitespace_after=cst.SimpleWhitespace("")))
             args.append(a)
