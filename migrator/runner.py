@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import difflib
+import os
+import re
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterable, Iterator, List, Optional
+from typing import Dict, FrozenSet, Iterable, Iterator, List, Optional, Set, Tuple
 
 from migrator.engine import MigrationResult, migrate
 from migrator.files import SourceError, SourceFile, encode, read_source
@@ -41,7 +43,7 @@ _index_cache = {}
 
 def migrate_source(path: str, src: SourceFile, target: str, options: Options) -> FileOutcome:
     opts = options
-    if path != "-" and src.text and "torch" in src.text:
+    if path != "-" and src.text and "torch" in src.text and _maybe_entry(path, src.text):
         index = _index_cache.setdefault(target, ProjectIndex(target))
         try:
             ext = index.fw_functions_for(Path(path), src.text)
@@ -68,33 +70,101 @@ def migrate_path(path: str, target: str, options: Options) -> FileOutcome:
 
 
 def _read_or_skip(path: str):
-    """Read a file once; the pre-scan settles most files of a tree here, before any worker sees them."""
+    """Read a file once; the pre-scan settles most files of a tree here, without libcst."""
     try:
         src = read_source(Path(path))
     except SourceError as e:
         return FileOutcome(path, error=str(e)), None
-    if not may_be_training_script(src.text) and not _maybe_entry(src.text):
+    if not may_be_training_script(src.text) and not _maybe_entry(path, src.text):
         return FileOutcome(path, MigrationResult(src.text, False), old_text=src.text), None
     return None, src
 
 
-def _maybe_entry(text: str) -> bool:
-    # an entry script whose loop lives in a sibling module has neither backward nor step
-    return "torch" in text and "optim" in text
+_IMPORT = re.compile(r"^[ \t]*(?:from[ \t]+([\w.]+)[ \t]+import|import[ \t]+([\w.]+))", re.M)
+
+
+_RELATIVE_IMPORT = re.compile(r"^[ \t]*from[ \t]+\.", re.M)
+_folder_cache: Dict[Path, Tuple[FrozenSet[str], Dict[str, Set[str]], Optional[str]]] = {}
+
+
+def _imported_modules(text: str, package: Optional[str] = None) -> Set[str]:
+    """Top-level names of the absolute imports that may load a sibling file. A package module (relative imports,
+    or an absolute import of its own top-level `package`) cannot run as a script, so its `import logging` is the
+    top-level module, never a sibling logging.py: it imports no sibling by absolute name."""
+    if "from ." in text and _RELATIVE_IMPORT.search(text):
+        return set()
+    names = {(a or b).split(".")[0] for a, b in _IMPORT.findall(text)} - {""}
+    if package is not None and package in names:
+        return set()
+    return names
+
+
+def _top_package(folder: Path) -> Optional[str]:
+    """The name of the outermost package that holds `folder` (None when folder has no __init__.py)."""
+    top = None
+    while (folder / "__init__.py").exists() and folder.parent != folder:
+        top, folder = folder.name, folder.parent
+    return top
+
+
+def _folder_facts(folder: Path) -> Tuple[FrozenSet[str], Dict[str, Set[str]], Optional[str]]:
+    """The module names of a folder, for each which of its siblings import it (those that mention torch), and the
+    top-level package the folder belongs to."""
+    if folder not in _folder_cache:
+        try:
+            names = [p for p in os.listdir(folder) if p.endswith(".py")]
+        except OSError:
+            names = []
+        stems = frozenset(n[:-3] for n in names)
+        package = _top_package(folder)
+        importers: Dict[str, Set[str]] = {}
+        for n in names:
+            try:
+                text = (folder / n).read_text(encoding="utf-8", errors="replace")
+            except OSError:
+                continue
+            if "torch" in text:
+                for mod in _imported_modules(text, package) & stems:
+                    importers.setdefault(mod, set()).add(n[:-3])
+        _folder_cache[folder] = (stems, importers, package)
+    return _folder_cache[folder]
+
+
+def _maybe_entry(path: str, text: str) -> bool:
+    """A file the project index may tie to a sibling: an entry script that imports the module holding the loop
+    (it has neither backward nor step), or a helper module that such a sibling imports. Only those need the
+    parser despite a failed pre-scan (see migrator.project.ProjectIndex)."""
+    if path == "-" or "torch" not in text or "import" not in text:
+        return False
+    p = Path(path)
+    stems, importers, package = _folder_facts(p.resolve().parent)
+    if (_imported_modules(text, package) & stems) - {p.stem}:
+        return True
+    return bool(importers.get(p.stem, set()) - {p.stem})
+
+
+def _chunk(paths: List[str], target: str, options: Options) -> List[FileOutcome]:
+    """One worker's share: each file is read, pre-scanned and (if a candidate) migrated here, once."""
+    out = []
+    for p in paths:
+        done, src = _read_or_skip(p)
+        out.append(done or migrate_source(p, src, target, options))
+    return out
 
 
 def migrate_paths(paths: Iterable[str], target: str, options: Options, jobs: int = 1) -> Iterator[FileOutcome]:
-    """Outcomes in the order of `paths`; with jobs != 1, candidate files are migrated in worker processes."""
+    """Outcomes in the order of `paths`; with jobs != 1, files are read, pre-scanned and migrated in worker
+    processes, in chunks (the main process reads nothing, so it is never the bottleneck)."""
     paths = list(paths)
     if jobs == 1 or len(paths) < 8:
         for p in paths:
             done, src = _read_or_skip(p)
             yield done or migrate_source(p, src, target, options)
         return
-    with ProcessPoolExecutor(max_workers=jobs or None) as pool:
-        queued = []
-        for p in paths:
-            done, src = _read_or_skip(p)
-            queued.append(done or pool.submit(migrate_source, p, src, target, options))
-        for item in queued:
-            yield item if isinstance(item, FileOutcome) else item.result()
+    jobs = jobs or (os.cpu_count() or 1)
+    # small chunks: the few files that reach the engine cost 100x a rejected one, and sit together in a tree
+    size = max(1, min(8, len(paths) // (jobs * 64)))
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(_chunk, paths[i:i + size], target, options) for i in range(0, len(paths), size)]
+        for f in futures:
+            yield from f.result()

@@ -1,0 +1,187 @@
+"""How fast is pt-migrate over real code, against a bare libcst parse-and-print round trip of the same files?
+
+    python benchmarks/tool_speed.py                 # everything (several minutes: (b) and (c) run on one core)
+    python benchmarks/tool_speed.py --subset-only   # torch.nn + lightning.fabric + accelerate only
+    python benchmarks/tool_speed.py --skip-serial   # leave out the one-core pt-migrate run (c) over all files
+
+Corpus: every .py file of the installed torch, lightning and accelerate packages, as the CLI selects them
+(migrator.walk.python_files). Each measurement runs in its own subprocess, which starts the command and reports
+its wall time and the peak RSS of the command's processes (resource.getrusage(RUSAGE_CHILDREN).ru_maxrss: the
+largest single process, workers included, not their sum).
+
+(a) pt-migrate --check -q over the files with all cores (-j 0); (b) a bare libcst round trip of the same files on
+one core (`libcst.parse_module(src).code`, a file that libcst cannot parse is skipped); (c) pt-migrate -j 1.
+Ratio (b)/(a) >= 3 on the subset is the target: pt-migrate takes at most a third of the round trip's wall time.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+PY = sys.executable
+CLI = [PY, "-m", "migrator"]
+
+ROUND_TRIP = r"""
+import sys, libcst
+paths = open(sys.argv[1], encoding="utf-8").read().split("\n")
+failed = 0
+for p in paths:
+    if not p:
+        continue
+    with open(p, "rb") as f:
+        data = f.read()
+    try:
+        src = data.decode("utf-8")
+        assert libcst.parse_module(src).code == src
+    except Exception:
+        failed += 1
+print(failed)
+"""
+
+MEASURE = r"""
+import json, resource, subprocess, sys, time
+cmd = json.load(open(sys.argv[1], encoding="utf-8"))
+t = time.perf_counter()
+p = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+wall = time.perf_counter() - t
+ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(json.dumps({"wall": wall, "rc": p.returncode, "maxrss_kb": ru.ru_maxrss,
+                  "cpu": ru.ru_utime + ru.ru_stime, "stderr": p.stderr.decode(errors="replace")[-2000:]}))
+"""
+
+
+def measure(cmd):
+    """Run `cmd` in a fresh measuring process: wall time, exit status, peak RSS of its processes."""
+    spec = file_list([])  # the command goes through a file: a few thousand paths exceed one argument's limit
+    Path(spec).write_text(json.dumps([str(c) for c in cmd]), encoding="utf-8")
+    out = subprocess.run([PY, "-c", MEASURE, spec], capture_output=True, text=True, cwd=REPO, check=True)
+    os.unlink(spec)
+    return json.loads(out.stdout)
+
+
+def corpus():
+    sys.path.insert(0, str(REPO))
+    from migrator.walk import python_files
+    import importlib.util
+    roots = {}
+    for name in ("torch", "lightning", "accelerate"):
+        spec = importlib.util.find_spec(name)
+        roots[name] = Path(spec.origin).parent
+    files = {name: [str(p) for p in python_files(root)] for name, root in roots.items()}
+    subset_dirs = [roots["torch"] / "nn", roots["lightning"] / "fabric", roots["accelerate"]]
+    subset = [str(p) for d in subset_dirs for p in python_files(d)]
+    return roots, files, subset
+
+
+def size_mb(paths):
+    return sum(os.path.getsize(p) for p in paths) / 1e6
+
+
+def file_list(paths):
+    f = tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False, encoding="utf-8")
+    f.write("\n".join(paths))
+    f.close()
+    return f.name
+
+
+def pt_migrate(paths, jobs):
+    # paths go on the command line (a few thousand fit easily); -q: only errors and the summary
+    return measure(CLI + list(paths) + ["--target", "fabric", "--check", "-q", "-j", str(jobs)])
+
+
+def round_trip(paths):
+    return measure([PY, "-c", ROUND_TRIP, file_list(paths)])
+
+
+def row(label, r, n, mb):
+    print(f"  {label:<44} {r['wall']:8.2f} s  {n / r['wall']:8.1f} files/s  {mb / r['wall']:6.2f} MB/s  "
+          f"peak RSS {r['maxrss_kb'] / 1024:7.1f} MiB  (exit {r['rc']})", flush=True)
+
+
+def check_rc(r, what):
+    if r["rc"] not in (0, 1):
+        print(f"  !! {what} exited {r['rc']}: {r['stderr']}", flush=True)
+
+
+def compare(title, paths, serial=True):
+    n, mb = len(paths), size_mb(paths)
+    print(f"\n{title}: {n} files, {mb:.1f} MB", flush=True)
+    a = pt_migrate(paths, 0)
+    check_rc(a, "pt-migrate -j 0")
+    row(f"(a) pt-migrate --check -j 0 ({os.cpu_count()} cores)", a, n, mb)
+    b = round_trip(paths)
+    row("(b) libcst parse + print, 1 core", b, n, mb)
+    out = {"files": n, "mb": mb, "a": a, "b": b}
+    print(f"  ratio (b)/(a) = {b['wall'] / a['wall']:.2f}   (target >= 3 on the subset)", flush=True)
+    if serial:
+        c = pt_migrate(paths, 1)
+        check_rc(c, "pt-migrate -j 1")
+        row("(c) pt-migrate --check -j 1", c, n, mb)
+        print(f"  ratio (b)/(c) = {b['wall'] / c['wall']:.2f}", flush=True)
+        out["c"] = c
+    summary = [line for line in a["stderr"].splitlines() if line.startswith("pt-migrate:")]
+    if summary:
+        print(f"  {summary[-1]}", flush=True)
+    return out
+
+
+def memory_growth(paths):
+    print(f"\nPeak RSS of pt-migrate --check -j 0 as the file count grows (largest single process):", flush=True)
+    out = []
+    for frac in (4, 2, 1):
+        part = paths[: len(paths) // frac]
+        r = pt_migrate(part, 0)
+        out.append((len(part), r["maxrss_kb"] / 1024, r["wall"]))
+        print(f"  N/{frac:<2} {len(part):6d} files {size_mb(part):6.1f} MB  peak RSS {r['maxrss_kb'] / 1024:7.1f} MiB  "
+              f"wall {r['wall']:6.2f} s", flush=True)
+    return out
+
+
+def single_script(runs=5):
+    cmd = CLI + ["examples/train.py", "--target", "fabric", "--diff"]
+    walls = [measure(cmd)["wall"] for _ in range(runs)]
+    bare = statistics.median(measure([PY, "-c", "pass"])["wall"] for _ in range(3))
+    imp = statistics.median(measure([PY, "-c", "import migrator.cli"])["wall"] for _ in range(3))
+    med = statistics.median(walls)
+    print(f"\nexamples/train.py --target fabric --diff, whole process: median of {runs} {med:.3f} s "
+          f"(runs: {', '.join(f'{w:.2f}' for w in walls)}; target < 0.5 s)", flush=True)
+    print(f"  python -c pass: {bare:.3f} s;  python -c 'import migrator.cli': {imp:.3f} s", flush=True)
+    return {"median": med, "runs": walls, "python": bare, "import_cli": imp}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--subset-only", action="store_true")
+    ap.add_argument("--skip-serial", action="store_true", help="leave out (c) over all files")
+    ap.add_argument("--json", help="also write the figures here")
+    args = ap.parse_args()
+    roots, files, subset = corpus()
+    from importlib.metadata import version
+    print(f"pt-migrate tool speed, {datetime.datetime.now().isoformat(timespec='seconds')}", flush=True)
+    print(f"command: {' '.join([Path(PY).name] + sys.argv)}", flush=True)
+    print(f"python {platform.python_version()}, libcst {version('libcst')}, "
+          f"{os.cpu_count()} cores, {platform.platform()}", flush=True)
+    for name, fs in files.items():
+        print(f"  {name}: {roots[name]} ({len(fs)} files, {size_mb(fs):.1f} MB)", flush=True)
+    results = {"single": single_script()}
+    results["subset"] = compare("Subset torch.nn + lightning.fabric + accelerate", subset)
+    if not args.subset_only:
+        everything = [p for fs in files.values() for p in fs]
+        results["all"] = compare("All of torch + lightning + accelerate", everything, serial=not args.skip_serial)
+        results["memory"] = memory_growth(everything)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()
