@@ -41,6 +41,7 @@ from migrator.rules.checkpoints import Checkpoints
 from migrator.rules.collectives import Collectives
 from migrator.rules.rank_zero import RankZero
 from migrator.rules.unsupported_constructs import NotMigrated
+from migrator.rules.semantic_reports import SemanticReports
 
 REGISTRY: List[Rule] = [
     Amp(),
@@ -69,6 +70,7 @@ REGISTRY: List[Rule] = [
     Collectives(),
     Checkpoints(),
     RankZero(),
+    SemanticReports(),
     NotMigrated(),
 ]
 
