@@ -5,6 +5,7 @@ import ast
 import re
 import sys
 import traceback
+import warnings
 from dataclasses import dataclass, field
 from typing import List, Optional
 
@@ -138,7 +139,9 @@ def _parse(source: str):
     only compiles to a syntax tree, and it gives better messages and positions than libcst."""
     py_error = None
     try:
-        ast.parse(source)
+        with warnings.catch_warnings():  # `"\d"`, `1()`: the user's code, not ours to warn about
+            warnings.simplefilter("ignore")
+            ast.parse(source)
     except SyntaxError as e:
         if any(s in (e.msg or "") for s in _TOO_DEEP):
             return _failure(source, PARSE_ERROR, e.lineno or 1, e.offset or 1, f"cannot parse: {e.msg}")

@@ -26,7 +26,7 @@ import libcst.matchers as m
 from libcst.metadata import ParentNodeProvider, QualifiedNameProvider
 
 from migrator.names import dotted, qualified_names
-from migrator.rules.base import Example, Example, Example, Example, Context, Example, Rule, RuleTransformer
+from migrator.rules.base import Context, Example, Rule, RuleTransformer
 
 WRAPPERS = {"torch.nn.parallel.DistributedDataParallel", "torch.nn.parallel.distributed.DistributedDataParallel",
             "torch.nn.DataParallel", "torch.nn.parallel.DataParallel", "torch.nn.parallel.data_parallel.DataParallel"}

@@ -21,7 +21,7 @@ from __future__ import annotations
 import libcst as cst
 import libcst.matchers as m
 
-from migrator.rules.base import Example, Example, Example, Example, Context, Rule, RuleTransformer
+from migrator.rules.base import Example, Context, Rule, RuleTransformer
 
 
 class _Transformer(RuleTransformer):

@@ -23,7 +23,7 @@ import libcst as cst
 from libcst.metadata import QualifiedNameProvider
 
 from migrator.names import dotted, is_dataloader_ctor, qualified_names
-from migrator.rules.base import Example, REPORT_ONLY, Context, Example, Rule, RuleTransformer
+from migrator.rules.base import REPORT_ONLY, Context, Example, Rule, RuleTransformer
 
 ITERABLE = {"torch.utils.data.IterableDataset", "torch.utils.data.dataset.IterableDataset"}
 

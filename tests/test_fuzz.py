@@ -57,7 +57,9 @@ def seed_scripts() -> List[Path]:
 
 def parses(text: str) -> bool:
     try:
-        ast.parse(text)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ast.parse(text)
         cst.parse_module(text)
         return True
     except Exception:  # SyntaxError, ParserSyntaxError, RecursionError, ValueError (NUL) ...
@@ -247,7 +249,7 @@ from hypothesis import strategies as st  # noqa: E402
 def fast(n: int) -> settings:
     return settings(max_examples=n, deadline=None, database=None, derandomize=True,
                     suppress_health_check=list(HealthCheck))
-warnings.filterwarnings("ignore", category=SyntaxWarning)
+pytestmark = pytest.mark.filterwarnings("ignore::SyntaxWarning")  # hypothesmith compiles odd programs
 
 
 @fast(100)
