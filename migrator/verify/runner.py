@@ -378,6 +378,13 @@ def main(argv: Optional[List[str]] = None) -> None:
         os.environ[ENV_SINGLE] = "1"
     child = [sys.executable, "-m", "migrator.verify.runner", "--steps", str(opts.steps), "--out",
              os.path.abspath(opts.out)] + (["--single-device"] if opts.single_device else []) + ["--", script]
+    # Whole lines per write: ranks share one pipe, and an unbuffered print writes the text and the newline
+    # separately, so two ranks' lines could interleave and hide a line printed by every rank (check e).
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(line_buffering=True, write_through=False)
+        except (AttributeError, ValueError):
+            pass
     rec = Recorder(opts.steps, os.path.abspath(opts.out), child, opts.single_device)
     rec.install(_sources(script))
 
