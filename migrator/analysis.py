@@ -18,7 +18,6 @@ from migrator.names import (
     is_dataloader_ctor,
     is_optimizer_ctor,
     qualified_names,
-    root_name,
 )
 
 MODULE = "<module>"
@@ -148,8 +147,6 @@ class _Collector(cst.CSTVisitor):
         self.loaders_by_scope: Dict[str, List[str]] = {}
         self.steps: Set[str] = set()
         self.has_backward = False
-        self.loops = 0
-        self.returns_loader_names: Dict[str, Set[str]] = {}
 
     def qnames(self, node: cst.CSTNode) -> Set[str]:
         return qualified_names(self, node)
@@ -196,7 +193,6 @@ class _Collector(cst.CSTVisitor):
             self.in_main_guard = False
 
     def visit_For(self, node: cst.For) -> None:
-        self.loops += 1
         if self.class_depth and not self.func:
             return
         it = unwrap_loader_iter(node.iter)
@@ -206,9 +202,6 @@ class _Collector(cst.CSTVisitor):
             key = info.loader_fors if info else self.facts.functions.setdefault(
                 self.scope(), FunctionInfo(self.scope(), [])).loader_fors
             key.append((it, targets))
-
-    def visit_While(self, node: cst.While) -> None:
-        self.loops += 1
 
     # statements
     def visit_Return(self, node: cst.Return) -> None:
@@ -457,7 +450,3 @@ def batch_names(facts: Facts, scope: str) -> Set[str]:
         if it in loaders:
             out.update(t for t in targets if "." not in t)
     return out
-
-
-def root_in(node: cst.BaseExpression, names: Set[str]) -> bool:
-    return root_name(node) in names

@@ -61,14 +61,6 @@ def migrate_source(path: str, src: SourceFile, target: str, options: Options) ->
     return out
 
 
-def migrate_path(path: str, target: str, options: Options) -> FileOutcome:
-    try:
-        src = read_source(Path(path))
-    except SourceError as e:
-        return FileOutcome(path, error=str(e))
-    return migrate_source(path, src, target, options)
-
-
 def _read_or_skip(path: str):
     """Read a file once; the pre-scan settles most files of a tree here, without libcst."""
     try:

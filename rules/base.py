@@ -198,7 +198,3 @@ def with_todo(stmt: cst.BaseStatement, code: str, message: str) -> cst.BaseState
 def has_todo(stmt: cst.BaseStatement, code: str) -> bool:
     marker = f"{TODO_PREFIX} {code}:"
     return any(l.comment is not None and l.comment.value.startswith(marker) for l in stmt.leading_lines)
-
-
-def parse_stmt(code: str) -> cst.BaseStatement:
-    return cst.parse_statement(code)

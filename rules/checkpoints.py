@@ -35,7 +35,7 @@ the device are reported, not guessed.
 """
 from __future__ import annotations
 
-from typing import List, Optional, Set
+from typing import List, Set
 
 import libcst as cst
 from libcst.metadata import QualifiedNameProvider

@@ -20,10 +20,9 @@ Fix safety: report-only.
 """
 from __future__ import annotations
 
-import libcst as cst
 import libcst.matchers as m
 
-from migrator.analysis import MODULE, MAIN_GUARD, is_main_guard
+from migrator.analysis import MODULE, MAIN_GUARD
 from migrator.rules.base import REPORT_ONLY, Context, Example, Rule, RuleTransformer
 
 

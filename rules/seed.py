@@ -14,7 +14,6 @@ Fix safety: safe; only a bare statement call is rewritten (its return value unus
 from __future__ import annotations
 
 import libcst as cst
-import libcst.matchers as m
 from libcst.codemod.visitors import AddImportsVisitor
 from libcst.metadata import QualifiedNameProvider
 

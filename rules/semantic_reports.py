@@ -22,7 +22,7 @@ from __future__ import annotations
 import libcst as cst
 from libcst.metadata import QualifiedNameProvider
 
-from migrator.names import dotted, is_dataloader_ctor, qualified_names
+from migrator.names import is_dataloader_ctor, qualified_names
 from migrator.rules.base import REPORT_ONLY, Context, Example, Rule, RuleTransformer
 
 ITERABLE = {"torch.utils.data.IterableDataset", "torch.utils.data.dataset.IterableDataset"}
