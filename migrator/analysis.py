@@ -12,6 +12,7 @@ import libcst as cst
 import libcst.matchers as m
 from libcst.metadata import MetadataWrapper, QualifiedNameProvider
 
+from migrator.imports import with_import_names
 from migrator.names import (
     assigned_names,
     dotted,
@@ -301,14 +302,14 @@ def _imported_external_fw(module: cst.Module, external: frozenset) -> Set[str]:
 
 
 def analyze(wrapper: MetadataWrapper, target: str, external_fw: frozenset = frozenset(),
-            module_name: Optional[str] = None) -> Facts:
+            module_name: Optional[str] = None, source: Optional[str] = None) -> Facts:
     module = wrapper.module
     facts = Facts(target=target, fw=DEFAULT_FW_NAME[target])
     local = _local_function_names(module)
     ext = _imported_external_fw(module, external_fw)
     facts.external_fw = ext
     collector = _Collector(facts, local, ext)
-    wrapper.visit(collector)
+    with_import_names(collector, module, source).visit(collector)
     facts.is_training = (collector.has_backward or bool(set(facts.optimizers) & collector.steps) or bool(ext)
                          or any(module_name and f"{module_name}.{f}" in external_fw for f in local))
     if collector.optimizer_scopes:

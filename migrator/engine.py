@@ -20,7 +20,7 @@ from migrator.linemap import back_map
 from migrator import skip
 from migrator.options import TARGETS, Options
 from migrator.precision import script_precision
-from migrator.prescan import may_be_training_script
+from migrator.prescan import may_be_training_script, without_comments
 
 PARSE_ERROR = "PTM001"
 RULE_CRASH = "PTM002"
@@ -182,8 +182,8 @@ def _run_rules(source: str, module: cst.Module, target: str, options: Options) -
 
     try:
         wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
-        facts = analyze(wrapper, target, options.external_fw_functions, options.module_name)
-        facts.precision = script_precision(wrapper) if "amp" in source or "autocast" in source else None
+        facts = analyze(wrapper, target, options.external_fw_functions, options.module_name, source)
+        facts.precision = script_precision(wrapper, source) if "amp" in source or "autocast" in source else None
     except Exception:
         raise RuleCrash("the analysis")
     if not facts.is_training:
@@ -192,34 +192,40 @@ def _run_rules(source: str, module: cst.Module, target: str, options: Options) -
     diagnostics: List[Diagnostic] = []
     maps: List[List[int]] = []  # line maps of each pass that changed the text, oldest first
     current, text = module, source
+    # one wrapper per distinct tree: its metadata (positions, scopes) is computed on demand and kept while
+    # passes leave the tree unchanged, which most do
+    current_wrapper = wrapper
+    lowered = without_comments(source).lower()
+    # imports the rules ask for are added once, after the last rule: AddImportsVisitor runs its own scope analysis
+    ctx.codemod = CodemodContext()
     for rule in REGISTRY:
-        if target not in rule.targets or not _selected(rule.code, options):
+        if target not in rule.targets or not _selected(rule.code, options) or not rule.wanted(lowered, ctx):
             continue
         ctx.diagnostics = []
         try:
-            codemod_ctx = CodemodContext()
-            ctx.codemod = codemod_ctx
-            updated = rule.apply(MetadataWrapper(current), ctx)
-            updated = _apply_scheduled_imports(updated, codemod_ctx)
+            ctx.text = text
+            updated = rule.apply(current_wrapper, ctx)
         except Exception:
             raise RuleCrash(f"rule {rule.code} ({rule.name})")
         diagnostics.extend(_to_input_lines(ctx.diagnostics, maps))
-        if not updated.deep_equals(current):
-            new_text = updated.code
-            if new_text != text:
-                maps.append(back_map(text, new_text))
-            current, text = updated, new_text
+        if updated is current:
+            continue
+        new_text = updated.code  # cheaper than deep_equals, and needed anyway when the pass changed something
+        if new_text != text:
+            maps.append(back_map(text, new_text))
+            current, text, lowered = updated, new_text, without_comments(new_text).lower()
+            current_wrapper = MetadataWrapper(current, unsafe_skip_copy=True)
     if text != source:
-        # last, once every rule is done: imports that only removed constructs used (torch.distributed, DDP, ...)
-        text = _drop_unused_imports(current).code
+        # last, once every rule is done: the imports the rules need, and those of constructs they removed
+        # (torch.distributed, DDP, ...) that nothing uses any more
+        text = _finish_imports(current, ctx.codemod).code
     diagnostics.sort(key=lambda d: (d.line, d.column, d.code))
     return MigrationResult(text, text != source, _dedupe(diagnostics), is_training_script=True)
 
 
-def _drop_unused_imports(module: cst.Module) -> cst.Module:
+def _finish_imports(module: cst.Module, codemod_ctx: CodemodContext) -> cst.Module:
     from migrator.rules.unused_device import schedule_unused_imports
     try:
-        codemod_ctx = CodemodContext()
         schedule_unused_imports(module, codemod_ctx)
         return _apply_scheduled_imports(module, codemod_ctx)
     except Exception:

@@ -7,6 +7,8 @@ from typing import Optional
 import libcst as cst
 from libcst.metadata import MetadataWrapper, QualifiedNameProvider
 
+from migrator.imports import with_import_names
+
 from migrator.names import dotted
 
 AUTOCASTS = {"torch.autocast", "torch.cuda.amp.autocast", "torch.amp.autocast", "torch.cpu.amp.autocast"}
@@ -86,9 +88,9 @@ class _Finder(cst.CSTVisitor):
             self.conditional = True
 
 
-def script_precision(wrapper: MetadataWrapper) -> Optional[ScriptPrecision]:
+def script_precision(wrapper: MetadataWrapper, source: Optional[str] = None) -> Optional[ScriptPrecision]:
     finder = _Finder()
-    wrapper.visit(finder)
+    with_import_names(finder, wrapper.module, source).visit(finder)
     if finder.dtype is None and not finder.scaler:
         return None
     return ScriptPrecision(finder.dtype or "float16", finder.conditional)

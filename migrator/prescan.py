@@ -31,6 +31,12 @@ def code_only(source: str) -> str:
     return _STRINGS_AND_COMMENTS.sub('""', source)
 
 
+def without_comments(source: str) -> str:
+    """The source with comments removed and strings kept: what a rule's trigger words are looked for in (a TODO
+    comment the tool wrote must not wake a rule up)."""
+    return _STRINGS_AND_COMMENTS.sub(lambda m: "" if m.group(0).startswith("#") else m.group(0), source)
+
+
 _RECEIVER = re.compile(r"([\w.]*)\s*$")
 _DEF = re.compile(r"^([ \t]*)(?:async[ \t]+)?def[ \t]+(\w+)")
 # a backward on one of these is the framework's own, not a plain PyTorch backward

@@ -147,6 +147,7 @@ class _Transformer(RuleTransformer):
 class Amp(Rule):
     code = "PTM133"
     name = "amp"
+    triggers = ("autocast", "gradscaler")
     examples = [
         Example(
             before='import torch\n\n\ndef main():\n    model = torch.nn.Linear(4, 1)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    scaler = torch.cuda.amp.GradScaler()\n    with torch.autocast("cuda", dtype=torch.float16):\n        loss = model(torch.randn(8, 4)).sum()\n    scaler.scale(loss).backward()\n    scaler.step(optimizer)\n    scaler.update()\n',

@@ -1,13 +1,16 @@
 """What every rule is: a code, docs in one fixed shape, examples, and one pass over the module."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import ClassVar, List, Optional, Tuple
 
 import libcst as cst
-from libcst.metadata import MetadataWrapper, PositionProvider
+from libcst.metadata import MetadataWrapper, PositionProvider, QualifiedNameProvider
 
 from migrator.analysis import MAIN_GUARD, MODULE, Facts
+from migrator.imports import ImportQualifiedNames
+from migrator.positions import start_positions
 from migrator.diagnostics import INFO, WARNING, Diagnostic
 from migrator.options import Options
 
@@ -31,6 +34,7 @@ class Context:
     diagnostics: List[Diagnostic] = field(default_factory=list)
 
     codemod: object = None  # libcst CodemodContext of the current pass, for scheduling imports
+    text: Optional[str] = None  # the code the current pass reads, when the engine has it
 
     @property
     def fw(self) -> str:
@@ -53,12 +57,47 @@ class Rule:
     targets: ClassVar[Tuple[str, ...]] = ("fabric", "accelerate")
     fix_safety: ClassVar[str] = SAFE
     examples: ClassVar[List[Example]] = []
+    # Words (lower case) without which the rule has nothing to do: when none is in the code, the engine skips the
+    # pass. Empty: the rule always runs. A superset is fine; a missing word is a silent skip, so list them all.
+    triggers: ClassVar[Tuple[str, ...]] = ()
+
+    def wanted(self, lowered_code: str, ctx: Context) -> bool:
+        return not self.triggers or any(t in lowered_code for t in self.triggers)
 
     def transformer(self, ctx: Context) -> "RuleTransformer":
         raise NotImplementedError
 
     def apply(self, wrapper: MetadataWrapper, ctx: Context) -> cst.Module:
-        return wrapper.visit(self.transformer(ctx))
+        transformer = self.transformer(ctx)
+        # metadata on demand: most passes report nothing and never ask for a qualified name, and positions and
+        # scopes cost more than the pass itself. The wrapper caches what it computed for the next pass.
+        transformer.metadata = _LazyMetadata(wrapper, ctx.text)
+        updated = wrapper.module.visit(transformer)
+        transformer.place_reports(wrapper.module)
+        # the very tree it was given when no hook replaced a node: the engine then skips printing the code
+        return updated if transformer.changed else wrapper.module
+
+
+class _LazyMetadata(dict):
+    """`transformer.metadata`, filled on first use from a MetadataWrapper built without copying the tree."""
+
+    def __init__(self, wrapper: MetadataWrapper, text: Optional[str]):
+        super().__init__()
+        self._wrapper = wrapper
+        self._text = text
+
+    def __contains__(self, provider) -> bool:  # libcst asks before it reads
+        return True
+
+    def __missing__(self, provider):
+        if provider is QualifiedNameProvider and self._text is not None:
+            value = self[provider] = ImportQualifiedNames(self._text)  # see migrator/imports.py for why
+            return value
+        value = self[provider] = self._wrapper.resolve(provider)
+        return value
+
+
+_STATEMENTS = (cst.SimpleStatementLine, cst.BaseCompoundStatement)
 
 
 class RuleTransformer(cst.CSTTransformer):
@@ -74,6 +113,12 @@ class RuleTransformer(cst.CSTTransformer):
         self._class_depth = 0
         self._classes: List[str] = []
         self._main_guard = 0
+        self._unplaced: List[Tuple[int, cst.CSTNode]] = []  # (index in ctx.diagnostics, node) awaiting a position
+        self._stmts: List[cst.CSTNode] = []  # the statements the visit is inside, innermost last
+        self._pending_comments: list = []  # comments of a removed statement, for the next one
+        self._receivers: dict = {}  # id(statement) -> comments it takes over
+        self._todos: dict = {}  # id(statement) -> [(code, message)] to mark it with
+        self.changed = False  # some leave hook returned another node than the one it was given
 
     # -- where are we
     def visit_ClassDef(self, node: cst.ClassDef) -> Optional[bool]:
@@ -136,11 +181,10 @@ class RuleTransformer(cst.CSTTransformer):
 
     # -- statements, so a report on an expression can put its TODO above the right line
     def on_visit(self, node: cst.CSTNode) -> bool:
-        if isinstance(node, (cst.SimpleStatementLine, cst.BaseCompoundStatement)):
-            self._stmts = getattr(self, "_stmts", []) + [node]
-            pending = getattr(self, "_pending_comments", [])
-            if pending:  # comments of a statement removed just before land on this one
-                self._receivers = {**getattr(self, "_receivers", {}), id(node): pending}
+        if isinstance(node, _STATEMENTS):
+            self._stmts.append(node)
+            if self._pending_comments:  # comments of a statement removed just before land on this one
+                self._receivers[id(node)] = self._pending_comments
                 self._pending_comments = []
         return super().on_visit(node)
 
@@ -148,41 +192,49 @@ class RuleTransformer(cst.CSTTransformer):
         """Delete a statement but keep its comment lines, on the statement that follows it."""
         comments = [l for l in original_node.leading_lines if l.comment is not None]
         if comments:
-            self._pending_comments = getattr(self, "_pending_comments", []) + comments
+            self._pending_comments = self._pending_comments + comments
         return cst.RemoveFromParent()
 
     def on_leave(self, original_node, updated_node):
         result = super().on_leave(original_node, updated_node)
-        if isinstance(original_node, (cst.SimpleStatementLine, cst.BaseCompoundStatement)):
-            self._stmts = self._stmts[:-1]
-            carried = getattr(self, "_receivers", {}).pop(id(original_node), None)
+        if isinstance(original_node, _STATEMENTS):
+            self._stmts.pop()
+            carried = self._receivers.pop(id(original_node), None) if self._receivers else None
             if carried and isinstance(result, cst.BaseStatement):
                 result = result.with_changes(leading_lines=list(carried) + list(result.leading_lines))
-            for code, message in getattr(self, "_todos", {}).pop(id(original_node), []):
+            for code, message in (self._todos.pop(id(original_node), ()) if self._todos else ()):
                 if isinstance(result, cst.BaseStatement):
                     result = with_todo(result, code, message)
+        if result is not updated_node:
+            self.changed = True
         return result
 
     def todo(self, node: cst.CSTNode, message: str, severity: str = WARNING) -> None:
         """Report that a person must act here, and mark the enclosing statement with a TODO comment."""
-        stmts = getattr(self, "_stmts", [])
+        stmts = self._stmts
         if stmts and has_todo(stmts[-1], self.rule.code):
             return  # marked by an earlier run: the marker is the record, a rerun reports nothing new
         self.report(node, message, fixed=False, severity=severity)
         if stmts:
-            todos = getattr(self, "_todos", {})
-            todos.setdefault(id(stmts[-1]), []).append((self.rule.code, message))
-            self._todos = todos
+            self._todos.setdefault(id(stmts[-1]), []).append((self.rule.code, message))
 
     # -- reporting
     def report(self, node: cst.CSTNode, message: str, fixed: bool, severity: str = INFO) -> None:
-        try:
-            pos = self.get_metadata(PositionProvider, node).start
-            line, col = pos.line, pos.column + 1
-        except KeyError:
-            line, col = 1, 1
         sev = severity if fixed else (WARNING if severity == INFO else severity)
-        self.ctx.diagnostics.append(Diagnostic(self.rule.code, line, col, sev, message, fixed))
+        self.ctx.diagnostics.append(Diagnostic(self.rule.code, 1, 1, sev, message, fixed))
+        self._unplaced.append((len(self.ctx.diagnostics) - 1, node))  # placed after the pass: see place_reports
+
+    def place_reports(self, module: cst.Module) -> None:
+        """Give the pass's diagnostics the positions of their nodes in `module`, the tree the pass read, all at
+        once: one code generation instead of positions for every node of the tree (migrator/positions.py)."""
+        if not self._unplaced:
+            return
+        found = start_positions(module, [node for _, node in self._unplaced])
+        for i, node in self._unplaced:
+            if id(node) in found:  # a node the pass built itself has no position: it keeps 1:1
+                line, column = found[id(node)]
+                self.ctx.diagnostics[i] = dataclasses.replace(self.ctx.diagnostics[i], line=line, column=column + 1)
+        self._unplaced = []
 
 
 def with_todo(stmt: cst.BaseStatement, code: str, message: str) -> cst.BaseStatement:

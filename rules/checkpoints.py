@@ -273,6 +273,7 @@ class _Transformer(RuleTransformer):
 class Checkpoints(Rule):
     code = "PTM136"
     name = "checkpoints"
+    triggers = ("save", "load(", "load ", "state_dict")  # not "load": every `loader` has it
     examples = [
         Example(
             before='import torch\nimport torch.distributed as dist\n\n\ndef main(rank):\n    model = torch.nn.Linear(4, 1)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    model(torch.randn(8, 4)).sum().backward()\n    optimizer.step()\n    if rank == 0:\n        print("saving")\n        state = {"model": model.module.state_dict(), "optimizer": optimizer.state_dict()}\n        torch.save(state, "ckpt.pt")\n    state = torch.load("ckpt.pt", map_location={"cuda:0": f"cuda:{rank}"})\n    model.module.load_state_dict(state["model"])\n',

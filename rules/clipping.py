@@ -74,6 +74,7 @@ class _Transformer(RuleTransformer):
 class Clipping(Rule):
     code = "PTM135"
     name = "clipping"
+    triggers = ("clip_grad_",)
     examples = [
         Example(
             before='import torch\n\n\ndef main():\n    model = torch.nn.Linear(4, 1)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    model(torch.randn(8, 4)).sum().backward()\n    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)\n    optimizer.step()\n',

@@ -155,6 +155,8 @@ class _Transformer(RuleTransformer):
 class DdpEnvironment(Rule):
     code = "PTM130"
     name = "ddp-environment"
+    triggers = ("init_process_group", "destroy_process_group", "set_device", "spawn", "master_addr", "master_port",
+                "rank", "world_size")
     examples = [
         Example(
             before='import os\n\nimport torch\nimport torch.distributed as dist\n\n\ndef main():\n    dist.init_process_group("gloo")\n    local_rank = int(os.environ["LOCAL_RANK"])\n    model = torch.nn.Linear(4, 1)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    model(torch.randn(8, 4)).sum().backward()\n    optimizer.step()\n    dist.destroy_process_group()\n',

@@ -103,6 +103,10 @@ class _Transformer(RuleTransformer):
 class DdpWrapper(Rule):
     code = "PTM131"
     name = "ddp-wrapper"
+
+    def wanted(self, lowered_code: str, ctx: Context) -> bool:
+        # Accelerate also unwraps `model.x` of any set-up model; Fabric has only wrappers to remove
+        return ctx.target == "accelerate" or "dataparallel" in lowered_code
     examples = [
         Example(
             before='import torch\nfrom torch.nn.parallel import DistributedDataParallel as DDP\n\n\ndef main(rank):\n    model = DDP(torch.nn.Linear(4, 1).to(rank), device_ids=[rank])\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    model(torch.randn(8, 4)).sum().backward()\n    optimizer.step()\n    print(model.module.weight.shape)\n',

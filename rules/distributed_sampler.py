@@ -109,6 +109,7 @@ class _Transformer(RuleTransformer):
 class DistributedSamplerRule(Rule):
     code = "PTM132"
     name = "distributed-sampler"
+    triggers = ("distributedsampler", "set_epoch")
     examples = [
         Example(
             before='import torch\nfrom torch.utils.data import DataLoader, DistributedSampler, TensorDataset\n\n\ndef main():\n    ds = TensorDataset(torch.randn(8, 4))\n    sampler = DistributedSampler(ds, shuffle=True)\n    loader = DataLoader(ds, batch_size=4, sampler=sampler)\n    model = torch.nn.Linear(4, 1)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    for epoch in range(2):\n        sampler.set_epoch(epoch)\n        for (x,) in loader:\n            model(x).sum().backward()\n            optimizer.step()\n',

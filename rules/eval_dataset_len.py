@@ -45,6 +45,7 @@ class _Transformer(RuleTransformer):
 class ShardedMetric(Rule):
     code = "PTM112"
     name = "sharded-metric"
+    triggers = ("dataset",)
     fix_safety = REPORT_ONLY
     examples = [
         Example(

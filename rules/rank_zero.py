@@ -345,6 +345,7 @@ class _Transformer(RuleTransformer):
 class RankZero(Rule):
     code = "PTM137"
     name = "rank-zero"
+    triggers = ("rank", "gpu", "get_world_size", "is_global_zero", "is_main_process", "process_index")
     examples = [
         Example(
             before='import torch\nimport torch.distributed as dist\n\n\ndef main(local_rank):\n    model = torch.nn.Linear(4, 1)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    model(torch.randn(8, 4)).sum().backward()\n    optimizer.step()\n    world_size = dist.get_world_size()\n    if dist.get_rank() == 0:\n        print(f"trained on {world_size} processes")\n        dist.barrier()\n    if local_rank == 0:\n        print("node done")\n',

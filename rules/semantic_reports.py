@@ -53,6 +53,7 @@ class _Transformer(RuleTransformer):
 class SemanticReports(Rule):
     code = "PTM140"
     name = "semantic-reports"
+    triggers = ("iterabledataset", "sampler")
     fix_safety = REPORT_ONLY
     examples = [
         Example(

@@ -65,6 +65,7 @@ class _Transformer(RuleTransformer):
 class NotMigrated(Rule):
     code = "PTM120"
     name = "not-migrated"
+    triggers = tuple({q.rsplit(".", 1)[-1].lower() for q in CONSTRUCTS})
     fix_safety = REPORT_ONLY
     examples = [
         Example(
