@@ -1,0 +1,68 @@
+"""The engine's shortcuts for speed change no output: trigger words, import-table names, report positions."""
+from pathlib import Path
+
+import libcst as cst
+import pytest
+from libcst.metadata import MetadataWrapper, PositionProvider, QualifiedNameProvider
+
+from migrator import migrate
+from migrator.imports import ImportTable
+from migrator.names import dotted
+from migrator.positions import start_positions
+from migrator.rules import REGISTRY, Rule
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPTS = sorted(p for p in (ROOT / "fixtures").glob("*/before/*.py"))
+EXAMPLES = [(r.code, i, ex.before) for r in REGISTRY for i, ex in enumerate(r.examples)]
+
+
+def _inputs():
+    for p in SCRIPTS:
+        yield pytest.param(p.read_text(encoding="utf-8"), id=str(p.relative_to(ROOT / "fixtures")))
+    for code, i, before in EXAMPLES:
+        yield pytest.param(before, id=f"{code}-example-{i}")
+
+
+@pytest.mark.parametrize("source", list(_inputs()))
+@pytest.mark.parametrize("target", ["fabric", "accelerate"])
+def test_trigger_words_skip_only_passes_that_do_nothing(source, target, monkeypatch):
+    fast = migrate(source, target)
+    for rule in REGISTRY:
+        monkeypatch.setattr(type(rule), "wanted", Rule.wanted)
+        monkeypatch.setattr(type(rule), "triggers", ())
+    every_pass = migrate(source, target)
+    assert fast.code == every_pass.code
+    assert fast.diagnostics == every_pass.diagnostics
+
+
+@pytest.mark.parametrize("path", SCRIPTS, ids=lambda p: str(p.relative_to(ROOT / "fixtures")))
+def test_positions_match_libcst(path):
+    module = cst.parse_module(path.read_text(encoding="utf-8"))
+    wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
+    expected = wrapper.resolve(PositionProvider)
+    nodes = [n for n in expected if isinstance(n, (cst.Call, cst.BaseStatement, cst.Name, cst.With, cst.FunctionDef,
+                                                   cst.Comparison, cst.Attribute, cst.WithItem))]
+    found = start_positions(module, nodes)
+    for n in nodes:
+        assert found[id(n)] == (expected[n].start.line, expected[n].start.column), type(n).__name__
+
+
+@pytest.mark.parametrize("path", SCRIPTS, ids=lambda p: str(p.relative_to(ROOT / "fixtures")))
+def test_import_names_match_libcst_on_library_names(path):
+    """Wherever libcst's provider names an imported thing by a plain name chain (`a.b.c`, which is what the rules
+    ask about), the import table names the same. The provider also names `torch.Generator().manual_seed` as
+    "torch.Generator.manual_seed"; the table does not, and no rule matches such a name."""
+    source = path.read_text(encoding="utf-8")
+    module = cst.parse_module(source)
+    qnames = MetadataWrapper(module, unsafe_skip_copy=True).resolve(QualifiedNameProvider)
+    table = ImportTable(source)
+    checked = 0
+    for node, names in qnames.items():
+        if not isinstance(node, (cst.Name, cst.Attribute)) or dotted(node) is None:
+            continue
+        names = names() if callable(names) else names
+        imported = {q.name for q in names if q.source.name == "IMPORT"}
+        if imported:
+            assert table.names(node) == imported
+            checked += 1
+    assert checked
