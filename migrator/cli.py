@@ -1,11 +1,12 @@
 """The command line: a thin layer over migrator.runner and the engine."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import traceback
 from pathlib import Path
-from typing import List, Optional
+from typing import Iterator, List, Optional
 
 import click
 
@@ -138,57 +139,69 @@ def migrate_command(paths, target, show_diff, check, output, accelerator, device
     err_color = fmt == "text" and report.use_color(err, color)
     out_color = fmt == "text" and report.use_color(out, color)
     files = _expand(list(paths), config, list(cli_exclude), force_exclude)
-    outcomes: List[FileOutcome] = []
-    if files == ["-"]:
-        outcomes.append(_stdin(target, options))
-    else:
+
+    def stream_outcomes() -> Iterator[FileOutcome]:
+        if files == ["-"]:
+            yield _stdin(target, options)
+            return
         stream = migrate_paths(files, target, options, jobs=jobs if jobs > 0 else (os.cpu_count() or 1))
         tree = any(p != "-" and Path(p).is_dir() for p in paths)
         if tree and len(files) > 1 and not quiet and _isatty(err):
             with click.progressbar(stream, length=len(files), label="pt-migrate", file=err,
                                    show_pos=True, color=err_color) as bar:
-                outcomes.extend(bar)
+                yield from bar
         else:
-            outcomes.extend(stream)
+            yield from stream
+
+    # each outcome is reported and written as it arrives; only the changed files keep their text (for the
+    # reports' diffs), so a run over a large tree stays flat in memory
+    outcomes: List[FileOutcome] = []
     errors = written = 0
-    for o in outcomes:
-        if o.error:
-            errors += 1
-            msg = f"{o.path}:{o.error}" if o.error[:1].isdigit() else f"{o.path}: error: {o.error}"
-            click.echo(click.style(msg, fg="red") if err_color else msg, file=err)
-            if debug and o.result is not None and getattr(o.result, "trace", None):
-                click.echo(o.result.trace, file=err, nl=False)
-        if o.result and not quiet and fmt == "text":
-            for d in o.result.diagnostics:
-                if d.code not in ("PTM000", "PTM001", "PTM002", "PTM003"):
-                    click.echo(_render(d, o.path, err_color), file=err)
-        if o.error:
-            continue
-        to_stdout = o.path == "-" or output == "-"
-        if show_diff:
-            if fmt == "text" and o.changed:
-                diff = report.unified_diff(o.path, o.old_text, o.result.code)
-                click.echo(report.color_diff(diff) if out_color else diff, nl=False, file=out)
-        elif check:
-            pass
-        elif to_stdout:
-            click.echo(o.result.code if o.result else o.old_text, nl=False)
-        elif output:
-            try:
-                write_atomic(Path(output), o.new_bytes if o.changed else encode(decode(Path(o.path).read_bytes()), o.old_text))
-                written += o.changed
-            except (SourceError, OSError) as e:
+    for o in stream_outcomes():
+        outcomes.append(o)
+        try:
+            if o.error:
                 errors += 1
-                click.echo(f"{output}: error: {e}", file=err)
-                o.error = f"{output}: {e}"  # counted in the summary and reports
-        elif o.changed:
-            try:
-                write_atomic(Path(o.path), o.new_bytes)
-                written += 1
-            except (SourceError, OSError) as e:
-                errors += 1
-                click.echo(f"{o.path}: error: {e}", file=err)
-                o.error = str(e)  # counted in the summary and reports; the file is unchanged
+                msg = f"{o.path}:{o.error}" if o.error[:1].isdigit() else f"{o.path}: error: {o.error}"
+                click.echo(click.style(msg, fg="red") if err_color else msg, file=err)
+                if debug and o.result is not None and getattr(o.result, "trace", None):
+                    click.echo(o.result.trace, file=err, nl=False)
+            if o.result and not quiet and fmt == "text":
+                for d in o.result.diagnostics:
+                    if d.code not in ("PTM000", "PTM001", "PTM002", "PTM003"):
+                        click.echo(_render(d, o.path, err_color), file=err)
+            if o.error:
+                continue
+            to_stdout = output == "-" or (o.path == "-" and not output)
+            if show_diff:
+                if fmt == "text" and o.changed:
+                    diff = report.unified_diff(o.path, o.old_text, o.result.code)
+                    click.echo(report.color_diff(diff) if out_color else diff, nl=False, file=out)
+            elif check:
+                pass
+            elif to_stdout:
+                click.echo(o.result.code if o.result else o.old_text, nl=False)
+            elif output:
+                try:
+                    unchanged = (o.old_text.encode("utf-8") if o.path == "-"
+                                 else encode(decode(Path(o.path).read_bytes()), o.old_text))
+                    write_atomic(Path(output), o.new_bytes if o.changed else unchanged)
+                    written += o.changed
+                except (SourceError, OSError) as e:
+                    errors += 1
+                    click.echo(f"{output}: error: {e}", file=err)
+                    o.error = f"{output}: {e}"  # counted in the summary and reports
+            elif o.changed:
+                try:
+                    write_atomic(Path(o.path), o.new_bytes)
+                    written += 1
+                except (SourceError, OSError) as e:
+                    errors += 1
+                    click.echo(f"{o.path}: error: {e}", file=err)
+                    o.error = str(e)  # counted in the summary and reports; the file is unchanged
+        finally:
+            if not o.changed:
+                _drop_text(o)
     mode = "diff" if show_diff else ("check" if check else "write")
     if fmt == "json":
         click.echo(report.json_report(outcomes, target, mode), nl=False, file=out)
@@ -204,6 +217,13 @@ def migrate_command(paths, target, show_diff, check, output, accelerator, device
         sys.exit(1)
     if exit_non_zero_on_fix and written:
         sys.exit(1)
+
+
+def _drop_text(o: FileOutcome) -> None:
+    """An unchanged file's text is not needed after it was written out (stdout, -o): nothing reports on it."""
+    o.old_text = ""
+    if o.result is not None:
+        o.result = dataclasses.replace(o.result, code="")
 
 
 def _isatty(stream) -> bool:

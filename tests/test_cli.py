@@ -102,6 +102,14 @@ def test_stdin_to_stdout(project):
     assert r.stdout == HELPER
 
 
+def test_stdin_to_output_file(project):
+    r = invoke(["-", "-t", "fabric", "-o", "out.py"], input=SCRIPT)
+    assert r.exit_code == 0 and r.stdout == ""
+    assert "fabric.backward(loss)" in (project / "out.py").read_text()
+    r = invoke(["-", "-t", "fabric", "-o", "same.py"], input=HELPER)
+    assert r.exit_code == 0 and r.stdout == "" and (project / "same.py").read_text() == HELPER
+
+
 def test_unparsable_file_exits_2_and_others_are_still_processed(project):
     (project / "broken.py").write_text(BROKEN)
     r = invoke(["broken.py", "train.py", "-t", "fabric"])
