@@ -6,7 +6,6 @@ import re
 import sys
 import traceback
 import warnings
-from dataclasses import dataclass, field
 from typing import List, Optional
 
 import libcst as cst
@@ -16,6 +15,7 @@ from libcst.metadata import MetadataWrapper
 
 from migrator.analysis import analyze
 from migrator.diagnostics import ERROR, Diagnostic
+from migrator.result import MigrationResult
 from migrator.linemap import back_map
 from migrator import skip
 from migrator.options import TARGETS, Options
@@ -25,20 +25,6 @@ from migrator.prescan import may_be_training_script, without_comments
 PARSE_ERROR = "PTM001"
 RULE_CRASH = "PTM002"
 BAD_OPTION = "PTM003"
-
-
-@dataclass
-class MigrationResult:
-    code: str
-    changed: bool
-    diagnostics: List[Diagnostic] = field(default_factory=list)
-    error: Optional[str] = None  # set when the file could not be migrated; `code` is then the input
-    is_training_script: bool = False
-    trace: Optional[str] = None  # the Python traceback of an internal error (PTM002), for --debug only
-
-    @property
-    def needs_attention(self) -> List[Diagnostic]:
-        return [d for d in self.diagnostics if d.needs_attention]
 
 
 def _failure(source: str, code: str, line: int, col: int, message: str, trace: Optional[str] = None) -> MigrationResult:

@@ -9,11 +9,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Dict, FrozenSet, Iterable, Iterator, List, Optional, Set, Tuple
 
-from migrator.engine import MigrationResult, migrate
+from migrator.result import MigrationResult
 from migrator.files import SourceError, SourceFile, encode, read_source
 from migrator.options import Options
 from migrator.prescan import may_be_training_script
-from migrator.project import ProjectIndex
 
 
 @dataclass
@@ -42,6 +41,8 @@ _index_cache = {}
 
 
 def migrate_source(path: str, src: SourceFile, target: str, options: Options) -> FileOutcome:
+    from migrator.engine import migrate  # here, not at the top: see migrator/result.py
+    from migrator.project import ProjectIndex
     opts = options
     if path != "-" and src.text and "torch" in src.text and _maybe_entry(path, src.text):
         index = _index_cache.setdefault(target, ProjectIndex(target))
