@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Set
 
 import libcst as cst
-import libcst.matchers as m
+from migrator import matching as m
 from libcst.metadata import MetadataWrapper, QualifiedNameProvider
 
 from migrator.imports import with_import_names

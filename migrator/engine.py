@@ -9,8 +9,8 @@ import warnings
 from typing import List, Optional
 
 import libcst as cst
-from libcst.codemod import CodemodContext
-from libcst.codemod.visitors import AddImportsVisitor, RemoveImportsVisitor
+
+from migrator.add_imports import add_imports
 from libcst.metadata import MetadataWrapper
 
 from migrator.analysis import analyze
@@ -182,8 +182,7 @@ def _run_rules(source: str, module: cst.Module, target: str, options: Options) -
     # passes leave the tree unchanged, which most do
     current_wrapper = wrapper
     lowered = without_comments(source).lower()
-    # imports the rules ask for are added once, after the last rule: AddImportsVisitor runs its own scope analysis
-    ctx.codemod = CodemodContext()
+    # the imports the rules ask for (ctx.imports) are added once, after the last rule
     for rule in REGISTRY:
         if target not in rule.targets or not _selected(rule.code, options) or not rule.wanted(lowered, ctx):
             continue
@@ -204,26 +203,26 @@ def _run_rules(source: str, module: cst.Module, target: str, options: Options) -
     if text != source:
         # last, once every rule is done: the imports the rules need, and those of constructs they removed
         # (torch.distributed, DDP, ...) that nothing uses any more
-        text = _finish_imports(current, ctx.codemod).code
+        text = _finish_imports(current, ctx).code
     diagnostics.sort(key=lambda d: (d.line, d.column, d.code))
     return MigrationResult(text, text != source, _dedupe(diagnostics), is_training_script=True)
 
 
-def _finish_imports(module: cst.Module, codemod_ctx: CodemodContext) -> cst.Module:
-    from migrator.rules.unused_device import schedule_unused_imports
+def _finish_imports(module: cst.Module, ctx) -> cst.Module:
+    from migrator.rules.unused_device import unused_import_candidates
     try:
-        schedule_unused_imports(module, codemod_ctx)
-        return _apply_scheduled_imports(module, codemod_ctx)
+        module = add_imports(module, ctx.imports)
+        candidates = unused_import_candidates(module)
+        if candidates:  # libcst's scope analysis decides what is unused; only scripts that had such imports pay
+            from libcst.codemod import CodemodContext
+            from libcst.codemod.visitors import RemoveImportsVisitor
+            codemod_ctx = CodemodContext()
+            for mod, obj, asname in candidates:
+                RemoveImportsVisitor.remove_unused_import(codemod_ctx, mod, obj, asname=asname)
+            module = RemoveImportsVisitor(codemod_ctx).transform_module(module)
+        return module
     except Exception:
         raise RuleCrash("the final import cleanup")
-
-
-def _apply_scheduled_imports(module: cst.Module, codemod_ctx: CodemodContext) -> cst.Module:
-    if AddImportsVisitor.CONTEXT_KEY in codemod_ctx.scratch and codemod_ctx.scratch[AddImportsVisitor.CONTEXT_KEY]:
-        module = AddImportsVisitor(codemod_ctx).transform_module(module)
-    if RemoveImportsVisitor.CONTEXT_KEY in codemod_ctx.scratch and codemod_ctx.scratch[RemoveImportsVisitor.CONTEXT_KEY]:
-        module = RemoveImportsVisitor(codemod_ctx).transform_module(module)
-    return module
 
 
 def _selected(code: str, options: Options) -> bool:

@@ -9,6 +9,7 @@ import libcst as cst
 from libcst.metadata import MetadataWrapper, PositionProvider, QualifiedNameProvider
 
 from migrator.analysis import MAIN_GUARD, MODULE, Facts
+from migrator.add_imports import ImportRequests
 from migrator.imports import ImportQualifiedNames
 from migrator.positions import start_positions
 from migrator.diagnostics import INFO, WARNING, Diagnostic
@@ -33,7 +34,7 @@ class Context:
     facts: Facts
     diagnostics: List[Diagnostic] = field(default_factory=list)
 
-    codemod: object = None  # libcst CodemodContext of the current pass, for scheduling imports
+    imports: ImportRequests = field(default_factory=ImportRequests)  # added once, after the last rule
     text: Optional[str] = None  # the code the current pass reads, when the engine has it
 
     @property

@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Dict, List, Set
 
 import libcst as cst
-import libcst.matchers as m
+from migrator import matching as m
 
 from migrator.analysis import MAIN_GUARD, MODULE, batch_names, unwrap_loader_iter
 from migrator.names import assigned_names, dotted

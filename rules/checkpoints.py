@@ -74,7 +74,7 @@ class _Transformer(RuleTransformer):
     def visit_Module(self, node: cst.Module):
         self.flags = rank_flags(node, self.qn, self.facts.fw)  # `if master_process:` is a rank-0 guard too
         # functions and methods called under a rank-0 guard: a barrier inside them would hang the other ranks
-        import libcst.matchers as m
+        from migrator import matching as m
         self.called_under_guard: Set[str] = set()
         for guard in m.findall(node, m.If(), metadata_resolver=self):
             if guard_parts(guard.test, self.qn, self.facts.fw, self.flags) or \
@@ -154,7 +154,7 @@ class _Transformer(RuleTransformer):
 
     def _rank_built(self, expr: cst.BaseExpression) -> bool:
         """A map_location that names devices by rank: f"cuda:{rank}", {"cuda:0": f"cuda:{local_rank}"}, ..."""
-        import libcst.matchers as m
+        from migrator import matching as m
         for node in m.findall(expr, m.Name() | m.Attribute() | m.Call()):
             if isinstance(node, (cst.Name, cst.Attribute)):
                 name = dotted(node)
@@ -259,7 +259,7 @@ class _Transformer(RuleTransformer):
                 and isinstance(stmt.body[0], cst.Expr) and self._is_save(stmt.body[0].value))
 
     def _has_save(self, stmt: cst.BaseStatement) -> bool:
-        import libcst.matchers as m
+        from migrator import matching as m
         return any(self._is_save(c) for c in m.findall(stmt, m.Call()))
 
     def _plain_assignment(self, stmt: cst.BaseStatement) -> bool:

@@ -19,7 +19,7 @@ Fix safety: safe. Clipping of parameters whose model or optimizer cannot be told
 from __future__ import annotations
 
 import libcst as cst
-import libcst.matchers as m
+from migrator import matching as m
 from libcst.metadata import QualifiedNameProvider
 
 from migrator.names import dotted, qualified_names

@@ -30,7 +30,6 @@ from __future__ import annotations
 from typing import Optional
 
 import libcst as cst
-from libcst.codemod.visitors import AddImportsVisitor
 from libcst.metadata import QualifiedNameProvider
 
 from migrator.names import dotted, qualified_names
@@ -156,7 +155,7 @@ class _Transformer(RuleTransformer):
         if self.ctx.target == "fabric":
             value = _call(f"{self.fw}.broadcast", [(None, t), (None, src.value)])
         else:
-            AddImportsVisitor.add_needed_import(self.ctx.codemod, "accelerate.utils", "broadcast")
+            self.ctx.imports.add("accelerate.utils", "broadcast")
             value = _call("broadcast", [(None, t), ("from_process", src.value)])
         return t, value, f"in-place `broadcast` -> `{dotted(value.func)}(...)`, rebound"
 

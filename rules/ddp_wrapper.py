@@ -22,7 +22,7 @@ hooks through `unwrap_model`; such a call before a backward gets a TODO.
 from __future__ import annotations
 
 import libcst as cst
-import libcst.matchers as m
+from migrator import matching as m
 from libcst.metadata import ParentNodeProvider, QualifiedNameProvider
 
 from migrator.names import dotted, qualified_names

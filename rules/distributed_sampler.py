@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import Dict
 
 import libcst as cst
-import libcst.matchers as m
+from migrator import matching as m
 from libcst.metadata import QualifiedNameProvider
 
 from migrator.names import assigned_names, dotted, qualified_names

@@ -18,7 +18,7 @@ Fix safety: report-only.
 from __future__ import annotations
 
 import libcst as cst
-import libcst.matchers as m
+from migrator import matching as m
 
 from migrator.analysis import MAIN_GUARD, MODULE
 from migrator.names import dotted

@@ -28,7 +28,6 @@ from __future__ import annotations
 from typing import List, Sequence
 
 import libcst as cst
-from libcst.codemod.visitors import AddImportsVisitor
 
 from migrator.analysis import MAIN_GUARD, MODULE, is_main_guard
 from migrator.rules.base import Context, Example, Rule, RuleTransformer
@@ -107,7 +106,7 @@ def insertion_index(body: Sequence[cst.BaseStatement], module_level: bool) -> in
 
 def first_use_index(body: Sequence[cst.BaseStatement], name: str, default: int) -> int:
     """Index of the first top-level statement that reads `name` (module-level scripts: config stays above)."""
-    import libcst.matchers as m
+    from migrator import matching as m
     for i, stmt in enumerate(body):
         if i >= default and not isinstance(stmt, (cst.FunctionDef, cst.ClassDef)) and m.findall(stmt, m.Name(name)):
             return i
@@ -154,16 +153,16 @@ class _Transformer(RuleTransformer):
 
     def _schedule_imports(self) -> None:
         if self.ctx.target == "fabric":
-            AddImportsVisitor.add_needed_import(self.ctx.codemod, "lightning.fabric", "Fabric")
+            self.ctx.imports.add("lightning.fabric", "Fabric")
             if self.ctx.options.devices is None and self.ctx.options.launcher != "fabric-run":
-                AddImportsVisitor.add_needed_import(self.ctx.codemod, "os")
+                self.ctx.imports.add("os")
         else:
-            AddImportsVisitor.add_needed_import(self.ctx.codemod, "accelerate", "Accelerator")
+            self.ctx.imports.add("accelerate", "Accelerator")
             if self.ctx.options.accelerator is None:
-                AddImportsVisitor.add_needed_import(self.ctx.codemod, "os")
-                AddImportsVisitor.add_needed_import(self.ctx.codemod, "torch")
+                self.ctx.imports.add("os")
+                self.ctx.imports.add("torch")
         if "torch.cuda.is_available()" in (self.ctx.precision_code() or ""):
-            AddImportsVisitor.add_needed_import(self.ctx.codemod, "torch")
+            self.ctx.imports.add("torch")
 
     def leave_FunctionDef(self, original_node, updated_node):
         name = self._func[-1] if self._func else None

@@ -19,7 +19,7 @@ changed and gets a TODO.
 from __future__ import annotations
 
 import libcst as cst
-import libcst.matchers as m
+from migrator import matching as m
 
 from migrator.rules.base import Example, Context, Rule, RuleTransformer
 

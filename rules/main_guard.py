@@ -20,7 +20,7 @@ Fix safety: report-only.
 """
 from __future__ import annotations
 
-import libcst.matchers as m
+from migrator import matching as m
 
 from migrator.analysis import MODULE, MAIN_GUARD
 from migrator.rules.base import REPORT_ONLY, Context, Example, Rule, RuleTransformer

@@ -21,7 +21,7 @@ Fix safety: safe.
 from __future__ import annotations
 
 import libcst as cst
-import libcst.matchers as m
+from migrator import matching as m
 
 from migrator.names import dotted
 from migrator.rules.base import Context, Example, Rule, RuleTransformer

@@ -29,7 +29,7 @@ from __future__ import annotations
 from typing import List, Optional, Set, Tuple
 
 import libcst as cst
-import libcst.matchers as m
+from migrator import matching as m
 from libcst.metadata import QualifiedNameProvider
 
 from migrator.diagnostics import WARNING

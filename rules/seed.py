@@ -14,7 +14,6 @@ Fix safety: safe; only a bare statement call is rewritten (its return value unus
 from __future__ import annotations
 
 import libcst as cst
-from libcst.codemod.visitors import AddImportsVisitor
 from libcst.metadata import QualifiedNameProvider
 
 from migrator.analysis import MAIN_GUARD, MODULE
@@ -36,7 +35,7 @@ class _Transformer(RuleTransformer):
         if self.ctx.target == "fabric":
             func = cst.Attribute(value=self.fw_expr(), attr=cst.Name("seed_everything"))
         else:
-            AddImportsVisitor.add_needed_import(self.ctx.codemod, "accelerate.utils", "set_seed")
+            self.ctx.imports.add("accelerate.utils", "set_seed")
             func = cst.Name("set_seed")
         self.report(original_node, "seeding -> the framework's seeding", True)
         return updated_node.with_changes(value=call.with_changes(func=func))

@@ -27,7 +27,7 @@ from migrator.names import assigned_names
 from migrator.rules.base import Example, Context, Rule, RuleTransformer
 from migrator.rules.setup_model_optimizer import already_set_up
 from migrator.rules.framework_object import _Transformer as _FrameworkPlacement
-import libcst.matchers as m
+from migrator import matching as m
 
 
 def loaders_assigned(stmt: cst.CSTNode, loaders) -> List[str]:

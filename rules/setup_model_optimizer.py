@@ -26,7 +26,7 @@ from __future__ import annotations
 from typing import Dict, List
 
 import libcst as cst
-import libcst.matchers as m
+from migrator import matching as m
 
 from migrator.names import assigned_names, dotted
 from migrator.rules.ddp_wrapper import non_forward_methods

@@ -16,7 +16,7 @@ Fix safety: safe; only names bound to the framework's device are touched.
 from __future__ import annotations
 
 import libcst as cst
-import libcst.matchers as m
+from migrator import matching as m
 
 from migrator.analysis import MODULE
 from migrator.names import dotted
@@ -80,8 +80,9 @@ REMOVABLE_NAMES = {("torch.utils.data", "DistributedSampler"), ("torch", "GradSc
                    ("torch.nn", "DataParallel")}
 
 
-def schedule_unused_imports(module: cst.Module, codemod) -> None:
-    from libcst.codemod.visitors import RemoveImportsVisitor
+def unused_import_candidates(module: cst.Module) -> list:
+    """(module, object or None, alias or None) of each top-level import that only removed constructs may use."""
+    found = []
     for stmt in module.body:
         if not isinstance(stmt, cst.SimpleStatementLine):
             continue
@@ -90,15 +91,14 @@ def schedule_unused_imports(module: cst.Module, codemod) -> None:
                 for alias in small.names:
                     name = dotted(alias.name)
                     if name and name.startswith(REMOVABLE_MODULES):
-                        asname = alias.asname.name.value if alias.asname else None
-                        RemoveImportsVisitor.remove_unused_import(codemod, name, asname=asname)
+                        found.append((name, None, alias.asname.name.value if alias.asname else None))
             elif isinstance(small, cst.ImportFrom) and small.module is not None and not isinstance(small.names, cst.ImportStar):
                 mod = dotted(small.module)
                 for alias in small.names:
                     obj = dotted(alias.name)
                     if mod and (mod.startswith(REMOVABLE_MODULES) or (mod, obj) in REMOVABLE_NAMES):
-                        asname = alias.asname.name.value if alias.asname else None
-                        RemoveImportsVisitor.remove_unused_import(codemod, mod, obj, asname=asname)
+                        found.append((mod, obj, alias.asname.name.value if alias.asname else None))
+    return found
 
 
 class UnusedDevice(Rule):
