@@ -41,6 +41,9 @@ class _Transformer(RuleTransformer):
         self.scalers: Set[str] = set()
 
     def visit_Module(self, node: cst.Module):
+        self.scaler_params: Dict[str, Set[str]] = {}
+        if "GradScaler" not in (self.ctx.text or "GradScaler"):
+            return True  # no scaler under any import spelling: only autocast blocks to handle
         for a in m.findall(node, m.Assign(value=m.Call()), metadata_resolver=self):
             if qualified_names(self, a.value.func) & SCALERS:
                 self.scalers.update(n for t in a.targets for n in assigned_names(t.target))

@@ -59,6 +59,8 @@ class _Transformer(RuleTransformer):
         self.spawn_targets: Dict[str, cst.Call] = {}
 
     def visit_Module(self, node: cst.Module):
+        if "spawn" not in (self.ctx.text or "spawn"):
+            return True  # no mp.spawn under any import spelling
         for call in m.findall(node, m.Call(), metadata_resolver=self):
             if qualified_names(self, call.func) & SPAWN and call.args and isinstance(call.args[0].value, cst.Name):
                 self.spawn_targets[call.args[0].value.value] = call
