@@ -9,6 +9,7 @@ The few orderings that matter:
 - model-moves before tensor-device, so a model's `.cuda()` is removed rather than retargeted;
 - setup and framework-object after the expression rules, since they insert statements the others would
   otherwise revisit;
+- accumulation-sync (PTM139) after no-sync, whose loops it leaves alone;
 - main-guard right after framework-object, so the new object goes under the guard with the code;
 - unused-device last: it deletes what the others left unused.
 """
@@ -23,6 +24,7 @@ from migrator.rules.ddp_environment import DdpEnvironment
 from migrator.rules.ddp_wrapper import DdpWrapper
 from migrator.rules.distributed_sampler import DistributedSamplerRule
 from migrator.rules.no_sync import NoSync
+from migrator.rules.accumulation_sync import AccumulationSync
 from migrator.rules.base import Context, Example, Rule
 from migrator.rules.batch_moves import BatchMoves
 from migrator.rules.device_selection import DeviceSelection
@@ -49,6 +51,7 @@ REGISTRY: List[Rule] = [
     DdpWrapper(),
     DistributedSamplerRule(),
     NoSync(),
+    AccumulationSync(),
     Clipping(),
     HelperParams(),
     Backward(),
