@@ -32,11 +32,13 @@ def _ctors(module: cst.Module, fw: str):
 
 
 def _call_site(module: cst.Module, index: int) -> Optional[int]:
-    """The first top-level statement after a top-level function that names it (the call of `main()`)."""
+    """The first top-level statement after a top-level function that names it (the call of `main()`); the end
+    of the module when none does: then it can only be called once the module has run."""
     fn = module.body[index]
     if not isinstance(fn, cst.FunctionDef):
         return None
-    return next((j for j, s in enumerate(module.body) if j > index and m.findall(s, m.Name(fn.name.value))), None)
+    return next((j for j, s in enumerate(module.body) if j > index and m.findall(s, m.Name(fn.name.value))),
+                len(module.body))
 
 
 def slot(module: cst.Module, facts: Facts) -> Optional[Slot]:

@@ -167,7 +167,9 @@ def _negate(e: cst.BaseExpression) -> Tuple[str, str]:
         inner = bare(e.expression)
         if isinstance(inner, cst.BooleanOperation):
             return code(inner), "or" if isinstance(inner.operator, cst.Or) else "and"
-        return code(inner), "atom"
+        if isinstance(inner, (cst.Comparison, cst.UnaryOperation)):
+            return code(inner), "atom"
+        return f"bool({code(inner)})", "atom"  # `not (i + 1) % k` -> `bool((i + 1) % k)`, a bool like the guard's
     if isinstance(e, cst.BooleanOperation):
         op = "and" if isinstance(e.operator, cst.Or) else "or"
         parts = [_negate(e.left), _negate(e.right)]
