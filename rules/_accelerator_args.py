@@ -62,7 +62,8 @@ def slot(module: cst.Module, facts: Facts) -> Optional[Slot]:
     if scope == MAIN_GUARD:
         anchor = next((i for i, s in enumerate(module.body) if is_main_guard(s)), None)
         return Slot(None, anchor, set(facts.accelerator_kwargs))
-    index = next((i for i, s in enumerate(module.body) if isinstance(s, cst.FunctionDef) and s.name.value == scope), None)
+    index = next((i for i, s in enumerate(module.body)
+                  if isinstance(s, cst.FunctionDef) and s.name.value == scope), None)
     return Slot(None, None if index is None else _call_site(module, index), set(facts.accelerator_kwargs))
 
 

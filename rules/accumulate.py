@@ -189,7 +189,10 @@ class _Survey(RuleTransformer):
         shape, k = plan.shape, plan.k
         stmt = shape.body[shape.backward]
         loss = loss_of(calls(stmt, "backward")[0], self.fw)
-        divided = lambda e: m.matches(bare(e), m.BinaryOperation(operator=m.Divide())) and code(bare(bare(e).right)) == k
+
+        def divided(e):
+            return m.matches(bare(e), m.BinaryOperation(operator=m.Divide())) and code(bare(bare(e).right)) == k
+
         if loss is not None and divided(loss):
             plan.edits[id(loss)] = bare(bare(loss).left)  # (loss / k).backward(): the loss keeps its value
             return True
@@ -263,22 +266,20 @@ class _Transformer(RuleTransformer):
             if plan.removes < start:
                 start -= 1
             guard_at -= 1
-            keep = [l for l in gone.leading_lines if l.comment is not None]
-            if keep:
-                body[plan.removes] = body[plan.removes].with_changes(leading_lines=keep + list(body[plan.removes].leading_lines))
+            keep = [line for line in gone.leading_lines if line.comment is not None]
+            nxt = body[plan.removes]
+            body[plan.removes] = nxt.with_changes(leading_lines=keep + list(nxt.leading_lines))
         guard = body[guard_at]
         kinds = "".join(_kind(st, s.optimizer)[0] for st in guard.body.body)
-        if re.fullmatch(r"c*sz", kinds):
-            inner = list(guard.body.body)
-            clips = inner[:-2]
-            steps = [inner[-2].with_changes(leading_lines=list(guard.leading_lines) + list(inner[-2].leading_lines)), inner[-1]]
+        sync = cst.parse_expression(f"{fw}.sync_gradients")
+        if re.fullmatch(r"c*sz", kinds):  # clipping, step, zero_grad: the prepared optimizer skips the last two
+            *clips, step, zero = guard.body.body
             if clips:
-                steps[0] = inner[-2]
-                steps = [guard.with_changes(test=cst.parse_expression(f"{fw}.sync_gradients"),
-                                            body=guard.body.with_changes(body=clips))] + steps
-            new_guard = steps
+                new_guard = [guard.with_changes(test=sync, body=guard.body.with_changes(body=clips)), step, zero]
+            else:
+                new_guard = [step.with_changes(leading_lines=[*guard.leading_lines, *step.leading_lines]), zero]
         else:
-            new_guard = [guard.with_changes(test=cst.parse_expression(f"{fw}.sync_gradients"))]
+            new_guard = [guard.with_changes(test=sync)]
         region = body[start:guard_at] + new_guard
         lead = region[0].leading_lines
         region[0] = region[0].with_changes(leading_lines=[])
@@ -320,16 +321,21 @@ class Accumulate(Rule):
         plans = survey.plans
         where = args.slot(module, ctx.facts)
         ks = {p.k for p in plans.values()}
-        if (not plans or where is None or len(ks) != 1 or where.keywords & {KW, "gradient_accumulation_plugin", "**"}
-                or len(calls(module, "backward")) != len(plans) or calls(module, "accumulate", {ctx.fw, f"self.{ctx.fw}"})
-                or any((code(b.value).rsplit(".", 1)[-1] == "IterableDataset")
-                       for c in m.findall(module, m.ClassDef()) for b in c.bases)):
+        if not plans or where is None or len(ks) != 1 or not _file_allows(module, ctx.fw, plans, where):
             return module
-        k_node = cst.parse_expression(ks.pop())
-        value = args.value_code(module, where, k_node)
+        value = args.value_code(module, where, cst.parse_expression(ks.pop()))
         if value is None:
             return module
         if where.call is None:
             ctx.facts.accelerator_kwargs[KW] = value
         ctor = (where.call, value) if where.call is not None else None
         return wrapper.visit(_Transformer(self, ctx, plans, ctor))
+
+
+def _file_allows(module: cst.Module, fw: str, plans: dict, where: args.Slot) -> bool:
+    """Every backward of the file is in a planned loop (the division applies to all), accumulation is not set
+    up already, and no dataset class is iterable (its `len` would only be a hint)."""
+    iterable = any(code(b.value).rsplit(".", 1)[-1] == "IterableDataset"
+                   for c in m.findall(module, m.ClassDef()) for b in c.bases)
+    return (not where.keywords & {KW, "gradient_accumulation_plugin", "**"} and not iterable
+            and len(calls(module, "backward")) == len(plans) and not calls(module, "accumulate", {fw, f"self.{fw}"}))

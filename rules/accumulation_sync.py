@@ -4,8 +4,9 @@ What it does: in a loop that calls backward every micro-step but steps the optim
 (the guard, which also zeroes the gradients), wraps the forward and backward (from the first statement that
 names the model to the backward) in a context that skips the gradient sync when the guard will not step:
 `with fabric.no_backward_sync(model, enabled=<not guard>):` /
-`with accelerator.no_sync(model) if <not guard> else contextlib.nullcontext():`. The guard, the `loss / k` and
-everything else stay as written. Only where the guard is a pure expression of the loop counter
+`with accelerator.no_sync(model) if <not guard> else contextlib.nullcontext():`, where `<not guard>` is the
+guard negated by hand (`(i + 1) % k != 0`; `not x` gives `bool(x)`). The guard, the `loss / k` and everything
+else stay as written. Only where the guard is a pure expression of the loop counter
 (`for i, b in enumerate(...)` or `for i in range(...)`): the counter, numbers, `len(...)`, names and
 attributes the loop does not rebind, arithmetic, comparisons and boolean operators. Then it has the same
 value before the forward as at the guard.
@@ -66,7 +67,8 @@ class _Transformer(RuleTransformer):
             elif not m.findall(test, m.Name(shape.counter)):
                 why = f"the step guard does not test the loop counter `{shape.counter}`"
             elif not pure(test, rebound(updated_node, shape.counter)):
-                why = "the step guard reads something the micro-step changes, so it cannot be evaluated before the forward"
+                why = ("the step guard reads something the micro-step changes, so it cannot be evaluated before "
+                       "the forward")
         fabric = self.ctx.target == "fabric"
         if why:
             ctx = "no_backward_sync(model, enabled=...)" if fabric else "no_sync(model)"

@@ -50,6 +50,10 @@ def setup_block(module: cst.Module, scope: Optional[str]):
     return None
 
 
+def _prepares(stmt: cst.CSTNode, fw: str, model: str) -> bool:
+    return any(m.findall(a.value, m.Name(model)) for c in calls(stmt, "prepare", {fw}) for a in c.args)
+
+
 def _used(stmt: cst.CSTNode, model: str) -> bool:
     """Names the model other than for its parameters (the same tensors, compiled or not)."""
     params = m.Call(func=m.Attribute(value=m.Name(model), attr=m.Name("parameters") | m.Name("named_parameters")))
@@ -85,28 +89,27 @@ class _Transformer(RuleTransformer):
     def plan(self, module: cst.Module) -> None:
         models = set(self.facts.models)
         block = setup_block(module, self.facts.setup_scope)
-        everywhere = [c for c in m.findall(module, m.Call()) if "torch.compile" in qualified_names(self, c.func)]
         if not models or block is None:
             return
-        found = {}
+        found = {}  # model -> (index in the block, statement, what it compiles, backend)
         for i, stmt in enumerate(block):
             c = self.compiled(stmt)
             if c is not None:
-                found.setdefault(c[0], []).append((i, stmt, c))
-        if set(found) != models or any(len(v) != 1 for v in found.values()) or len(everywhere) != len(found):
-            return
-        backends = {v[0][2][2] for v in found.values()}
+                if c[0] in found:
+                    return
+                found[c[0]] = (i, stmt) + c[1:]
+        everywhere = [c for c in m.findall(module, m.Call()) if "torch.compile" in qualified_names(self, c.func)]
+        backends = {f[3] for f in found.values()}
         where = args.slot(module, self.facts)
-        if len(backends) != 1 or where is None or where.keywords & {"dynamo_backend", "dynamo_plugin", "**"}:
+        if (set(found) != models or len(everywhere) != len(found) or len(backends) != 1 or where is None
+                or where.keywords & {"dynamo_backend", "dynamo_plugin", "**"}):
             return
-        prepares = [i for i, s in enumerate(block) if calls(s, "prepare", {self.fw})]
-        for model, [(i, stmt, (_, inner, _))] in found.items():
-            p = next((j for j in prepares if j > i and any(
-                m.findall(a.value, m.Name(model)) for c in calls(block[j], "prepare", {self.fw}) for a in c.args)), None)
+        for model, (i, *_) in found.items():
+            p = next((j for j in range(i + 1, len(block)) if _prepares(block[j], self.fw, model)), None)
             if p is None or any(_used(s, model) for s in block[i + 1:p]):
                 return
         self.backend = backends.pop()
-        for model, [(i, stmt, (_, inner, _))] in found.items():
+        for model, (_, stmt, inner, _) in found.items():
             self.edits[id(stmt)] = None if m.matches(inner, m.Name(model)) else stmt.with_changes(
                 body=[stmt.body[0].with_changes(value=inner)])
         if where.call is None:
