@@ -63,6 +63,7 @@ class Facts:
     fw_classes: Set[str] = field(default_factory=set)  # classes whose methods call backward: they take it in __init__
     model_aliases: Set[str] = field(default_factory=set)  # set-up models under another name (in a factory)
     assign_calls: List[tuple] = field(default_factory=list)  # (scope, local function, [targets]) of `a, b = f()`
+    accelerator_kwargs: Dict[str, str] = field(default_factory=dict)  # asked of PTM100 by later rules: kw -> code
 
     @property
     def models(self) -> List[str]:

@@ -9,6 +9,10 @@ The few orderings that matter:
 - model-moves before tensor-device, so a model's `.cuda()` is removed rather than retargeted;
 - setup and framework-object after the expression rules, since they insert statements the others would
   otherwise revisit;
+- accumulate (PTM141) before accumulation-sync (PTM139), so a loop Accelerate accumulates itself is not also
+  wrapped; both after no-sync, whose loops they leave alone, and before framework-object, which writes the
+  constructor arguments they ask for (`Facts.accelerator_kwargs`); dynamo-backend likewise, and after setup so
+  that it sees the model prepared;
 - main-guard right after framework-object, so the new object goes under the guard with the code;
 - unused-device last: it deletes what the others left unused.
 """
@@ -23,9 +27,12 @@ from migrator.rules.ddp_environment import DdpEnvironment
 from migrator.rules.ddp_wrapper import DdpWrapper
 from migrator.rules.distributed_sampler import DistributedSamplerRule
 from migrator.rules.no_sync import NoSync
+from migrator.rules.accumulate import Accumulate
+from migrator.rules.accumulation_sync import AccumulationSync
 from migrator.rules.base import Context, Example, Rule
 from migrator.rules.batch_moves import BatchMoves
 from migrator.rules.device_selection import DeviceSelection
+from migrator.rules.dynamo_backend import DynamoBackend
 from migrator.rules.eval_dataset_len import ShardedMetric
 from migrator.rules.framework_object import FrameworkObject
 from migrator.rules.helper_params import HelperParams
@@ -49,6 +56,8 @@ REGISTRY: List[Rule] = [
     DdpWrapper(),
     DistributedSamplerRule(),
     NoSync(),
+    Accumulate(),
+    AccumulationSync(),
     Clipping(),
     HelperParams(),
     Backward(),
@@ -61,6 +70,7 @@ REGISTRY: List[Rule] = [
     ShardedMetric(),
     SetupModelOptimizer(),
     SetupDataloaders(),
+    DynamoBackend(),
     FrameworkObject(),
     MainGuard(),
     UnusedDevice(),

@@ -74,6 +74,7 @@ def accelerator_ctor(ctx: Context) -> str:
     precision = ctx.precision_code()
     if precision:
         args.append(f"mixed_precision={precision}")
+    args.extend(f"{k}={v}" for k, v in ctx.facts.accelerator_kwargs.items())  # PTM141, PTM142
     return f"{ctx.fw} = Accelerator({', '.join(args)})"
 
 

@@ -10,11 +10,11 @@ Why: the framework's model is wrapped by the framework; its own context manager 
 Example: `with model.no_sync(): loss.backward()` -> `with fabric.no_backward_sync(model): fabric.backward(loss)`.
 
 Fabric form: `fabric.no_backward_sync(model)` (enabled by default where the script skipped the sync).
-Accelerate form: `accelerator.no_sync(model)`. The idiomatic `Accelerator(gradient_accumulation_steps=k)` +
-`accelerator.accumulate(model)` rewrite would also delete the manual `loss / k` and the modulo guard; it is
-not done, because it is equivalent only when the loop counts steps exactly as accumulate does (the last
-partial window, the step counter's start), which the tool cannot prove. Keeping the user's logic is always
-equivalent.
+Accelerate form: `accelerator.no_sync(model)`. A loop that already skips the sync keeps its own logic: the
+idiomatic `Accelerator(gradient_accumulation_steps=k)` + `accelerator.accumulate(model)` rewrite (which deletes
+the manual `loss / k` and the guard) is PTM141's, for loops without `no_sync` whose guard provably steps when
+accelerate's does (`(i + 1) % k == 0 or i + 1 == len(loader)`); PTM139 skips the sync in the other loops
+without `no_sync`.
 
 Fix safety: safe.
 """

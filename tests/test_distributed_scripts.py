@@ -5,7 +5,9 @@ For each fixture and target: the run finishes within the timeout, the world size
 parameters are identical across ranks at the end, the ranks saw different batches, every line is printed
 once, and the checkpoint (where the script writes one) loads into the original model class with plain
 load_state_dict. Where the original runs on CPU (distributed.json: "compare_losses"), rank 0's per-step losses
-of the original and of the Fabric migration on 2 processes agree within 1e-5 (absolute, as printed).
+of the original and of the Fabric migration on 2 processes agree within 1e-5 (absolute, as printed). With
+"compare_weights", the final weights of both migrations equal the original's within 1e-5: Accelerate shards
+the data otherwise (rank 0's losses differ), but every step averages the same samples.
 
 Runs go through migrator.verify.runner (it observes without editing the script) with a step limit far above
 what the fixtures do, so they run to completion.
@@ -84,9 +86,20 @@ def runs(tmp_path_factory):
     return {}
 
 
+def _original_run(case: Path, spec: dict, runs: dict, tmp_path_factory):
+    """(folder, exit code, output) of the original on 2 processes, run once per case."""
+    if case.name not in runs:
+        original = tmp_path_factory.mktemp(f"{case.name}-original")
+        shutil.copytree(case / "before", original, dirs_exist_ok=True)
+        launch = ([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "train.py"]
+                  if spec["original"] == "torchrun" else [sys.executable, "train.py"])
+        runs[case.name] = (original, *_run(launch, original))
+    return runs[case.name]
+
+
 @pytest.mark.parametrize("target", ["fabric", "accelerate"])
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_migrated_distributed_script(case, target, tmp_path):
+def test_migrated_distributed_script(case, target, tmp_path, tmp_path_factory, runs):
     spec = json.loads((case / "distributed.json").read_text())
     work = tmp_path / "run"
     work.mkdir()
@@ -119,12 +132,15 @@ def test_migrated_distributed_script(case, target, tmp_path):
             state = state[spec["checkpoint_key"]]
         model = _original_model(case, spec["model"])
         model.load_state_dict(state)  # strict: no `module.` / `_orig_mod.` prefixes
+    if spec.get("compare_weights"):
+        original, code, ref = _original_run(case, spec, runs, tmp_path_factory)
+        assert code == 0, ref[-3000:]
+        want = torch.load(original / spec["checkpoint"], map_location="cpu", weights_only=False)
+        want = want[spec["checkpoint_key"]] if spec.get("checkpoint_key") else want
+        worst = max((want[k] - state[k]).abs().max().item() for k in want)
+        assert worst <= 1e-5, f"final weights differ from the original's by {worst}"
     if target == "fabric" and spec.get("compare_losses"):
-        original = tmp_path / "original"
-        shutil.copytree(case / "before", original)
-        launch = ([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "train.py"]
-                  if spec["original"] == "torchrun" else [sys.executable, "train.py"])
-        code, ref = _run(launch, original)
+        original, code, ref = _original_run(case, spec, runs, tmp_path_factory)
         assert code == 0, ref[-3000:]
         want = [(int(m.group(1)), float(m.group(2))) for m in map(STEP.match, ref.splitlines()) if m]
         got = [(int(m.group(1)), float(m.group(2))) for m in map(STEP.match, out.splitlines()) if m]
