@@ -13,11 +13,13 @@ class Diagnostic:
     column: int
     severity: str
     message: str
-    fixed: bool  # True: the tool rewrote it; False: it needs a person's attention
+    fixed: bool  # True: the tool rewrote it; False: not rewritten (a person acts on it, unless it is a note)
 
     @property
     def needs_attention(self) -> bool:
-        return not self.fixed
+        """Not rewritten and not a note: an unfixed item of severity info is correct as written, only worth
+        knowing (e.g. accumulation that still syncs every micro-step)."""
+        return not self.fixed and self.severity != INFO
 
     def render(self, path: str) -> str:
         mark = " [*]" if self.fixed else ""

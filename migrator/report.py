@@ -92,7 +92,7 @@ def github_annotations(outcomes) -> str:
     out = []
     for o in outcomes:
         for d in outcome_diagnostics(o):
-            level = "error" if d.severity == ERROR else ("notice" if d.fixed else "warning")
+            level = "error" if d.severity == ERROR else ("warning" if d.needs_attention else "notice")
             out.append(f"::{level} file={_gh_prop(display_path(o.path))},line={d.line},col={d.column},"
                        f"title={_gh_prop(d.code)}::{_gh_data(d.message)}\n")
     return "".join(out)
@@ -145,9 +145,9 @@ def markdown_report(outcomes, target: str, mode: str, max_diff_chars: int = 6000
             status = "error" if o.error else ("changed" if o.changed else "unchanged")
             diags = o.result.diagnostics if o.result and not o.error else []
             lines.append(f"| `{_md(display_path(o.path))}` | {status} | {sum(1 for d in diags if d.fixed)} | "
-                         f"{sum(1 for d in diags if not d.fixed)} |")
+                         f"{sum(1 for d in diags if d.needs_attention)} |")
         lines.append("")
-    todo = [(o, d) for o in outcomes for d in outcome_diagnostics(o) if not d.fixed]
+    todo = [(o, d) for o in outcomes for d in outcome_diagnostics(o) if d.needs_attention]
     if todo:
         lines += ["### Needs attention", ""]
         for o, d in todo:

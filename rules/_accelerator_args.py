@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Optional, Set, Tuple
 
 import libcst as cst
-import libcst.matchers as m
+from migrator import matching as m
 
 from migrator.analysis import MAIN_GUARD, MODULE, Facts, is_main_guard
 from migrator.names import dotted

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import List, Optional, Set, Tuple
 
 import libcst as cst
-import libcst.matchers as m
+from migrator import matching as m
 
 from migrator.analysis import Facts, unwrap_loader_iter
 from migrator.names import assigned_names, dotted

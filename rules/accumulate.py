@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 import libcst as cst
-import libcst.matchers as m
+from migrator import matching as m
 
 from migrator.analysis import MAIN_GUARD, MODULE
 from migrator.rules import _accelerator_args as args

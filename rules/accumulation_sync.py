@@ -31,11 +31,8 @@ Fix safety: safe.
 from __future__ import annotations
 
 import libcst as cst
-from libcst.codemod.visitors import AddImportsVisitor
-from libcst.metadata import PositionProvider
-import libcst.matchers as m
+from migrator import matching as m
 
-from migrator.diagnostics import INFO, Diagnostic
 from migrator.rules._accum import find, negate, pure, rebound
 from migrator.rules.base import Context, Example, Rule, RuleTransformer
 
@@ -51,11 +48,6 @@ def wrap(body, start: int, end: int, item: str) -> list:
 
 
 class _Transformer(RuleTransformer):
-    def note(self, node: cst.CSTNode, message: str) -> None:
-        """Correct as written, only slower: info, not a TODO (report() makes every unfixed item a warning)."""
-        pos = self.get_metadata(PositionProvider, node).start
-        self.ctx.diagnostics.append(Diagnostic(self.rule.code, pos.line, pos.column + 1, INFO, message, False))
-
     def leave_For(self, original_node: cst.For, updated_node: cst.For):
         shape, why = find(updated_node, self.facts, self.fw)
         if (shape is None and why is None) or not self.in_fw_scope():
@@ -81,7 +73,7 @@ class _Transformer(RuleTransformer):
             item = f"{self.fw}.no_backward_sync({shape.model}, enabled={off})"
         else:
             item = f"{self.fw}.no_sync({shape.model}) if {off} else contextlib.nullcontext()"
-            AddImportsVisitor.add_needed_import(self.ctx.codemod, "contextlib")
+            self.ctx.imports.add("contextlib")
         self.report(original_node, f"micro-steps that do not step skip the gradient sync: `with {item}:` around the "
                                    f"forward and backward", True)
         body = wrap(shape.body, shape.start, shape.backward, item)

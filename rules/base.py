@@ -225,6 +225,11 @@ class RuleTransformer(cst.CSTTransformer):
         self.ctx.diagnostics.append(Diagnostic(self.rule.code, 1, 1, sev, message, fixed))
         self._unplaced.append((len(self.ctx.diagnostics) - 1, node))  # placed after the pass: see place_reports
 
+    def note(self, node: cst.CSTNode, message: str) -> None:
+        """Left as written because it is correct, only worth knowing: info, no TODO, needs no attention."""
+        self.ctx.diagnostics.append(Diagnostic(self.rule.code, 1, 1, INFO, message, False))
+        self._unplaced.append((len(self.ctx.diagnostics) - 1, node))
+
     def place_reports(self, module: cst.Module) -> None:
         """Give the pass's diagnostics the positions of their nodes in `module`, the tree the pass read, all at
         once: one code generation instead of positions for every node of the tree (migrator/positions.py)."""

@@ -27,7 +27,7 @@ from __future__ import annotations
 from typing import Dict, Optional
 
 import libcst as cst
-import libcst.matchers as m
+from migrator import matching as m
 from libcst.metadata import QualifiedNameProvider
 
 from migrator.analysis import MAIN_GUARD, MODULE, is_main_guard
@@ -134,6 +134,7 @@ class _Transformer(RuleTransformer):
 class DynamoBackend(Rule):
     code = "PTM142"
     name = "dynamo-backend"
+    triggers = ("compile",)
     targets = ("accelerate",)
     examples = [
         Example(

@@ -55,6 +55,7 @@ class _Transformer(RuleTransformer):
 class NoSync(Rule):
     code = "PTM134"
     name = "no-sync"
+    triggers = ("no_sync", "require_backward_grad_sync")
     examples = [
         Example(
             before='import torch\n\n\ndef main(loader, accumulate=4):\n    model = torch.nn.Linear(4, 1)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    for i, x in enumerate(loader):\n        loss = model(x).sum() / accumulate\n        if (i + 1) % accumulate != 0:\n            with model.no_sync():\n                loss.backward()\n        else:\n            loss.backward()\n            optimizer.step()\n            optimizer.zero_grad()\n',

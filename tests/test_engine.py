@@ -102,3 +102,34 @@ def test_no_options_follow_torchrun_environment():
     fab = migrate(open("examples/train.py").read(), "fabric").code
     assert 'devices=os.environ.get("LOCAL_WORLD_SIZE", "auto")' in fab
     assert "import os" in fab
+
+
+NOTE_ONLY = '''import torch
+
+
+def main(loader, k=4):
+    model = torch.nn.Linear(4, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    step = 0
+    for x in loader:
+        loss = model(x).sum() / k
+        loss.backward()
+        step += 1
+        if step % k == 0:
+            opt.step()
+            opt.zero_grad()
+'''
+
+
+def test_a_note_is_placed_and_needs_no_attention():
+    """PTM139 leaves accumulation it cannot prove as written: correct, only slower, so a note (info), no TODO."""
+    from migrator.report import github_annotations
+    from migrator.runner import FileOutcome
+
+    result = migrate(NOTE_ONLY, "fabric")
+    notes = [d for d in result.diagnostics if d.code == "PTM139"]
+    assert len(notes) == 1 and notes[0].severity == "info" and not notes[0].fixed
+    assert (notes[0].line, notes[0].column) == (8, 5)  # the `for` loop
+    assert not notes[0].needs_attention and not result.needs_attention
+    assert "TODO(pt-migrate) PTM139" not in result.code
+    assert "::notice file=train.py,line=8" in github_annotations([FileOutcome("train.py", result)])
