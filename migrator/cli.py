@@ -15,7 +15,7 @@ from migrator.files import SourceError, decode, encode, write_atomic
 from migrator.launch import launch_lines
 from migrator import report
 from migrator.config import Config, ConfigError, discover
-from migrator.options import LAUNCHERS, TARGETS, Options
+from migrator.options import LAUNCHERS, MATMUL_PRECISIONS, TARGETS, Options
 from migrator.runner import FileOutcome, migrate_paths, migrate_source
 from migrator.walk import excluded, python_files
 
@@ -42,9 +42,10 @@ SUBCOMMANDS = ("verify", "rules", "explain")
 FORMATS = ("text", "github", "json", "markdown")
 
 
-def _options(accelerator, devices, strategy, precision, num_nodes, launcher, select, ignore) -> Options:
+def _options(accelerator, devices, strategy, precision, num_nodes, launcher, select, ignore,
+             matmul_precision=None) -> Options:
     return Options(accelerator=accelerator, devices=devices, strategy=strategy, precision=precision,
-                   num_nodes=num_nodes, launcher=launcher,
+                   num_nodes=num_nodes, launcher=launcher, matmul_precision=matmul_precision,
                    select=frozenset(s for s in select.split(",") if s) if select else frozenset(),
                    ignore=frozenset(s for s in ignore.split(",") if s) if ignore else frozenset())
 
@@ -84,6 +85,9 @@ def _expand(paths: List[str], config: Config, cli_exclude: List[str], force_excl
 @click.option("--strategy", type=str, help="Fabric strategy (e.g. ddp, fsdp).")
 @click.option("--precision", type=str, help="16-mixed, bf16-mixed, 32-true (Accelerate: fp16, bf16, no).")
 @click.option("--num-nodes", type=int, help="Fabric num_nodes.")
+@click.option("--matmul-precision", type=click.Choice(MATMUL_PRECISIONS),
+              help="Opt-in: add torch.set_float32_matmul_precision(...) after the framework object ('high': "
+                   "float32 matmuls on TF32 tensor cores).")
 @click.option("--launcher", type=click.Choice(LAUNCHERS),
               help="'launch' (default): Fabric(...) + fabric.launch(); 'fabric-run': for scripts started with "
                    "`fabric run`.")
@@ -106,8 +110,8 @@ def _expand(paths: List[str], config: Config, cli_exclude: List[str], force_excl
 @click.option("--debug", is_flag=True, help="Show Python tracebacks of internal errors.")
 @click.version_option(__version__, prog_name="pt-migrate")
 def migrate_command(paths, target, show_diff, check, output, accelerator, devices, strategy, precision, num_nodes,
-                    launcher, select, ignore, cli_exclude, force_exclude, fmt, color, config_file, exit_non_zero_on_fix,
-                    jobs, quiet, debug):
+                    matmul_precision, launcher, select, ignore, cli_exclude, force_exclude, fmt, color, config_file,
+                    exit_non_zero_on_fix, jobs, quiet, debug):
     """Migrate plain PyTorch training scripts to Lightning Fabric or Hugging Face Accelerate.
 
     PATHS are files or folders (every .py under a folder); '-' reads standard input.
@@ -131,7 +135,7 @@ def migrate_command(paths, target, show_diff, check, output, accelerator, device
                                "[tool.pt-migrate] in pyproject.toml")
     options = _options(pick(accelerator, "accelerator"), pick(devices, "devices"), pick(strategy, "strategy"),
                        pick(precision, "precision"), pick(num_nodes, "num-nodes"), pick(launcher, "launcher") or "launch",
-                       pick(select, "select"), pick(ignore, "ignore"))
+                       pick(select, "select"), pick(ignore, "ignore"), pick(matmul_precision, "matmul-precision"))
     if output and (len(paths) != 1):
         raise click.UsageError("-o/--output takes exactly one input path")
     if output and output != "-" and (Path(output).is_dir() or output.endswith(("/", os.sep))):

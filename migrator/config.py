@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from migrator.options import LAUNCHERS, TARGETS
+from migrator.options import LAUNCHERS, MATMUL_PRECISIONS, TARGETS
 
 KEYS = ("target", "select", "ignore", "launcher", "precision", "devices", "accelerator", "strategy", "num-nodes",
-        "exclude")
+        "exclude", "matmul-precision")
 
 
 class ConfigError(Exception):
@@ -104,6 +104,10 @@ def _validate(raw: Dict[str, Any], path: Path, warnings: List[str]) -> Dict[str,
         elif norm == "num-nodes":
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ConfigError(f"{path}: [tool.pt-migrate] num-nodes must be an integer")
+        elif norm == "matmul-precision":
+            if value not in MATMUL_PRECISIONS:
+                raise ConfigError(f"{path}: [tool.pt-migrate] matmul-precision must be one of "
+                                  f"{', '.join(MATMUL_PRECISIONS)}")
         elif norm in ("devices", "precision", "accelerator", "strategy"):
             if isinstance(value, bool) or not isinstance(value, (str, int)):
                 raise ConfigError(f"{path}: [tool.pt-migrate] {norm} must be a string or an integer")

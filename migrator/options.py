@@ -6,6 +6,7 @@ from typing import Optional
 
 TARGETS = ("fabric", "accelerate")
 LAUNCHERS = ("launch", "fabric-run")
+MATMUL_PRECISIONS = ("highest", "high", "medium")
 
 # Fabric precision names -> Accelerate's mixed_precision values.
 PRECISION_TO_ACCELERATE = {
@@ -28,6 +29,7 @@ class Options:
     precision: Optional[str] = None
     num_nodes: Optional[int] = None
     launcher: str = "launch"  # "launch": Fabric(...) + fabric.launch(); "fabric-run": no launch()
+    matmul_precision: Optional[str] = None  # opt-in: torch.set_float32_matmul_precision(...) after the object
     select: frozenset = field(default_factory=frozenset)  # rule codes to run (empty: all)
     ignore: frozenset = field(default_factory=frozenset)  # rule codes to skip
     # Functions of sibling modules that take the framework object, as "module.func" (see migrator.project).

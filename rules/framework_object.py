@@ -86,12 +86,19 @@ def creation_statements(ctx: Context) -> List[cst.BaseStatement]:
             stmts[0] = stmts[0].with_changes(leading_lines=[cst.EmptyLine(comment=cst.Comment(ENV_COMMENT))])
         if ctx.options.launcher != "fabric-run":
             stmts.append(cst.parse_statement(f"{ctx.fw}.launch()"))
-        return stmts
+        return stmts + _matmul_precision(ctx)
     code = accelerator_ctor(ctx)
     stmt = cst.parse_statement(code)
     if "os.environ" in code:
         stmt = stmt.with_changes(leading_lines=[cst.EmptyLine(comment=cst.Comment(ACC_ENV_COMMENT))])
-    return [stmt]
+    return [stmt] + _matmul_precision(ctx)
+
+
+def _matmul_precision(ctx: Context) -> List[cst.BaseStatement]:
+    """--matmul-precision high: float32 matmuls on TF32 tensor cores (Ampere and newer), in every process."""
+    if not ctx.options.matmul_precision:
+        return []
+    return [cst.parse_statement(f'torch.set_float32_matmul_precision("{ctx.options.matmul_precision}")')]
 
 
 def insertion_index(body: Sequence[cst.BaseStatement], module_level: bool) -> int:
@@ -162,7 +169,7 @@ class _Transformer(RuleTransformer):
             if self.ctx.options.accelerator is None:
                 self.ctx.imports.add("os")
                 self.ctx.imports.add("torch")
-        if "torch.cuda.is_available()" in (self.ctx.precision_code() or ""):
+        if "torch.cuda.is_available()" in (self.ctx.precision_code() or "") or self.ctx.options.matmul_precision:
             self.ctx.imports.add("torch")
 
     def leave_FunctionDef(self, original_node, updated_node):

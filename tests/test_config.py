@@ -221,3 +221,15 @@ def test_protect_restores_only_the_touched_region_and_drops_its_fixed_diagnostic
     result = protect(src, MigrationResult(new, True, diags, is_training_script=True))
     assert result.code == "a = 1\nloss.backward()  # pt-migrate: skip\nb = 2\nfabric.print(b)\n"
     assert [(d.code, d.line) for d in result.diagnostics] == [("PTM004", 2), ("PTM108", 4)]
+
+
+def test_matmul_precision_from_config_and_flag(tmp_path):
+    write(tmp_path / "pyproject.toml", '[tool.pt-migrate]\ntarget = "fabric"\nmatmul-precision = "high"\n')
+    write(tmp_path / "train.py", SCRIPT)
+    r = run(["train.py", "-o", "-"], tmp_path)
+    assert r.exit_code == 0 and 'torch.set_float32_matmul_precision("high")' in r.stdout
+    r = run(["train.py", "-o", "-", "--matmul-precision", "medium"], tmp_path)
+    assert 'torch.set_float32_matmul_precision("medium")' in r.stdout
+    write(tmp_path / "pyproject.toml", '[tool.pt-migrate]\ntarget = "fabric"\nmatmul-precision = "fast"\n')
+    with pytest.raises(ConfigError, match="matmul-precision must be one of highest, high, medium"):
+        load_config(tmp_path / "pyproject.toml")

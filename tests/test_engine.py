@@ -133,3 +133,18 @@ def test_a_note_is_placed_and_needs_no_attention():
     assert not notes[0].needs_attention and not result.needs_attention
     assert "TODO(pt-migrate) PTM139" not in result.code
     assert "::notice file=train.py,line=8" in github_annotations([FileOutcome("train.py", result)])
+
+
+@pytest.mark.parametrize("target", ["fabric", "accelerate"])
+def test_matmul_precision_is_opt_in_and_idempotent(target):
+    source = "import torch\n" + IMPORT_STYLES["nn_alias"][1].replace("nn.", "torch.nn.").replace(
+        "DataLoader(TensorDataset", "torch.utils.data.DataLoader(torch.utils.data.TensorDataset") + LOOP
+    assert "set_float32_matmul_precision" not in migrate(source, target).code
+    options = Options(matmul_precision="high")
+    once = migrate(source, target, options)
+    assert once.code.count('torch.set_float32_matmul_precision("high")') == 1
+    fw = "fabric" if target == "fabric" else "accelerator"
+    lines = once.code.splitlines()
+    created = next(i for i, l in enumerate(lines) if l.startswith(f"{fw} = "))
+    assert lines.index('torch.set_float32_matmul_precision("high")') > created
+    assert migrate(once.code, target, options).code == once.code
