@@ -18,8 +18,8 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
-from accelerate.utils import set_seed
 from accelerate import Accelerator
+from accelerate.utils import set_seed
 
 
 class RandomImages(Dataset):

@@ -8,7 +8,9 @@
 #   X_migrated_fabric.py            --accelerator cuda --devices 2 --strategy ddp            (N=2)
 #   X_migrated_fabric_bf16.py       same with --precision bf16-mixed                          (N=2)
 #   X_migrated_fabric_<N>gpu.py, X_migrated_fabric_bf16_<N>gpu.py                             (other N)
+#   X_migrated_fabric_tf32[_<N>gpu].py  with --matmul-precision high (opt-in TF32 matmuls)
 #   X_migrated_accelerate.py        --accelerator cuda (torchrun decides the process count)
+#   X_migrated_accelerate_tf32.py   same with --matmul-precision high
 #   X_migrated_accelerate_bf16.py   same with --precision bf16-mixed (-> mixed_precision="bf16")
 #   smoke/X_migrated_fabric.py      --accelerator cpu --devices 2 --strategy ddp: for the CPU smoke test
 #   smoke/X_migrated_accelerate.py  --accelerator cpu
@@ -49,9 +51,12 @@ for x in gpt cnn; do
     migrate "$src" "$HERE/${x}_migrated_fabric${suffix}.py" --target fabric --accelerator cuda --devices "$n" --strategy ddp
     migrate "$src" "$HERE/${x}_migrated_fabric_bf16${suffix}.py" --target fabric --accelerator cuda --devices "$n" \
       --strategy ddp --precision bf16-mixed
+    migrate "$src" "$HERE/${x}_migrated_fabric_tf32${suffix}.py" --target fabric --accelerator cuda --devices "$n" \
+      --strategy ddp --matmul-precision high
   done
   migrate "$src" "$HERE/${x}_migrated_accelerate.py" --target accelerate --accelerator cuda
   migrate "$src" "$HERE/${x}_migrated_accelerate_bf16.py" --target accelerate --accelerator cuda --precision bf16-mixed
+  migrate "$src" "$HERE/${x}_migrated_accelerate_tf32.py" --target accelerate --accelerator cuda --matmul-precision high
   migrate "$src" "$HERE/smoke/${x}_migrated_fabric.py" --target fabric --accelerator cpu --devices 2 --strategy ddp
   migrate "$src" "$HERE/smoke/${x}_migrated_accelerate.py" --target accelerate --accelerator cpu
 done

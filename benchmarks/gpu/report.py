@@ -5,7 +5,7 @@ import sys
 from collections import defaultdict
 
 ORDER = ["orig", "mig_fab", "hand_fab", "mig_acc", "hand_acc", "ddp",
-         "mig_fab_bf16", "hand_fab_bf16", "mig_acc_bf16", "hand_acc_bf16", "ddp_bf16"]
+         "mig_fab_bf16", "hand_fab_bf16", "mig_acc_bf16", "hand_acc_bf16", "ddp_bf16", "mig_fab_tf32", "mig_acc_tf32"]
 
 
 def main(path, n):
@@ -40,6 +40,9 @@ def main(path, n):
                        for v in ("mig_fab_bf16", "hand_fab_bf16", "mig_acc_bf16", "hand_acc_bf16", "ddp_bf16"))
         print(f"{m}: bf16 speed-up over the original fp32 on 1 GPU ({n} GPUs, bf16): {sp}")
         print(f"{m}: migrated/ddp fp32  fabric {ratio(m, 'mig_fab', 'ddp'):.3f}  accelerate {ratio(m, 'mig_acc', 'ddp'):.3f}")
+        if (m, "mig_fab_tf32") in med:
+            print(f"{m}: --matmul-precision high over fp32, migrated: fabric {ratio(m, 'mig_fab_tf32', 'mig_fab'):.2f}x"
+                  f"  accelerate {ratio(m, 'mig_acc_tf32', 'mig_acc'):.2f}x")
 
 
 if __name__ == "__main__":

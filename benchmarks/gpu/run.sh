@@ -13,7 +13,8 @@
 #   mig_acc   pt-migrate --target accelerate, N GPUs        torchrun --nproc_per_node N X_migrated_accelerate.py
 #   hand_acc  hand-written Accelerate, N GPUs               torchrun --nproc_per_node N X_accelerate.py
 #   ddp       raw DistributedDataParallel, N GPUs           torchrun --nproc_per_node N X_ddp.py
-#   and the same five N-GPU variants in bf16 (mixed precision).
+#   and the same five N-GPU variants in bf16 (mixed precision);
+#   with TF32=1 also mig_fab_tf32 / mig_acc_tf32: the migrated scripts made with --matmul-precision high.
 # Each run does WARMUP untimed steps, then STEPS timed ones, and prints `RESULT samples_per_s=...` (all processes).
 # The table (median over rounds) and the ratios come from report.py; raw results go to $OUT_DIR/results.tsv.
 set -uo pipefail
@@ -114,6 +115,11 @@ for round in $(seq 1 "$ROUNDS"); do
     run_one "$round" "$m" mig_acc_bf16 "$N" "${TORCHRUN[@]}" --nproc_per_node "$N" "$HERE/${m}_migrated_accelerate_bf16.py" "${COMMON[@]}"
     run_one "$round" "$m" hand_acc_bf16 "$N" "${TORCHRUN[@]}" --nproc_per_node "$N" "$HERE/${m}_accelerate.py" --precision bf16 "${COMMON[@]}"
     run_one "$round" "$m" ddp_bf16 "$N" "${TORCHRUN[@]}" --nproc_per_node "$N" "$HERE/${m}_ddp.py" --precision bf16 "${COMMON[@]}"
+    if [ "${TF32:-0}" = 1 ] && [ "$SMOKE" = 0 ]; then
+      suffix=""; [ "$N" = 2 ] || suffix="_${N}gpu"
+      run_one "$round" "$m" mig_fab_tf32 "$N" "$PYTHON" "$HERE/${m}_migrated_fabric_tf32${suffix}.py" "${COMMON[@]}"
+      run_one "$round" "$m" mig_acc_tf32 "$N" "${TORCHRUN[@]}" --nproc_per_node "$N" "$HERE/${m}_migrated_accelerate_tf32.py" "${COMMON[@]}"
+    fi
   done
 done
 "$PYTHON" "$HERE/report.py" "$RESULTS" "$N"
