@@ -102,8 +102,6 @@ def main():
     args = parse_args()
     torch.manual_seed(0)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.allow_tf32 = True
     total = args.warmup + args.steps
     dataset = RandomTokens(total * args.batch_size * 8, args.seq_len, args.vocab)
     loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=False, drop_last=True)

@@ -16,8 +16,6 @@ def main():
     args = parse_args(rest)
     accelerator = Accelerator(mixed_precision=own.precision, cpu=not torch.cuda.is_available())
     set_seed(0)
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.allow_tf32 = True
     total = args.warmup + args.steps
     loader = DataLoader(RandomTokens(total * args.batch_size * 8, args.seq_len, args.vocab),
                         batch_size=args.batch_size, shuffle=False, drop_last=True)

@@ -30,8 +30,6 @@ def main():
     if cuda:
         torch.cuda.set_device(device)
     torch.manual_seed(0)
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.allow_tf32 = True
     total = args.warmup + args.steps
     dataset = RandomTokens(total * args.batch_size * 8, args.seq_len, args.vocab)
     loader = DataLoader(dataset, batch_size=args.batch_size, drop_last=True,

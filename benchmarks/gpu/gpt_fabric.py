@@ -19,8 +19,6 @@ def main():
                     strategy="ddp" if devices > 1 else "auto", precision=own.precision)
     fabric.launch()
     fabric.seed_everything(0)
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.allow_tf32 = True
     total = args.warmup + args.steps
     loader = DataLoader(RandomTokens(total * args.batch_size * 8, args.seq_len, args.vocab),
                         batch_size=args.batch_size, shuffle=False, drop_last=True)

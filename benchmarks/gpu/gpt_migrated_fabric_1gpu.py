@@ -104,8 +104,6 @@ def main():
     fabric.launch()
     args = parse_args()
     fabric.seed_everything(0)
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.allow_tf32 = True
     total = args.warmup + args.steps
     dataset = RandomTokens(total * args.batch_size * 8, args.seq_len, args.vocab)
     loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=False, drop_last=True)
