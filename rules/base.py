@@ -10,7 +10,8 @@ from libcst.metadata import MetadataWrapper, PositionProvider, QualifiedNameProv
 
 from migrator.analysis import MAIN_GUARD, MODULE, Facts
 from migrator.add_imports import ImportRequests
-from migrator.imports import ImportQualifiedNames
+from migrator.imports import ImportQualifiedNames, ImportTable
+from migrator.prescan import without_comments
 from migrator.positions import start_positions
 from migrator.diagnostics import INFO, WARNING, Diagnostic
 from migrator.options import Options
@@ -36,6 +37,7 @@ class Context:
 
     imports: ImportRequests = field(default_factory=ImportRequests)  # added once, after the last rule
     text: Optional[str] = None  # the code the current pass reads, when the engine has it
+    statement_texts: object = None  # (module, [(id(top-level statement), its code, lower case)]): a cache
 
     @property
     def fw(self) -> str:
@@ -61,6 +63,10 @@ class Rule:
     # Words (lower case) without which the rule has nothing to do: when none is in the code, the engine skips the
     # pass. Empty: the rule always runs. A superset is fine; a missing word is a silent skip, so list them all.
     triggers: ClassVar[Tuple[str, ...]] = ()
+    # True: the rule acts only inside statements that spell a trigger word (or an import alias of a name that
+    # has one), so the pass does not enter the module's other top-level statements. Only for rules whose every
+    # rewrite is decided by the statement itself, never by names bound elsewhere (a scaler variable, a sampler).
+    skips_other_statements: ClassVar[bool] = False
 
     def wanted(self, lowered_code: str, ctx: Context) -> bool:
         return not self.triggers or any(t in lowered_code for t in self.triggers)
@@ -73,10 +79,26 @@ class Rule:
         # metadata on demand: most passes report nothing and never ask for a qualified name, and positions and
         # scopes cost more than the pass itself. The wrapper caches what it computed for the next pass.
         transformer.metadata = _LazyMetadata(wrapper, ctx.text)
+        if self.skips_other_statements and self.triggers and ctx.text is not None:
+            transformer.skip = _statements_without(wrapper.module, self.triggers, ctx)
         updated = wrapper.module.visit(transformer)
         transformer.place_reports(wrapper.module)
         # the very tree it was given when no hook replaced a node: the engine then skips printing the code
         return updated if transformer.changed else wrapper.module
+
+
+def _statements_without(module: cst.Module, triggers: Tuple[str, ...], ctx: "Context") -> set:
+    """ids of the module's top-level statements whose code (comments aside) has none of the words, counting the
+    local names that imports give to things whose qualified name has one (`clip_grad_norm_ as clip`)."""
+    words = set(triggers)
+    for alias, qualified in ImportTable(ctx.text).aliases.items():
+        if any(t in q.lower() for q in qualified for t in triggers):
+            words.add(alias.lower())
+    if ctx.statement_texts is None or ctx.statement_texts[0] is not module:
+        # one code generation per tree, shared by the rules that read the same tree
+        ctx.statement_texts = (module, [(id(stmt), without_comments(module.code_for_node(stmt)).lower())
+                                        for stmt in module.body])
+    return {key for key, code in ctx.statement_texts[1] if not any(w in code for w in words)}
 
 
 class _LazyMetadata(dict):
@@ -120,6 +142,7 @@ class RuleTransformer(cst.CSTTransformer):
         self._receivers: dict = {}  # id(statement) -> comments it takes over
         self._todos: dict = {}  # id(statement) -> [(code, message)] to mark it with
         self.changed = False  # some leave hook returned another node than the one it was given
+        self.skip: set = set()  # ids of top-level statements the pass does not enter (Rule.skips_other_statements)
 
     # -- where are we
     def visit_ClassDef(self, node: cst.ClassDef) -> Optional[bool]:
@@ -187,7 +210,8 @@ class RuleTransformer(cst.CSTTransformer):
             if self._pending_comments:  # comments of a statement removed just before land on this one
                 self._receivers[id(node)] = self._pending_comments
                 self._pending_comments = []
-        return super().on_visit(node)
+        descend = super().on_visit(node)
+        return descend and not (self.skip and id(node) in self.skip)  # its leave hooks still run
 
     def remove(self, original_node: cst.BaseStatement) -> cst.RemovalSentinel:
         """Delete a statement but keep its comment lines, on the statement that follows it."""

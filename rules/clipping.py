@@ -75,6 +75,7 @@ class Clipping(Rule):
     code = "PTM135"
     name = "clipping"
     triggers = ("clip_grad_",)
+    skips_other_statements = True
     examples = [
         Example(
             before='import torch\n\n\ndef main():\n    model = torch.nn.Linear(4, 1)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    model(torch.randn(8, 4)).sum().backward()\n    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)\n    optimizer.step()\n',

@@ -197,6 +197,7 @@ class Collectives(Rule):
     code = "PTM138"
     name = "collectives"
     triggers = ("all_reduce", "barrier", "broadcast", "all_gather")
+    skips_other_statements = True
     examples = [
         Example(
             before='import torch\nimport torch.distributed as dist\n\n\ndef main():\n    model = torch.nn.Linear(4, 1)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    loss = model(torch.randn(8, 4)).sum()\n    loss.backward()\n    optimizer.step()\n    correct = torch.tensor([3.0])\n    dist.all_reduce(correct, op=dist.ReduceOp.SUM)\n    dist.all_reduce(loss, op=dist.ReduceOp.AVG)\n    dist.barrier()\n    dist.broadcast(correct, 0)\n    preds = [torch.zeros(8, 1) for _ in range(2)]\n    dist.all_gather(preds, model(torch.randn(8, 4)))\n',

@@ -46,6 +46,7 @@ class ShardedMetric(Rule):
     code = "PTM112"
     name = "sharded-metric"
     triggers = ("dataset",)
+    skips_other_statements = True
     fix_safety = REPORT_ONLY
     examples = [
         Example(

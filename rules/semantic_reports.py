@@ -54,6 +54,7 @@ class SemanticReports(Rule):
     code = "PTM140"
     name = "semantic-reports"
     triggers = ("iterabledataset", "sampler")
+    skips_other_statements = True
     fix_safety = REPORT_ONLY
     examples = [
         Example(

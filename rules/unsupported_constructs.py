@@ -66,6 +66,7 @@ class NotMigrated(Rule):
     code = "PTM120"
     name = "not-migrated"
     triggers = tuple({q.rsplit(".", 1)[-1].lower() for q in CONSTRUCTS})
+    skips_other_statements = True
     fix_safety = REPORT_ONLY
     examples = [
         Example(

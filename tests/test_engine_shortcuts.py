@@ -66,3 +66,33 @@ def test_import_names_match_libcst_on_library_names(path):
             assert table.names(node) == imported
             checked += 1
     assert checked
+
+
+ALIASED = '''import torch
+from torch.nn.utils import clip_grad_norm_ as clip
+from torch import manual_seed as seed_all
+
+
+def step(model, optimizer, loss):
+    loss.backward()
+    clip(model.parameters(), 1.0)
+    optimizer.step()
+
+
+def main():
+    seed_all(0)
+    model = torch.nn.Linear(4, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(3):
+        step(model, optimizer, model(torch.randn(8, 4)).sum())
+'''
+
+
+@pytest.mark.parametrize("target", ["fabric", "accelerate"])
+def test_statements_reached_only_through_an_import_alias_are_still_migrated(target):
+    """`clip(...)` spells no trigger word of the clipping rule; its import alias does, so `step` is visited."""
+    code = migrate(ALIASED, target).code
+    fw = "fabric" if target == "fabric" else "accelerator"
+    assert "clip(model.parameters()" not in code
+    assert f"{fw}.clip_grad" in code or f"{fw}.clip_gradients" in code
+    assert "seed_all(0)" not in code
