@@ -4,7 +4,6 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Dict, FrozenSet, Iterable, Iterator, List, Optional, Set, Tuple
@@ -157,6 +156,8 @@ def migrate_paths(paths: Iterable[str], target: str, options: Options, jobs: int
     jobs = jobs or (os.cpu_count() or 1)
     # small chunks: the few files that reach the engine cost 100x a rejected one, and sit together in a tree
     size = max(1, min(8, len(paths) // (jobs * 64)))
+    from concurrent.futures import ProcessPoolExecutor  # here: a one-file run does not need multiprocessing
+
     with ProcessPoolExecutor(max_workers=jobs) as pool:
         futures = [pool.submit(_chunk, paths[i:i + size], target, options) for i in range(0, len(paths), size)]
         for f in futures:
