@@ -4,7 +4,8 @@
 #
 #   benchmarks/gpu/prepare.sh [N...]     # N: GPU counts to bake into the Fabric variants (default: 2 4 8)
 #
-# Produces, next to gpt.py and cnn.py (X in gpt, cnn):
+# Produces, in benchmarks/gpu/migrated/ (git-ignored: generated; carry it to the GPU machine, e.g. the device
+# tool's `carry: ["benchmarks/gpu/migrated"]`), for X in gpt, cnn:
 #   X_migrated_fabric.py            --accelerator cuda --devices 2 --strategy ddp            (N=2)
 #   X_migrated_fabric_bf16.py       same with --precision bf16-mixed                          (N=2)
 #   X_migrated_fabric_<N>gpu.py, X_migrated_fabric_bf16_<N>gpu.py                             (other N)
@@ -25,7 +26,8 @@ COUNTS=("$@")
 TOOL_STAMP="$(ls -t "$REPO"/migrator/*.py "$REPO"/rules/*.py | head -1)"
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
-mkdir -p "$HERE/smoke"
+MIG="$HERE/migrated"
+mkdir -p "$MIG/smoke"
 
 migrate() {  # migrate <script> <output> <pt-migrate flags...>
   local src="$1" out="$2"
@@ -48,15 +50,15 @@ for x in gpt cnn; do
   src="$HERE/$x.py"
   for n in "${COUNTS[@]}"; do
     suffix=""; [ "$n" = 2 ] || suffix="_${n}gpu"
-    migrate "$src" "$HERE/${x}_migrated_fabric${suffix}.py" --target fabric --accelerator cuda --devices "$n" --strategy ddp
-    migrate "$src" "$HERE/${x}_migrated_fabric_bf16${suffix}.py" --target fabric --accelerator cuda --devices "$n" \
+    migrate "$src" "$MIG/${x}_migrated_fabric${suffix}.py" --target fabric --accelerator cuda --devices "$n" --strategy ddp
+    migrate "$src" "$MIG/${x}_migrated_fabric_bf16${suffix}.py" --target fabric --accelerator cuda --devices "$n" \
       --strategy ddp --precision bf16-mixed
-    migrate "$src" "$HERE/${x}_migrated_fabric_tf32${suffix}.py" --target fabric --accelerator cuda --devices "$n" \
+    migrate "$src" "$MIG/${x}_migrated_fabric_tf32${suffix}.py" --target fabric --accelerator cuda --devices "$n" \
       --strategy ddp --matmul-precision high
   done
-  migrate "$src" "$HERE/${x}_migrated_accelerate.py" --target accelerate --accelerator cuda
-  migrate "$src" "$HERE/${x}_migrated_accelerate_bf16.py" --target accelerate --accelerator cuda --precision bf16-mixed
-  migrate "$src" "$HERE/${x}_migrated_accelerate_tf32.py" --target accelerate --accelerator cuda --matmul-precision high
-  migrate "$src" "$HERE/smoke/${x}_migrated_fabric.py" --target fabric --accelerator cpu --devices 2 --strategy ddp
-  migrate "$src" "$HERE/smoke/${x}_migrated_accelerate.py" --target accelerate --accelerator cpu
+  migrate "$src" "$MIG/${x}_migrated_accelerate.py" --target accelerate --accelerator cuda
+  migrate "$src" "$MIG/${x}_migrated_accelerate_bf16.py" --target accelerate --accelerator cuda --precision bf16-mixed
+  migrate "$src" "$MIG/${x}_migrated_accelerate_tf32.py" --target accelerate --accelerator cuda --matmul-precision high
+  migrate "$src" "$MIG/smoke/${x}_migrated_fabric.py" --target fabric --accelerator cpu --devices 2 --strategy ddp
+  migrate "$src" "$MIG/smoke/${x}_migrated_accelerate.py" --target accelerate --accelerator cpu
 done

@@ -19,6 +19,7 @@
 # The table (median over rounds) and the ratios come from report.py; raw results go to $OUT_DIR/results.tsv.
 set -uo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+MIG="$HERE/migrated"  # made by prepare.sh
 PYTHON="${PYTHON:-python}"
 export NCCL_NVLS_ENABLE=0
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-4}"
@@ -48,9 +49,9 @@ else
 fi
 
 fabric_file() {  # fabric_file <model> <bf16: "" or "_bf16">: the migrated Fabric script for N devices
-  local dir="$HERE" suffix=""
+  local dir="$MIG" suffix=""
   if [ "$SMOKE" = 1 ] && [ "$has_cuda" = 0 ]; then
-    [ -z "$2" ] && { echo "$HERE/smoke/${1}_migrated_fabric.py"; return; }
+    [ -z "$2" ] && { echo "$MIG/smoke/${1}_migrated_fabric.py"; return; }
     echo ""; return  # no bf16 CPU smoke variant of the migrated Fabric script
   fi
   [ "$N" = 2 ] || suffix="_${N}gpu"
@@ -59,9 +60,9 @@ fabric_file() {  # fabric_file <model> <bf16: "" or "_bf16">: the migrated Fabri
 
 acc_file() {
   if [ "$SMOKE" = 1 ] && [ "$has_cuda" = 0 ]; then
-    [ -z "$2" ] && { echo "$HERE/smoke/${1}_migrated_accelerate.py"; return; }
+    [ -z "$2" ] && { echo "$MIG/smoke/${1}_migrated_accelerate.py"; return; }
   fi
-  echo "$HERE/${1}_migrated_accelerate${2}.py"
+  echo "$MIG/${1}_migrated_accelerate${2}.py"
 }
 
 for m in $MODELS; do
@@ -112,13 +113,13 @@ for round in $(seq 1 "$ROUNDS"); do
       run_one "$round" "$m" mig_fab_bf16 "$N" "$PYTHON" "$fb" "${COMMON[@]}"
     fi
     run_one "$round" "$m" hand_fab_bf16 "$N" "$PYTHON" "$HERE/${m}_fabric.py" --devices "$N" --precision bf16-mixed "${COMMON[@]}"
-    run_one "$round" "$m" mig_acc_bf16 "$N" "${TORCHRUN[@]}" --nproc_per_node "$N" "$HERE/${m}_migrated_accelerate_bf16.py" "${COMMON[@]}"
+    run_one "$round" "$m" mig_acc_bf16 "$N" "${TORCHRUN[@]}" --nproc_per_node "$N" "$MIG/${m}_migrated_accelerate_bf16.py" "${COMMON[@]}"
     run_one "$round" "$m" hand_acc_bf16 "$N" "${TORCHRUN[@]}" --nproc_per_node "$N" "$HERE/${m}_accelerate.py" --precision bf16 "${COMMON[@]}"
     run_one "$round" "$m" ddp_bf16 "$N" "${TORCHRUN[@]}" --nproc_per_node "$N" "$HERE/${m}_ddp.py" --precision bf16 "${COMMON[@]}"
     if [ "${TF32:-0}" = 1 ] && [ "$SMOKE" = 0 ]; then
       suffix=""; [ "$N" = 2 ] || suffix="_${N}gpu"
-      run_one "$round" "$m" mig_fab_tf32 "$N" "$PYTHON" "$HERE/${m}_migrated_fabric_tf32${suffix}.py" "${COMMON[@]}"
-      run_one "$round" "$m" mig_acc_tf32 "$N" "${TORCHRUN[@]}" --nproc_per_node "$N" "$HERE/${m}_migrated_accelerate_tf32.py" "${COMMON[@]}"
+      run_one "$round" "$m" mig_fab_tf32 "$N" "$PYTHON" "$MIG/${m}_migrated_fabric_tf32${suffix}.py" "${COMMON[@]}"
+      run_one "$round" "$m" mig_acc_tf32 "$N" "${TORCHRUN[@]}" --nproc_per_node "$N" "$MIG/${m}_migrated_accelerate_tf32.py" "${COMMON[@]}"
     fi
   done
 done
