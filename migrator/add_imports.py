@@ -12,6 +12,8 @@ from typing import Dict, List, Optional, Set
 
 import libcst as cst
 
+from migrator.names import dotted
+
 
 class ImportRequests:
     def __init__(self):
@@ -46,15 +48,6 @@ def _skip_first(module: cst.Module) -> bool:
             isinstance(small.targets[0].target, cst.Name) and small.targets[0].target.value == "__strict__")
 
 
-def _dotted(node) -> Optional[str]:
-    if isinstance(node, cst.Name):
-        return node.value
-    if isinstance(node, cst.Attribute):
-        base = _dotted(node.value)
-        return f"{base}.{node.attr.value}" if base else None
-    return None
-
-
 def add_imports(module: cst.Module, requests: ImportRequests) -> cst.Module:
     if not requests:
         return module
@@ -69,22 +62,22 @@ def add_imports(module: cst.Module, requests: ImportRequests) -> cst.Module:
     for i in top:  # what the top block already imports
         imp = _one_import(module.body[i])
         if isinstance(imp, cst.Import):
-            modules -= {_dotted(a.name) for a in imp.names if a.asname is None}
+            modules -= {dotted(a.name) for a in imp.names if a.asname is None}
         elif not imp.relative and imp.module is not None:
-            mod = _dotted(imp.module)
+            mod = dotted(imp.module)
             if mod in objects:
                 if isinstance(imp.names, cst.ImportStar):
                     del objects[mod]
                 else:
-                    objects[mod] -= {_dotted(a.name) for a in imp.names if a.asname is None}
+                    objects[mod] -= {dotted(a.name) for a in imp.names if a.asname is None}
                     if not objects[mod]:
                         del objects[mod]
     body = list(module.body)
     for i in top:  # a name joins the first `from mod import ...` of its module
         imp = _one_import(body[i])
         if isinstance(imp, cst.ImportFrom) and not imp.relative and imp.module is not None and \
-                not isinstance(imp.names, cst.ImportStar) and _dotted(imp.module) in objects:
-            new = [cst.ImportAlias(name=cst.Name(n)) for n in sorted(objects.pop(_dotted(imp.module)))]
+                not isinstance(imp.names, cst.ImportStar) and dotted(imp.module) in objects:
+            new = [cst.ImportAlias(name=cst.Name(n)) for n in sorted(objects.pop(dotted(imp.module)))]
             body[i] = body[i].with_changes(body=[imp.with_changes(names=[*new, *imp.names])])
     if not modules and not objects:
         return module.with_changes(body=body)
