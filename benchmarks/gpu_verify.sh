@@ -5,6 +5,7 @@
 # Here (needs libcst): nothing; the migration happens inside verify, on the GPU machine, with the carried wheel.
 # On the GPU machine, from the repository root, with the libcst wheel carried in .whl/ (see docs/verification.md):
 #   bash benchmarks/gpu_verify.sh [N_GPUS] [OUT_DIR]
+#   CASES="amp_scaler gpu_amp_fp16" TARGETS=fabric bash benchmarks/gpu_verify.sh 1     # a subset
 # N_GPUS defaults to the GPUs present. With one GPU only checks a (parity) and f (throughput) can run.
 set -uo pipefail
 N=${1:-$(python3 -c 'import torch; print(torch.cuda.device_count())')}
@@ -32,6 +33,7 @@ PY
 )
 for e in $ENTRIES; do
   c=${e%%:*}; script=${e#*:}
+  if [ -n "${CASES:-}" ] && [[ " $CASES " != *" $c "* ]]; then continue; fi
   for t in ${TARGETS:-fabric accelerate}; do
     echo "== $c $t (devices $N, checks $CHECKS)"
     timeout 900 python3 -m migrator.verify "fixtures/$c/before/$script" --target "$t" --accelerator cuda \
