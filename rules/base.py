@@ -121,6 +121,8 @@ class _LazyMetadata(dict):
 
 
 _STATEMENTS = (cst.SimpleStatementLine, cst.BaseCompoundStatement)
+# the concrete classes: a set lookup per node instead of an isinstance check against an abstract class
+_STATEMENT_TYPES = frozenset(c for c in vars(cst).values() if isinstance(c, type) and issubclass(c, _STATEMENTS))
 
 
 class RuleTransformer(cst.CSTTransformer):
@@ -205,13 +207,20 @@ class RuleTransformer(cst.CSTTransformer):
 
     # -- statements, so a report on an expression can put its TODO above the right line
     def on_visit(self, node: cst.CSTNode) -> bool:
-        if isinstance(node, _STATEMENTS):
+        if type(node) in _STATEMENT_TYPES:
             self._stmts.append(node)
             if self._pending_comments:  # comments of a statement removed just before land on this one
                 self._receivers[id(node)] = self._pending_comments
                 self._pending_comments = []
         descend = super().on_visit(node)
         return descend and not (self.skip and id(node) in self.skip)  # its leave hooks still run
+
+    # No rule has `visit_<Node>_<attribute>` hooks: skip libcst's lookup of one per attribute of every node.
+    def on_visit_attribute(self, original_node: cst.CSTNode, attribute: str) -> None:
+        pass
+
+    def on_leave_attribute(self, original_node: cst.CSTNode, attribute: str) -> None:
+        pass
 
     def remove(self, original_node: cst.BaseStatement) -> cst.RemovalSentinel:
         """Delete a statement but keep its comment lines, on the statement that follows it."""
@@ -222,7 +231,7 @@ class RuleTransformer(cst.CSTTransformer):
 
     def on_leave(self, original_node, updated_node):
         result = super().on_leave(original_node, updated_node)
-        if isinstance(original_node, _STATEMENTS):
+        if type(original_node) in _STATEMENT_TYPES:
             self._stmts.pop()
             carried = self._receivers.pop(id(original_node), None) if self._receivers else None
             if carried and isinstance(result, cst.BaseStatement):

@@ -96,3 +96,21 @@ def test_statements_reached_only_through_an_import_alias_are_still_migrated(targ
     assert "clip(model.parameters()" not in code
     assert f"{fw}.clip_grad" in code or f"{fw}.clip_gradients" in code
     assert "seed_all(0)" not in code
+
+
+def test_no_rule_has_attribute_hooks():
+    """RuleTransformer skips libcst's per-attribute hooks (`visit_Call_func`, ...): no rule may define one."""
+    import importlib
+    import pkgutil
+    import re
+
+    import migrator.rules as rules_pkg
+    from migrator.rules.base import RuleTransformer
+
+    hook = re.compile(r"^(visit|leave)_[A-Z]\w*_[a-z]\w*$")
+    for info in pkgutil.iter_modules(rules_pkg.__path__):
+        module = importlib.import_module(f"migrator.rules.{info.name}")
+        for obj in vars(module).values():
+            if isinstance(obj, type) and issubclass(obj, RuleTransformer):
+                ours = [c for c in obj.__mro__ if not c.__module__.startswith("libcst")]
+                assert not [n for c in ours for n in vars(c) if hook.match(n)], obj
