@@ -11,6 +11,7 @@ from typing import List, Optional
 import libcst as cst
 
 from migrator.add_imports import add_imports
+from migrator.remove_imports import remove_unused
 from libcst.metadata import MetadataWrapper
 
 from migrator.analysis import analyze
@@ -213,7 +214,10 @@ def _finish_imports(module: cst.Module, ctx) -> cst.Module:
     try:
         module = add_imports(module, ctx.imports)
         candidates = unused_import_candidates(module)
-        if candidates:  # libcst's scope analysis decides what is unused; only scripts that had such imports pay
+        slim = remove_unused(module, candidates, module.code) if candidates else module
+        if slim is not None:
+            return slim
+        if candidates:  # a shape remove_unused leaves to libcst (a parenthesized import, `a; b` on one line)
             from libcst.codemod import CodemodContext
             from libcst.codemod.visitors import RemoveImportsVisitor
             codemod_ctx = CodemodContext()

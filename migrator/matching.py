@@ -81,6 +81,12 @@ class _FindAll(cst.CSTVisitor):
             self.found.append(node)
         return True
 
+    def on_visit_attribute(self, node: cst.CSTNode, attribute: str) -> None:
+        pass  # no per-attribute hooks: skip libcst's lookup of them
+
+    def on_leave_attribute(self, node: cst.CSTNode, attribute: str) -> None:
+        pass
+
 
 def findall(tree: cst.CSTNode, pattern, metadata_resolver=None) -> List[cst.CSTNode]:
     finder = _FindAll(pattern)
