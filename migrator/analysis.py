@@ -9,10 +9,11 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Set
 
 import libcst as cst
-from migrator import matching as m
 from libcst.metadata import MetadataWrapper, QualifiedNameProvider
 
+from migrator import matching as m
 from migrator.imports import with_import_names
+from migrator.matching import Visitor
 from migrator.names import (
     assigned_names,
     dotted,
@@ -133,7 +134,7 @@ def is_main_guard(node: cst.CSTNode) -> bool:
     )
 
 
-class _Collector(cst.CSTVisitor):
+class _Collector(Visitor):
     METADATA_DEPENDENCIES = (QualifiedNameProvider,)
 
     def __init__(self, facts: Facts, local_functions: Set[str], external_fw: Set[str]):
@@ -268,7 +269,7 @@ def _models_in(call: cst.Call) -> List[str]:
     """Roots of `X.parameters()` inside an optimizer's arguments: the models it trains."""
     found: List[str] = []
 
-    class V(cst.CSTVisitor):
+    class V(Visitor):
         def visit_Call(self, node: cst.Call) -> None:
             if m.matches(node.func, m.Attribute(attr=m.Name("parameters") | m.Name("named_parameters"))):
                 base = node.func.value
@@ -353,7 +354,7 @@ def _uses_other_than_calls(module: cst.Module, local: Set[str]) -> Set[str]:
     skip: Set[int] = set()
     seen: List[cst.Name] = []
 
-    class V(cst.CSTVisitor):
+    class V(Visitor):
         def visit_Call(self, node: cst.Call) -> None:
             skip.add(id(node.func))
 

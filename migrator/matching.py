@@ -70,7 +70,18 @@ def matches(node: Any, pattern, metadata_resolver=None) -> bool:
     return _test(node, pattern)
 
 
-class _FindAll(cst.CSTVisitor):
+class Visitor(cst.CSTVisitor):
+    """A CSTVisitor without libcst's per-attribute hooks (`visit_Call_func`, ...), which none of ours define:
+    libcst looks each one up by name for every attribute of every node, a good part of a walk's time."""
+
+    def on_visit_attribute(self, node: cst.CSTNode, attribute: str) -> None:
+        pass
+
+    def on_leave_attribute(self, node: cst.CSTNode, attribute: str) -> None:
+        pass
+
+
+class _FindAll(Visitor):
     def __init__(self, pattern):
         super().__init__()
         self.pattern = pattern
@@ -80,12 +91,6 @@ class _FindAll(cst.CSTVisitor):
         if self.pattern.test(node):
             self.found.append(node)
         return True
-
-    def on_visit_attribute(self, node: cst.CSTNode, attribute: str) -> None:
-        pass  # no per-attribute hooks: skip libcst's lookup of them
-
-    def on_leave_attribute(self, node: cst.CSTNode, attribute: str) -> None:
-        pass
 
 
 def findall(tree: cst.CSTNode, pattern, metadata_resolver=None) -> List[cst.CSTNode]:

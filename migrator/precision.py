@@ -10,6 +10,7 @@ from libcst.metadata import MetadataWrapper, QualifiedNameProvider
 from migrator.imports import with_import_names
 
 from migrator.names import dotted
+from migrator.matching import Visitor
 
 AUTOCASTS = {"torch.autocast", "torch.cuda.amp.autocast", "torch.amp.autocast", "torch.cpu.amp.autocast"}
 SCALERS = {"torch.cuda.amp.GradScaler", "torch.amp.GradScaler", "torch.GradScaler"}
@@ -33,7 +34,7 @@ class ScriptPrecision:
         return f'"{on}" if torch.cuda.is_available() else "{off}"'
 
 
-class _Finder(cst.CSTVisitor):
+class _Finder(Visitor):
     METADATA_DEPENDENCIES = (QualifiedNameProvider,)
 
     def __init__(self):

@@ -21,6 +21,7 @@ import libcst as cst
 from libcst.metadata import MetadataWrapper, PositionProvider
 
 from migrator.diagnostics import INFO, WARNING, Diagnostic
+from migrator.matching import Visitor
 
 SKIPPED = "PTM004"
 SKIP_FILE = re.compile(r"^[ \t\f]*#[ \t]*pt-migrate:[ \t]*skip-file\b", re.M)
@@ -43,7 +44,7 @@ def _comment_lines(source: str) -> Set[int]:
         return {i for i, line in enumerate(source.split("\n"), 1) if _SKIP.search(line)}
 
 
-class _Statements(cst.CSTVisitor):
+class _Statements(Visitor):
     METADATA_DEPENDENCIES = (PositionProvider,)
 
     def __init__(self, marked: Set[int]):

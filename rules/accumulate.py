@@ -40,11 +40,12 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 import libcst as cst
-from migrator import matching as m
 
+from migrator import matching as m
 from migrator.analysis import MAIN_GUARD, MODULE
 from migrator.rules import _accelerator_args as args
 from migrator.rules._accum import CLIPS, Shape, bare, calls, code, find, loss_of
+from migrator.matching import Visitor
 from migrator.rules.base import Context, Example, Rule, RuleTransformer
 
 KW = "gradient_accumulation_steps"
@@ -105,7 +106,7 @@ def names_in(node: cst.CSTNode, name: str) -> List[cst.Name]:
     """Uses of a variable: Name nodes, not attribute names or keywords."""
     out: List[cst.Name] = []
 
-    class V(cst.CSTVisitor):
+    class V(Visitor):
         def visit_Attribute(self, n):
             n.value.visit(self)
             return False
