@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ast
+import copy
 import re
 import sys
 import traceback
@@ -11,6 +12,7 @@ from typing import List, Optional
 import libcst as cst
 
 from migrator.add_imports import add_imports
+from migrator.fusion import apply_together
 from migrator.remove_imports import remove_unused
 from libcst.metadata import MetadataWrapper
 
@@ -165,7 +167,7 @@ class RuleCrash(Exception):
 
 
 def _run_rules(source: str, module: cst.Module, target: str, options: Options) -> MigrationResult:
-    from migrator.rules import REGISTRY, Context
+    from migrator.rules import Context
 
     try:
         wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
@@ -176,37 +178,74 @@ def _run_rules(source: str, module: cst.Module, target: str, options: Options) -
     if not facts.is_training:
         return MigrationResult(source, False)
     ctx = Context(target=target, options=options, facts=facts)
-    diagnostics: List[Diagnostic] = []
-    maps: List[List[int]] = []  # line maps of each pass that changed the text, oldest first
-    current, text = module, source
     # one wrapper per distinct tree: its metadata (positions, scopes) is computed on demand and kept while
-    # passes leave the tree unchanged, which most do
-    current_wrapper = wrapper
-    lowered = without_comments(source).lower()
-    # the imports the rules ask for (ctx.imports) are added once, after the last rule
-    for rule in REGISTRY:
-        if target not in rule.targets or not _selected(rule.code, options) or not rule.wanted(lowered, ctx):
-            continue
-        ctx.diagnostics = []
-        try:
-            ctx.text = text
-            updated = rule.apply(current_wrapper, ctx)
-        except Exception:
-            raise RuleCrash(f"rule {rule.code} ({rule.name})")
-        diagnostics.extend(_to_input_lines(ctx.diagnostics, maps))
-        if updated is current:
-            continue
-        new_text = updated.code  # cheaper than deep_equals, and needed anyway when the pass changed something
-        if new_text != text:
-            maps.append(back_map(text, new_text))
-            current, text, lowered = updated, new_text, without_comments(new_text).lower()
-            current_wrapper = MetadataWrapper(current, unsafe_skip_copy=True)
+    # passes leave the tree unchanged, which most do. The imports the rules ask for (ctx.imports) are added
+    # once, after the last rule.
+    run = _Run(module, source, wrapper)
+    for step in _steps(target, options):
+        wanted = [r for r in step if r.wanted(run.lowered, ctx)]
+        if len(wanted) > 1:  # fusable neighbours: one traversal (migrator/fusion.py)
+            imports = copy.deepcopy(ctx.imports)
+            updated = _apply(lambda: apply_together(wanted, run.wrapper, ctx),
+                             "rules " + ", ".join(f"{r.code} ({r.name})" for r in wanted), run, ctx)
+            if updated is not None:
+                run.advance(updated, ctx)
+                continue
+            ctx.imports = imports  # they could not share it: one by one, as if never tried
+        for rule in wanted:
+            if rule.wanted(run.lowered, ctx):
+                run.advance(_apply(lambda: rule.apply(run.wrapper, ctx), f"rule {rule.code} ({rule.name})", run, ctx),
+                            ctx)
+    diagnostics, current, text = run.diagnostics, run.current, run.text
     if text != source:
         # last, once every rule is done: the imports the rules need, and those of constructs they removed
         # (torch.distributed, DDP, ...) that nothing uses any more
         text = _finish_imports(current, ctx).code
     diagnostics.sort(key=lambda d: (d.line, d.column, d.code))
     return MigrationResult(text, text != source, _dedupe(diagnostics), is_training_script=True)
+
+
+class _Run:
+    """Where the rules have got to: the tree, its text, its wrapper, and the diagnostics on input lines."""
+
+    def __init__(self, module: cst.Module, source: str, wrapper: MetadataWrapper):
+        self.current, self.text, self.wrapper = module, source, wrapper
+        self.lowered = without_comments(source).lower()
+        self.maps: List[List[int]] = []  # line maps of each pass that changed the text, oldest first
+        self.diagnostics: List[Diagnostic] = []
+
+    def advance(self, updated: cst.Module, ctx) -> None:
+        self.diagnostics.extend(_to_input_lines(ctx.diagnostics, self.maps))
+        if updated is self.current:
+            return
+        new_text = updated.code  # cheaper than deep_equals, and needed anyway when the pass changed something
+        if new_text != self.text:
+            self.maps.append(back_map(self.text, new_text))
+            self.current, self.text, self.lowered = updated, new_text, without_comments(new_text).lower()
+            self.wrapper = MetadataWrapper(updated, unsafe_skip_copy=True)
+
+
+def _steps(target: str, options: Options):
+    """The registry in order, fusable neighbours grouped."""
+    from migrator.rules import REGISTRY
+    steps: List[list] = []
+    for rule in REGISTRY:
+        if target not in rule.targets or not _selected(rule.code, options):
+            continue
+        if rule.fusable and steps and steps[-1][-1].fusable:
+            steps[-1].append(rule)
+        else:
+            steps.append([rule])
+    return steps
+
+
+def _apply(call, where: str, run: _Run, ctx):
+    ctx.diagnostics = []
+    ctx.text = run.text
+    try:
+        return call()
+    except Exception:
+        raise RuleCrash(where)
 
 
 def _finish_imports(module: cst.Module, ctx) -> cst.Module:

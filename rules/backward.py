@@ -63,6 +63,7 @@ class Backward(Rule):
     name = "backward"
     triggers = ("backward",)
     skips_other_statements = True
+    fusable = True
     examples = [
         Example(
             before='import torch\nfrom torch.utils.data import DataLoader, TensorDataset\n\ndef main():\n    model = torch.nn.Linear(4, 1)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    out = model(torch.randn(8, 4))\n    (out.sum() + out.mean()).backward(retain_graph=True)\n    out.sum().backward()\n    optimizer.step()\n',

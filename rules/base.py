@@ -74,13 +74,23 @@ class Rule:
     def transformer(self, ctx: Context) -> "RuleTransformer":
         raise NotImplementedError
 
-    def apply(self, wrapper: MetadataWrapper, ctx: Context) -> cst.Module:
+    # True: the engine may run this rule in one traversal with its fusable neighbours in the registry
+    # (migrator/fusion.py). Only for rules that never remove a node or change its type, whose hooks act on
+    # disjoint nodes, and whose `apply` is this one.
+    fusable: ClassVar[bool] = False
+
+    def prepared(self, wrapper: MetadataWrapper, ctx: Context) -> "RuleTransformer":
+        """The rule's transformer, ready to visit `wrapper.module`."""
         transformer = self.transformer(ctx)
         # metadata on demand: most passes report nothing and never ask for a qualified name, and positions and
         # scopes cost more than the pass itself. The wrapper caches what it computed for the next pass.
         transformer.metadata = _LazyMetadata(wrapper, ctx.text)
         if self.skips_other_statements and self.triggers and ctx.text is not None:
             transformer.skip = _statements_without(wrapper.module, self.triggers, ctx)
+        return transformer
+
+    def apply(self, wrapper: MetadataWrapper, ctx: Context) -> cst.Module:
+        transformer = self.prepared(wrapper, ctx)
         updated = wrapper.module.visit(transformer)
         transformer.place_reports(wrapper.module)
         # the very tree it was given when no hook replaced a node: the engine then skips printing the code

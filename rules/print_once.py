@@ -31,6 +31,7 @@ class PrintOnce(Rule):
     name = "print-once"
     triggers = ("print",)
     skips_other_statements = True
+    fusable = True
     examples = [
         Example(
             before='import torch\nfrom torch.utils.data import DataLoader, TensorDataset\n\ndef train(model, optimizer):\n    loss = model(torch.randn(8, 4)).sum()\n    loss.backward()\n    optimizer.step()\n    print(f"loss {loss.item():.4f}")\n\n\ndef main():\n    model = torch.nn.Linear(4, 1)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    train(model, optimizer)\n    print("done")\n',

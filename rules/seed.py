@@ -46,6 +46,7 @@ class Seed(Rule):
     name = "seed"
     triggers = ("manual_seed",)
     skips_other_statements = True
+    fusable = True
     examples = [
         Example(
             before='import torch\nfrom torch.utils.data import DataLoader, TensorDataset\n\ndef main(seed=0):\n    torch.manual_seed(seed)\n    model = torch.nn.Linear(4, 1)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    model(torch.randn(8, 4)).sum().backward()\n    optimizer.step()\n',

@@ -55,6 +55,7 @@ class SemanticReports(Rule):
     name = "semantic-reports"
     triggers = ("iterabledataset", "sampler")
     skips_other_statements = True
+    fusable = True
     fix_safety = REPORT_ONLY
     examples = [
         Example(

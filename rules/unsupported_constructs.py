@@ -67,6 +67,7 @@ class NotMigrated(Rule):
     name = "not-migrated"
     triggers = tuple({q.rsplit(".", 1)[-1].lower() for q in CONSTRUCTS})
     skips_other_statements = True
+    fusable = True
     fix_safety = REPORT_ONLY
     examples = [
         Example(

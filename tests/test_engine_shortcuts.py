@@ -114,3 +114,32 @@ def test_no_rule_has_attribute_hooks():
             if isinstance(obj, type) and issubclass(obj, RuleTransformer):
                 ours = [c for c in obj.__mro__ if not c.__module__.startswith("libcst")]
                 assert not [n for c in ours for n in vars(c) if hook.match(n)], obj
+
+
+@pytest.mark.parametrize("source", list(_inputs()))
+@pytest.mark.parametrize("target", ["fabric", "accelerate"])
+def test_fused_rules_give_what_separate_passes_give(source, target, monkeypatch):
+    together = migrate(source, target)
+    for rule in REGISTRY:
+        monkeypatch.setattr(type(rule), "fusable", False)
+    apart = migrate(source, target)
+    assert together.code == apart.code
+    assert together.diagnostics == apart.diagnostics
+
+
+def test_a_group_that_cannot_share_a_traversal_runs_one_by_one(monkeypatch):
+    """A fused rule that replaces a node by another type: the engine falls back to separate passes."""
+    import libcst as cst
+    from migrator.rules import BY_CODE
+
+    original = type(BY_CODE["PTM108"]).transformer
+
+    def retyping(self, ctx):
+        t = original(self, ctx)
+        t.leave_Expr = lambda o, u: cst.Pass() if isinstance(u.value, cst.Call) and \
+            getattr(u.value.func, "value", None) == "print" else u
+        return t
+
+    monkeypatch.setattr(type(BY_CODE["PTM108"]), "transformer", retyping)
+    result = migrate(ALIASED + "\nprint(1)\n", "fabric")
+    assert result.error is None and "\npass\n" in result.code

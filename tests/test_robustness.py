@@ -144,7 +144,7 @@ def test_internal_error_has_no_traceback_unless_debug(tree, monkeypatch):
     def boom(self, wrapper, ctx):
         raise ZeroDivisionError("synthetic rule bug")
 
-    monkeypatch.setattr(type(BY_CODE["PTM107"]), "apply", boom)  # backward: a rule that runs on train.py
+    monkeypatch.setattr(type(BY_CODE["PTM105"]), "apply", boom)  # setup-model-optimizer: runs on train.py
     (tree / "other.py").write_text("import os\n")
     r = run("train.py", "other.py", "--target", "fabric")
     assert r.exit_code == 2
