@@ -65,6 +65,9 @@ class Facts:
     model_aliases: Set[str] = field(default_factory=set)  # set-up models under another name (in a factory)
     assign_calls: List[tuple] = field(default_factory=list)  # (scope, local function, [targets]) of `a, b = f()`
     accelerator_kwargs: Dict[str, str] = field(default_factory=dict)  # asked of PTM100 by later rules: kw -> code
+    # the first node that shows the script already uses the other framework (its constructor, or a backward
+    # called on an object named like it): such a script is not migrated (engine, PTM005)
+    other_framework: Optional[cst.CSTNode] = None
 
     @property
     def models(self) -> List[str]:
@@ -243,6 +246,8 @@ class _Collector(Visitor):
     def visit_Call(self, node: cst.Call) -> None:
         func = node.func
         info = self.info()
+        if self.facts.other_framework is None and self._other_framework(func):
+            self.facts.other_framework = node
         if isinstance(func, cst.Attribute):
             recv = dotted(func.value)
             fw_names = (self.facts.fw, f"self.{self.facts.fw}")  # fabric.backward / self.fabric.backward: migrated
@@ -263,6 +268,15 @@ class _Collector(Visitor):
                 kws = {a.keyword.value: dotted(a.value) for a in node.args if a.keyword is not None}
                 caller = info if info else self.facts.functions.setdefault(scope_name := self.scope(), FunctionInfo(scope_name, []))
                 caller.calls.append((name, args, kws))
+
+
+    def _other_framework(self, func: cst.BaseExpression) -> bool:
+        other = "accelerate" if self.facts.target == "fabric" else "fabric"
+        if self.qnames(func) & FRAMEWORK_CTORS[other]:
+            return True
+        # accelerator.backward(loss) in a helper that is handed the object: not a tensor's backward
+        return (isinstance(func, cst.Attribute) and func.attr.value == "backward"
+                and (dotted(func.value) or "").rsplit(".", 1)[-1].lstrip("_") == DEFAULT_FW_NAME[other])
 
 
 def _models_in(call: cst.Call) -> List[str]:

@@ -17,7 +17,7 @@ from migrator.remove_imports import remove_unused
 from libcst.metadata import MetadataWrapper
 
 from migrator.analysis import analyze
-from migrator.diagnostics import ERROR, Diagnostic
+from migrator.diagnostics import ERROR, INFO, Diagnostic
 from migrator.result import MigrationResult
 from migrator.linemap import back_map
 from migrator import skip
@@ -28,6 +28,7 @@ from migrator.prescan import may_be_training_script, without_comments
 PARSE_ERROR = "PTM001"
 RULE_CRASH = "PTM002"
 BAD_OPTION = "PTM003"
+OTHER_FRAMEWORK = "PTM005"
 
 
 def _failure(source: str, code: str, line: int, col: int, message: str, trace: Optional[str] = None) -> MigrationResult:
@@ -177,6 +178,8 @@ def _run_rules(source: str, module: cst.Module, target: str, options: Options) -
         raise RuleCrash("the analysis")
     if not facts.is_training:
         return MigrationResult(source, False)
+    if facts.other_framework is not None:
+        return _uses_other_framework(source, module, facts, target)
     ctx = Context(target=target, options=options, facts=facts)
     # one wrapper per distinct tree: its metadata (positions, scopes) is computed on demand and kept while
     # passes leave the tree unchanged, which most do. The imports the rules ask for (ctx.imports) are added
@@ -203,6 +206,19 @@ def _run_rules(source: str, module: cst.Module, target: str, options: Options) -
         text = _finish_imports(current, ctx).code
     diagnostics.sort(key=lambda d: (d.line, d.column, d.code))
     return MigrationResult(text, text != source, _dedupe(diagnostics), is_training_script=True)
+
+
+def _uses_other_framework(source: str, module: cst.Module, facts, target: str) -> MigrationResult:
+    """A script on the other framework already is left as it is: rewriting `accelerator.backward(loss)` as if it
+    were a tensor's backward, or running two frameworks in one process, would be wrong."""
+    from migrator.positions import start_positions
+    line, column = start_positions(module, [facts.other_framework])[id(facts.other_framework)]
+    used = "Accelerate" if target == "fabric" else "Lightning Fabric"
+    wanted = "Fabric" if target == "fabric" else "Accelerate"
+    message = (f"this script already uses {used}: pt-migrate migrates plain PyTorch scripts, not one framework to "
+               f"another, so it is left unchanged (not migrated to {wanted})")
+    return MigrationResult(source, False, [Diagnostic(OTHER_FRAMEWORK, line, column + 1, INFO, message, False)],
+                           is_training_script=True)
 
 
 class _Run:

@@ -148,3 +148,44 @@ def test_matmul_precision_is_opt_in_and_idempotent(target):
     created = next(i for i, l in enumerate(lines) if l.startswith(f"{fw} = "))
     assert lines.index('torch.set_float32_matmul_precision("high")') > created
     assert migrate(once.code, target, options).code == once.code
+
+
+ON_ACCELERATE = """import torch
+from accelerate import Accelerator
+
+
+def step(accelerator, model, opt, x, y):
+    loss = ((model(x) - y) ** 2).mean()
+    accelerator.backward(loss)
+    opt.step()
+
+
+def main():
+    accelerator = Accelerator()
+    model = torch.nn.Linear(2, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    model, opt = accelerator.prepare(model, opt)
+    x = torch.randn(4, 2)
+    model(x).sum().backward()  # a plain backward too: still not rewritten
+    step(accelerator, model, opt, x, torch.randn(4, 1))
+"""
+
+ON_FABRIC = """import torch
+import lightning as L
+
+fabric = L.Fabric(accelerator="cpu")
+model = torch.nn.Linear(2, 1)
+opt = torch.optim.SGD(model.parameters(), lr=0.1)
+model(torch.randn(4, 2)).sum().backward()
+opt.step()
+"""
+
+
+@pytest.mark.parametrize("src,target,used", [(ON_ACCELERATE, "fabric", "Accelerate"),
+                                             (ON_FABRIC, "accelerate", "Lightning Fabric")])
+def test_a_script_on_the_other_framework_is_left_unchanged_with_a_note(src, target, used):
+    result = migrate(src, target)
+    assert result.code == src and not result.changed and result.error is None
+    [d] = result.diagnostics
+    assert d.code == "PTM005" and d.severity == "info" and not d.needs_attention and f"already uses {used}" in d.message
+    assert (d.line, d.column) == ((7, 5) if target == "fabric" else (4, 10))
