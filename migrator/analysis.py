@@ -29,6 +29,7 @@ FRAMEWORK_CTORS = {
     "accelerate": {"accelerate.Accelerator", "accelerate.accelerator.Accelerator"},
 }
 DEFAULT_FW_NAME = {"fabric": "fabric", "accelerate": "accelerator"}
+FW_METHODS = {"backward", "setup", "setup_module", "setup_dataloaders", "prepare", "prepare_model"}
 DEVICE_STRING = re.compile(r"^(cuda|cpu|mps|xpu|hpu)(:\d+)?$")
 # Wrappers around a loader in a `for` header that keep its items: enumerate(loader), tqdm(loader), ...
 LOADER_WRAPPERS = {"enumerate", "tqdm", "iter", "tqdm.tqdm", "tqdm.auto.tqdm"}
@@ -44,6 +45,8 @@ class FunctionInfo:
     returns_loaders: bool = False
     returns: Optional[List[Optional[str]]] = None  # names a top-level `return a, b` gives back
     loader_fors: List[tuple] = field(default_factory=list)  # (iterated name, [target names])
+    all_params: Set[str] = field(default_factory=set)  # keyword-only and positional-only ones too
+    binds_fw: Optional[str] = None  # the name it binds the framework object to, when it constructs one
 
 
 @dataclass
@@ -68,6 +71,11 @@ class Facts:
     # the first node that shows the script already uses the other framework (its constructor, or a backward
     # called on an object named like it): such a script is not migrated (engine, PTM005)
     other_framework: Optional[cst.CSTNode] = None
+    fw_own: Set[str] = field(default_factory=set)  # functions that already take or make the framework object
+    # the script constructs the target's framework object and calls its backward or setup / prepare: written for
+    # the framework by hand, or migrated already (engine: left as it is)
+    on_target: bool = False
+    handed_over: Set[str] = field(default_factory=set)  # names the script itself passes to setup / prepare
 
     @property
     def models(self) -> List[str]:
@@ -79,7 +87,7 @@ class Facts:
         return seen
 
     def fw_scopes(self) -> Set[str]:
-        scopes = set(self.fw_functions)
+        scopes = set(self.fw_functions) | self.fw_own
         if self.setup_scope:
             scopes.add(self.setup_scope)
             if self.setup_scope == MAIN_GUARD:
@@ -153,6 +161,8 @@ class _Collector(Visitor):
         self.loaders_by_scope: Dict[str, List[str]] = {}
         self.steps: Set[str] = set()
         self.has_backward = False
+        self.fw_method_receivers: Set[str] = set()  # receivers of .backward / .setup / .prepare calls
+        self.handed_over: List[tuple] = []  # (receiver, [argument names]) of .setup / .prepare calls
 
     def qnames(self, node: cst.CSTNode) -> Set[str]:
         return qualified_names(self, node)
@@ -178,7 +188,8 @@ class _Collector(Visitor):
         if self.depth == 0 and self.class_depth == 0:
             self.func = node.name.value
             params = [p.name.value for p in node.params.params]
-            self.facts.functions[self.func] = FunctionInfo(self.func, params)
+            every = node.params.posonly_params + node.params.params + node.params.kwonly_params
+            self.facts.functions[self.func] = FunctionInfo(self.func, params, all_params={p.name.value for p in every})
         self.depth += 1
 
     def leave_FunctionDef(self, node: cst.FunctionDef) -> None:
@@ -231,6 +242,8 @@ class _Collector(Visitor):
             if q & FRAMEWORK_CTORS[self.facts.target] and len(targets) == 1:
                 self.facts.fw_exists = True
                 self.facts.fw = targets[0]
+                if self.info():
+                    self.info().binds_fw = targets[0]
             elif is_optimizer_ctor(q) and len(targets) == 1:
                 self.facts.optimizers.setdefault(targets[0], []).extend(
                     mm for mm in _models_in(value) if mm not in self.facts.optimizers.get(targets[0], []))
@@ -250,6 +263,10 @@ class _Collector(Visitor):
             self.facts.other_framework = node
         if isinstance(func, cst.Attribute):
             recv = dotted(func.value)
+            if func.attr.value in FW_METHODS and recv:
+                self.fw_method_receivers.add(recv)
+                if func.attr.value != "backward":
+                    self.handed_over.append((recv, [dotted(a.value) for a in node.args if not a.star]))
             fw_names = (self.facts.fw, f"self.{self.facts.fw}")  # fabric.backward / self.fabric.backward: migrated
             if func.attr.value == "backward" and recv not in fw_names and "torch.autograd.backward" not in self.qnames(func):
                 self.has_backward = True
@@ -328,6 +345,9 @@ def analyze(wrapper: MetadataWrapper, target: str, external_fw: frozenset = froz
     with_import_names(collector, module, source).visit(collector)
     facts.is_training = (collector.has_backward or bool(set(facts.optimizers) & collector.steps) or bool(ext)
                          or any(module_name and f"{module_name}.{f}" in external_fw for f in local))
+    fw_receivers = {facts.fw, f"self.{facts.fw}"}
+    facts.on_target = facts.fw_exists and bool(fw_receivers & collector.fw_method_receivers)
+    facts.handed_over = {a for recv, args in collector.handed_over if recv in fw_receivers for a in args if a}
     if collector.optimizer_scopes:
         facts.setup_scope = collector.optimizer_scopes[0]
     elif ext:
@@ -412,15 +432,21 @@ def _propagate(facts: Facts, not_only_called: Set[str], forced: Set[str] = froze
             if callee in funcs and callee not in reach and callee not in roots:
                 reach.add(callee)
                 todo.append(callee)
+    # a function that already takes the framework object (written for it by hand) or makes its own needs
+    # nothing, nor do its callers on its account
+    has = {n for n, f in funcs.items()
+           if f.binds_fw or {facts.fw, DEFAULT_FW_NAME[facts.target]} & f.all_params}
+    # of those, the ones where the rules may write `fabric.backward(...)` with the name they use
+    facts.fw_own = {n for n in has if facts.fw in funcs[n].all_params or funcs[n].binds_fw == facts.fw}
     # a backward needs the framework wherever it is called from; a print only on the training path
     needs = {n for n, f in funcs.items()
-             if n not in roots and n not in (MODULE, MAIN_GUARD)
+             if n not in roots and n not in has and n not in (MODULE, MAIN_GUARD)
              and (f.has_backward or (f.has_print and n in reach) or n in forced)}
     changed = True
     while changed:
         changed = False
         for n, f in funcs.items():
-            if n in needs or n in roots or n in (MODULE, MAIN_GUARD):
+            if n in needs or n in roots or n in has or n in (MODULE, MAIN_GUARD):
                 continue
             if any(c in needs or c in facts.external_fw for c, _, _ in f.calls):
                 needs.add(n)

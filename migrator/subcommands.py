@@ -84,6 +84,8 @@ def render_docs() -> str:
            "     examples. Do not edit by hand: tests/test_rule_docs.py fails when this file is stale. -->", "",
            "`pt-migrate rules` lists the rules; `pt-migrate explain CODE` prints one of them. `--select` and",
            "`--ignore` (or `select` / `ignore` under `[tool.pt-migrate]`) take these codes or their prefixes.", "",
+           "A script already on the target framework (it constructs the object and calls its `backward`, `setup` or",
+           "`prepare`) is left alone by the rules marked \"Plain scripts only\".", "",
            "| Code | Name | Targets | Fix safety |", "| --- | --- | --- | --- |"]
     for r in REGISTRY:
         out.append(f"| [{r.code}](#{r.code.lower()}-{r.name.lower()}) | {r.name} | {', '.join(r.targets)} | "
@@ -93,7 +95,8 @@ def render_docs() -> str:
         doc = rule_doc(r).split("\n")
         title, body = doc[0], "\n".join(doc[1:]).strip("\n")
         out += [f"## {r.code} {r.name}", "", title, "",
-                f"Targets: {', '.join(r.targets)}. Fix safety: {r.fix_safety}.", "", body, ""]
+                f"Targets: {', '.join(r.targets)}. Fix safety: {r.fix_safety}."
+                + (" Plain scripts only." if r.plain_scripts_only else ""), "", body, ""]
         for i, example in enumerate(r.examples, 1):
             out += [f"### Example {i}" if len(r.examples) > 1 else "### Example", "", "Before:", ""]
             out += _fence(example.before, "python") + [""]

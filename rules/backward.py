@@ -60,6 +60,7 @@ class _Transformer(RuleTransformer):
 
 class Backward(Rule):
     code = "PTM107"
+    plain_scripts_only = True  # the core migration: a framework script has done it its own way
     name = "backward"
     triggers = ("backward",)
     skips_other_statements = True

@@ -78,6 +78,11 @@ class Rule:
     # (migrator/fusion.py). Only for rules that never remove a node or change its type, whose hooks act on
     # disjoint nodes, and whose `apply` is this one.
     fusable: ClassVar[bool] = False
+    # True: the rule does not run on a script already on the target framework (analysis `on_target`). For the
+    # core migration (framework object, setup, moves, backward, print, seed): such a script did that its own way,
+    # and a plain backward or an unprepared model there may be deliberate (a reference model next to the
+    # prepared one). The other rules still run: they undo what is left of hand-written DDP and AMP.
+    plain_scripts_only: ClassVar[bool] = False
 
     def prepared(self, wrapper: MetadataWrapper, ctx: Context) -> "RuleTransformer":
         """The rule's transformer, ready to visit `wrapper.module`."""

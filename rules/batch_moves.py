@@ -179,6 +179,7 @@ def _is_identity(assign: cst.Assign) -> bool:
 
 class BatchMoves(Rule):
     code = "PTM103"
+    plain_scripts_only = True  # the core migration: a framework script has done it its own way
     name = "batch-moves"
     examples = [
         Example(

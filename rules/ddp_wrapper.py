@@ -16,6 +16,9 @@ Example: `model = DDP(model, device_ids=[local_rank])` is deleted.
 Fabric form: no wrapper; `model.mark_forward_method("generate")` after setup.
 Accelerate form: no wrapper; `accelerator.unwrap_model(model).generate(...)`.
 
+In a script already on the framework (it calls its `setup` / `prepare` itself), a wrapper around a model that it
+does not hand to them (a reference model) is deliberate: it stays, with a note.
+
 Fix safety: safe. On Accelerate, a custom method that computes the training loss bypasses DDP's gradient
 hooks through `unwrap_model`; such a call before a backward gets a TODO.
 """
@@ -61,10 +64,21 @@ class _Transformer(RuleTransformer):
 
     def leave_Call(self, original_node: cst.Call, updated_node: cst.Call):
         inner = self._wrapper_inner(original_node)
+        if inner is not None and self.ctx.facts.on_target and not self._handed_over(original_node, inner):
+            # a script on the framework already: a wrapper it keeps around a model it never sets up is deliberate
+            self.note(original_node, "kept a DDP/DataParallel wrapper: the framework does not set up this model")
+            return updated_node
         if inner is not None:
             self.report(original_node, "removed the DDP/DataParallel wrapper: setup/prepare wraps the model", True)
             return updated_node.args[0].value
         return updated_node
+
+    def _handed_over(self, call: cst.Call, inner: cst.BaseExpression) -> bool:
+        parent = self.get_metadata(ParentNodeProvider, call, None)
+        names = {dotted(inner)}
+        if isinstance(parent, cst.Assign):
+            names |= {dotted(t.target) for t in parent.targets}
+        return bool(names & self.ctx.facts.handed_over)
 
     def leave_SimpleStatementLine(self, original_node, updated_node):
         small = updated_node.body[0] if len(updated_node.body) == 1 else None

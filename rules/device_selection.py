@@ -92,6 +92,7 @@ def _is_string(node: cst.BaseExpression) -> bool:
 
 class DeviceSelection(Rule):
     code = "PTM101"
+    plain_scripts_only = True  # the core migration: a framework script has done it its own way
     name = "device-selection"
     examples = [
         Example(

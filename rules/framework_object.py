@@ -199,6 +199,7 @@ class _Transformer(RuleTransformer):
 
 class FrameworkObject(Rule):
     code = "PTM100"
+    plain_scripts_only = True  # the core migration: a framework script has done it its own way
     name = "framework-object"
     examples = [
         Example(

@@ -90,6 +90,7 @@ class _Transformer(RuleTransformer):
 
 class HelperParams(Rule):
     code = "PTM110"
+    plain_scripts_only = True  # the core migration: a framework script has done it its own way
     name = "helper-params"
     examples = [
         Example(

@@ -28,6 +28,7 @@ class _Transformer(RuleTransformer):
 
 class PrintOnce(Rule):
     code = "PTM108"
+    plain_scripts_only = True  # the core migration: a framework script has done it its own way
     name = "print-once"
     triggers = ("print",)
     skips_other_statements = True

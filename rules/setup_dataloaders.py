@@ -61,6 +61,7 @@ class _Transformer(_FrameworkPlacement):
 
 class SetupDataloaders(Rule):
     code = "PTM106"
+    plain_scripts_only = True  # the core migration: a framework script has done it its own way
     name = "setup-dataloaders"
     examples = [
         Example(

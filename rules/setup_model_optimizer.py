@@ -103,6 +103,7 @@ class _Transformer(_FrameworkPlacement):
 
 class SetupModelOptimizer(Rule):
     code = "PTM105"
+    plain_scripts_only = True  # the core migration: a framework script has done it its own way
     name = "setup-model-optimizer"
     examples = [
         Example(

@@ -52,6 +52,7 @@ class _Transformer(RuleTransformer):
 
 class TensorMoves(Rule):
     code = "PTM104"
+    plain_scripts_only = True  # the core migration: a framework script has done it its own way
     name = "tensor-device"
     examples = [
         Example(

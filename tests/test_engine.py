@@ -189,3 +189,73 @@ def test_a_script_on_the_other_framework_is_left_unchanged_with_a_note(src, targ
     [d] = result.diagnostics
     assert d.code == "PTM005" and d.severity == "info" and not d.needs_attention and f"already uses {used}" in d.message
     assert (d.line, d.column) == ((7, 5) if target == "fabric" else (4, 10))
+
+
+HAND_WRITTEN_ACCELERATE = """import torch
+from accelerate import Accelerator
+
+accelerator = Accelerator()
+reference = torch.nn.Linear(2, 1).to(accelerator.device)  # deliberately not prepared
+model = torch.nn.Linear(2, 1)
+opt = torch.optim.SGD(model.parameters(), lr=0.1)
+ref_opt = torch.optim.SGD(reference.parameters(), lr=0.1)
+model, opt = accelerator.prepare(model, opt)
+x = torch.randn(4, 2, device=accelerator.device)
+accelerator.backward(model(x).sum())
+reference(x).sum().backward()
+opt.step()
+ref_opt.step()
+"""
+
+
+def test_a_script_already_on_the_target_framework_is_left_alone():
+    result = migrate(HAND_WRITTEN_ACCELERATE, "accelerate")
+    assert result.code == HAND_WRITTEN_ACCELERATE and not result.diagnostics
+
+
+PARTLY_ON_ACCELERATE = """import torch
+from accelerate import Accelerator
+
+
+def step(accelerator, model, x):
+    loss = model(x).sum()
+    loss.backward()
+
+
+def main():
+    accelerator = Accelerator()
+    model = torch.nn.Linear(2, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    step(accelerator, model, torch.randn(4, 2))
+    opt.step()
+"""
+
+
+def test_a_helper_that_already_takes_the_framework_object_is_not_given_it_twice():
+    result = migrate(PARTLY_ON_ACCELERATE, "accelerate")
+    assert "def step(accelerator, model, x):" in result.code
+    assert "step(accelerator, model, torch.randn(4, 2))" in result.code
+    assert "accelerator.backward(loss)" in result.code
+    compile(result.code, "partly.py", "exec")
+
+
+DDP_LEFTOVERS = """import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+from accelerate import Accelerator
+
+accelerator = Accelerator()
+model = DDP(torch.nn.Linear(2, 1))
+reference = DDP(torch.nn.Linear(2, 1))  # compared with the prepared model, never prepared
+opt = torch.optim.SGD(model.parameters(), lr=0.1)
+model, opt = accelerator.prepare(model, opt)
+accelerator.backward(model(torch.randn(4, 2)).sum())
+opt.step()
+"""
+
+
+def test_on_a_framework_script_only_the_ddp_wrappers_of_set_up_models_go():
+    result = migrate(DDP_LEFTOVERS, "accelerate")
+    assert "model = torch.nn.Linear(2, 1)\n" in result.code
+    assert "reference = DDP(torch.nn.Linear(2, 1))" in result.code
+    [note] = [d for d in result.diagnostics if not d.fixed]
+    assert note.code == "PTM131" and note.line == 7 and not note.needs_attention
