@@ -17,6 +17,7 @@ from migrator.matching import Visitor
 from migrator.names import (
     assigned_names,
     dotted,
+    env_key,
     is_dataloader_ctor,
     is_optimizer_ctor,
     qualified_names,
@@ -29,6 +30,7 @@ FRAMEWORK_CTORS = {
     "accelerate": {"accelerate.Accelerator", "accelerate.accelerator.Accelerator"},
 }
 DEFAULT_FW_NAME = {"fabric": "fabric", "accelerate": "accelerator"}
+RANK_ENV = {"LOCAL_RANK", "RANK", "WORLD_SIZE"}
 FW_METHODS = {"backward", "setup", "setup_module", "setup_dataloaders", "prepare", "prepare_model"}
 DEVICE_STRING = re.compile(r"^(cuda|cpu|mps|xpu|hpu)(:\d+)?$")
 # Wrappers around a loader in a `for` header that keep its items: enumerate(loader), tqdm(loader), ...
@@ -46,6 +48,7 @@ class FunctionInfo:
     returns: Optional[List[Optional[str]]] = None  # names a top-level `return a, b` gives back
     loader_fors: List[tuple] = field(default_factory=list)  # (iterated name, [target names])
     all_params: Set[str] = field(default_factory=set)  # keyword-only and positional-only ones too
+    reads_rank_env: bool = False  # os.environ["RANK"] and the like: the framework's properties replace them
     binds_fw: Optional[str] = None  # the name it binds the framework object to, when it constructs one
 
 
@@ -231,6 +234,11 @@ class _Collector(Visitor):
                 if (isinstance(v, cst.Call) and is_dataloader_ctor(self.qnames(v.func))) or dotted(v) in loaders:
                     self.facts.functions[self.func].returns_loaders = True
 
+    def visit_Subscript(self, node: cst.Subscript) -> None:
+        info = self.info()
+        if info and env_key(node) in RANK_ENV:
+            info.reads_rank_env = True
+
     def visit_Assign(self, node: cst.Assign) -> None:
         if self.class_depth and not self.func:
             return
@@ -261,6 +269,8 @@ class _Collector(Visitor):
         info = self.info()
         if self.facts.other_framework is None and self._other_framework(func):
             self.facts.other_framework = node
+        if info and env_key(node) in RANK_ENV:
+            info.reads_rank_env = True
         if isinstance(func, cst.Attribute):
             recv = dotted(func.value)
             if func.attr.value in FW_METHODS and recv:
@@ -438,10 +448,11 @@ def _propagate(facts: Facts, not_only_called: Set[str], forced: Set[str] = froze
            if f.binds_fw or {facts.fw, DEFAULT_FW_NAME[facts.target]} & f.all_params}
     # of those, the ones where the rules may write `fabric.backward(...)` with the name they use
     facts.fw_own = {n for n in has if facts.fw in funcs[n].all_params or funcs[n].binds_fw == facts.fw}
-    # a backward needs the framework wherever it is called from; a print only on the training path
+    # a backward needs the framework wherever it is called from; a print, or a read of the rank from the
+    # environment (a `setup_distributed()` helper), only on the training path
     needs = {n for n, f in funcs.items()
              if n not in roots and n not in has and n not in (MODULE, MAIN_GUARD)
-             and (f.has_backward or (f.has_print and n in reach) or n in forced)}
+             and (f.has_backward or ((f.has_print or f.reads_rank_env) and n in reach) or n in forced)}
     changed = True
     while changed:
         changed = False

@@ -21,6 +21,18 @@ def dotted(node: cst.BaseExpression) -> Optional[str]:
     return None
 
 
+def env_key(node: cst.BaseExpression) -> Optional[str]:
+    """`os.environ["X"]`, `os.environ.get("X", d)`, `os.getenv("X")` -> "X"."""
+    if isinstance(node, cst.Subscript) and dotted(node.value) == "os.environ" and len(node.slice) == 1:
+        el = node.slice[0].slice
+        if isinstance(el, cst.Index) and isinstance(el.value, cst.SimpleString):
+            return el.value.evaluated_value
+    if isinstance(node, cst.Call) and dotted(node.func) in ("os.environ.get", "os.getenv"):
+        if node.args and isinstance(node.args[0].value, cst.SimpleString):
+            return node.args[0].value.evaluated_value
+    return None
+
+
 def root_name(node: cst.BaseExpression) -> Optional[str]:
     """The name an expression hangs off: `batch["x"][0].y` -> "batch"."""
     while True:

@@ -18,7 +18,12 @@ constructor gets `precision="bf16-mixed"`.
 Fabric form: `Fabric(precision=...)`, `fabric.autocast()` for code outside the forward.
 Accelerate form: `Accelerator(mixed_precision=...)`, `accelerator.autocast()` for code outside the forward.
 
-Fix safety: safe. A scaler's state in a checkpoint is reported: the framework keeps its own.
+A scaler's state in a checkpoint dict (`"scaler": scaler.state_dict()`) and a `scaler.load_state_dict(...)`
+statement go too: the framework keeps its own. A use the rule cannot take over (`scaler.get_scale()`,
+`torch.save(scaler.state_dict(), path)`) keeps the scaler's construction, unused for stepping, so the script
+still runs, and gets a TODO.
+
+Fix safety: safe.
 """
 from __future__ import annotations
 
@@ -33,12 +38,55 @@ from migrator.precision import AUTOCASTS, SCALERS
 from migrator.rules.base import Context, Example, Rule, RuleTransformer
 
 
+TAKEN_OVER = {"scale", "step", "update", "unscale_"}  # calls on the scaler the rule rewrites or removes
+
+
+class _ScalerUses(cst.CSTVisitor):
+    """Names of a scaler (ids of their Name nodes) in uses the rule cannot take over."""
+
+    def __init__(self, scalers: Set[str], scaler_params: Dict[str, Set[str]]):
+        super().__init__()
+        self.scalers, self.scaler_params = scalers, scaler_params
+        self.handled: Set[int] = set()
+        self.unhandled: Set[int] = set()
+
+    def _on(self, node, method: str) -> bool:
+        return (isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) and node.func.attr.value == method
+                and isinstance(node.func.value, cst.Name) and node.func.value.value in self.scalers)
+
+    def visit_Call(self, node: cst.Call) -> None:
+        if any(self._on(node, k) for k in TAKEN_OVER):
+            self.handled.add(id(node.func.value))
+        if isinstance(node.func, cst.Name) and node.func.value in self.scaler_params:
+            self.handled.update(id(a.value) for a in node.args if isinstance(a.value, cst.Name))
+
+    def visit_DictElement(self, node: cst.DictElement) -> None:
+        if self._on(node.value, "state_dict"):  # {"scaler": scaler.state_dict()}: the element goes
+            self.handled.add(id(node.value.func.value))
+
+    def visit_Expr(self, node: cst.Expr) -> None:
+        if self._on(node.value, "load_state_dict"):  # the statement goes
+            self.handled.add(id(node.value.func.value))
+
+    def visit_Param(self, node: cst.Param) -> None:
+        self.handled.add(id(node.name))
+
+    def visit_AssignTarget(self, node: cst.AssignTarget) -> None:
+        if isinstance(node.target, cst.Name):
+            self.handled.add(id(node.target))
+
+    def visit_Name(self, node: cst.Name) -> None:
+        if node.value in self.scalers and id(node) not in self.handled:
+            self.unhandled.add(id(node))
+
+
 class _Transformer(RuleTransformer):
     METADATA_DEPENDENCIES = RuleTransformer.METADATA_DEPENDENCIES + (QualifiedNameProvider,)
 
     def __init__(self, rule, ctx):
         super().__init__(rule, ctx)
         self.scalers: Set[str] = set()
+        self.kept: Set[int] = set()
 
     def visit_Module(self, node: cst.Module):
         self.scaler_params: Dict[str, Set[str]] = {}
@@ -61,6 +109,13 @@ class _Transformer(RuleTransformer):
                     if name:
                         self.scaler_params.setdefault(fn.name.value, set()).add(name)
         self.scalers |= {p for ps in self.scaler_params.values() for p in ps}
+        uses = _ScalerUses(self.scalers, self.scaler_params)
+        node.visit(uses)
+        # a use the rule cannot take over (`scaler.get_scale()`, `torch.save(scaler.state_dict(), ...)`): the
+        # scaler stays, unused for stepping, so that the code still runs; the use gets a TODO
+        self.kept = uses.unhandled
+        if self.kept:
+            self.scaler_params = {}
         return True
 
     def leave_FunctionDef(self, original_node, updated_node):
@@ -129,8 +184,25 @@ class _Transformer(RuleTransformer):
             opt = updated_node.args[0].value
             self.report(original_node, "`scaler.step(opt)` -> `opt.step()`", True)
             return cst.Call(func=cst.Attribute(value=opt, attr=cst.Name("step")))
-        if self._scaler_call(updated_node, "state_dict") or self._scaler_call(updated_node, "load_state_dict"):
-            self.todo(original_node, "the GradScaler is gone: drop its state from the checkpoint (the framework keeps its own)")
+        return updated_node
+
+    def leave_Dict(self, original_node, updated_node):
+        if len(updated_node.elements) < len(original_node.elements) and updated_node.elements and \
+                original_node.elements[-1].comma is cst.MaybeSentinel.DEFAULT:  # the last one went: no `, }`
+            last = updated_node.elements[-1].with_changes(comma=cst.MaybeSentinel.DEFAULT)
+            return updated_node.with_changes(elements=[*updated_node.elements[:-1], last])
+        return updated_node
+
+    def leave_Name(self, original_node, updated_node):
+        if id(original_node) in self.kept:
+            self.todo(original_node, "the GradScaler is kept for this use only: the framework scales the loss "
+                                     "itself; remove the use and then the scaler")
+        return updated_node
+
+    def leave_DictElement(self, original_node, updated_node):
+        if not self.kept and self._scaler_call(original_node.value, "state_dict"):
+            self.report(original_node, "dropped the GradScaler's state from the checkpoint: the framework keeps its own", True)
+            return cst.RemoveFromParent()
         return updated_node
 
     def leave_SimpleStatementLine(self, original_node, updated_node):
@@ -140,7 +212,10 @@ class _Transformer(RuleTransformer):
         if isinstance(small, cst.Expr) and (self._scaler_call(small.value, "update") or self._scaler_call(small.value, "unscale_")):
             self.report(original_node, f"removed `{dotted(small.value.func)}(...)`: the framework handles it", True)
             return self.remove(original_node)
-        if isinstance(small, cst.Assign) and isinstance(small.value, cst.Call) and \
+        if isinstance(small, cst.Expr) and not self.kept and self._scaler_call(small.value, "load_state_dict"):
+            self.report(original_node, "removed the GradScaler's state loading: the framework keeps its own", True)
+            return self.remove(original_node)
+        if isinstance(small, cst.Assign) and isinstance(small.value, cst.Call) and not self.kept and \
                 qualified_names(self, small.value.func) & SCALERS:
             self.report(original_node, "removed the GradScaler: the framework's precision setting scales the loss", True)
             return self.remove(original_node)

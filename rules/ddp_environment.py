@@ -24,7 +24,7 @@ import libcst as cst
 from migrator import matching as m
 from libcst.metadata import QualifiedNameProvider
 
-from migrator.names import dotted, qualified_names
+from migrator.names import dotted, env_key, qualified_names
 from migrator.rules.base import Context, Example, Rule, RuleTransformer
 from migrator.rules.framework_object import insertion_index
 
@@ -36,19 +36,6 @@ PROPERTIES = {
     "fabric": {"LOCAL_RANK": "local_rank", "RANK": "global_rank", "WORLD_SIZE": "world_size"},
     "accelerate": {"LOCAL_RANK": "local_process_index", "RANK": "process_index", "WORLD_SIZE": "num_processes"},
 }
-
-
-def env_key(node: cst.BaseExpression):
-    """`os.environ["X"]`, `os.environ.get("X", d)`, `os.getenv("X")` -> "X"."""
-    if m.matches(node, m.Subscript(value=m.Attribute(value=m.Name("os"), attr=m.Name("environ")))):
-        el = node.slice[0].slice
-        if isinstance(el, cst.Index) and isinstance(el.value, cst.SimpleString):
-            return el.value.evaluated_value
-    if m.matches(node, m.Call(func=m.Attribute(value=m.Attribute(value=m.Name("os"), attr=m.Name("environ")),
-                                               attr=m.Name("get"))) | m.Call(func=m.Attribute(value=m.Name("os"), attr=m.Name("getenv")))):
-        if node.args and isinstance(node.args[0].value, cst.SimpleString):
-            return node.args[0].value.evaluated_value
-    return None
 
 
 class _Transformer(RuleTransformer):

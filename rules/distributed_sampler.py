@@ -15,6 +15,10 @@ Example: `train_sampler = DistributedSampler(ds)` and `DataLoader(ds, batch_size
 
 Fabric form and Accelerate form: the same.
 
+Fabric and Accelerate advance the epoch on every pass over the loader, not once per epoch: where the epoch loop
+iterates the loader more than once (training, then evaluation on the same loader), the shuffle order from the
+second epoch on differs from the original's. Every rank still sees its own shard of every sample; a note says so.
+
 Fix safety: safe. A sampler `seed=` or `drop_last=` is reported (the framework's sampler uses its own);
 a sampler built conditionally or passed elsewhere gets a TODO.
 """
@@ -38,6 +42,7 @@ class _Transformer(RuleTransformer):
     def __init__(self, rule, ctx):
         super().__init__(rule, ctx)
         self.samplers: Dict[str, cst.BaseExpression] = {}  # name -> its shuffle expression
+        self.loaders: Dict[str, str] = {}  # sampler name -> the loader built on it
 
     def _sampler_call(self, node) -> bool:
         return isinstance(node, cst.Call) and bool(qualified_names(self, node.func) & SAMPLERS)
@@ -58,7 +63,21 @@ class _Transformer(RuleTransformer):
             if self._sampler_call(value):
                 for n in (n for t in a.targets for n in assigned_names(t.target)):
                     self.samplers[n] = self._shuffle_of(value)
+        for a in m.findall(node, m.Assign(value=m.Call())):
+            for arg in a.value.args:
+                if arg.keyword and arg.keyword.value == "sampler" and dotted(arg.value) in self.samplers:
+                    for n in (n for t in a.targets for n in assigned_names(t.target)):
+                        self.loaders[dotted(arg.value)] = n
         return True
+
+    def _passes_per_epoch(self, owner: str) -> int:
+        """How many `for` loops over the sampler's loader the enclosing (epoch) loop holds."""
+        loader = self.loaders.get(owner) or (owner[: -len(".sampler")] if owner.endswith(".sampler") else None)
+        epoch_loop = next((s for s in reversed(self._stmts[:-1]) if isinstance(s, cst.For)), None)
+        if loader is None or epoch_loop is None:
+            return 0
+        return sum(1 for f in m.findall(epoch_loop.body, m.For())
+                   if loader in {dotted(n) for n in m.findall(f.iter, m.Name() | m.Attribute())})
 
     def leave_SimpleStatementLine(self, original_node, updated_node):
         if len(original_node.body) != 1:
@@ -78,6 +97,10 @@ class _Transformer(RuleTransformer):
             owner = dotted(small.value.func.value) or ""
             if owner in self.samplers or owner.endswith(".sampler") or owner.endswith("_sampler"):
                 self.report(original_node, "removed `set_epoch`: the framework's sampler is advanced for you", True)
+                if self._passes_per_epoch(owner) > 1:
+                    self.note(original_node, "the loader is iterated more than once per epoch here: the framework "
+                                             "advances the sampler's epoch on every pass over it, so the shuffle "
+                                             "order differs from set_epoch(epoch) from the second epoch on")
                 return self.remove(original_node)
         return updated_node
 
