@@ -450,9 +450,12 @@ def _propagate(facts: Facts, not_only_called: Set[str], forced: Set[str] = froze
     facts.fw_own = {n for n in has if facts.fw in funcs[n].all_params or funcs[n].binds_fw == facts.fw}
     # a backward needs the framework wherever it is called from; a print, or a read of the rank from the
     # environment (a `setup_distributed()` helper), only on the training path
+    # In a module that sets nothing up and that no sibling hands the object to (a library's helper with a
+    # backward), a new parameter would break every caller: its backwards are reported instead.
     needs = {n for n, f in funcs.items()
              if n not in roots and n not in has and n not in (MODULE, MAIN_GUARD)
-             and (f.has_backward or ((f.has_print or f.reads_rank_env) and n in reach) or n in forced)}
+             and ((f.has_backward and (setup or forced)) or ((f.has_print or f.reads_rank_env) and n in reach)
+                  or n in forced)}
     changed = True
     while changed:
         changed = False

@@ -259,3 +259,20 @@ def test_on_a_framework_script_only_the_ddp_wrappers_of_set_up_models_go():
     assert "reference = DDP(torch.nn.Linear(2, 1))" in result.code
     [note] = [d for d in result.diagnostics if not d.fixed]
     assert note.code == "PTM131" and note.line == 7 and not note.needs_attention
+
+
+LIBRARY_HELPER = """import torch
+
+
+def measure(model, forward_fn, loss_fn):
+    loss_fn(forward_fn()).backward()
+    return sum(p.grad.abs().sum() for p in model.parameters())
+"""
+
+
+@pytest.mark.parametrize("target", ["fabric", "accelerate"])
+def test_a_helper_module_that_sets_nothing_up_keeps_its_signature(target):
+    """No optimizer, no framework object, no sibling that hands it one: a new parameter would break its callers."""
+    result = migrate(LIBRARY_HELPER, target)
+    assert "def measure(model, forward_fn, loss_fn):" in result.code
+    assert [(d.code, d.line) for d in result.needs_attention] == [("PTM107", 5)]
