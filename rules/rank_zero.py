@@ -214,15 +214,22 @@ def guard_flag(ctx: Context, kind: str, negated: bool = False, fw: Optional[str]
     return cst.parse_expression(code)
 
 
+def _header_comment(node: cst.If):
+    body = node.body
+    return body.header.comment if isinstance(body, cst.IndentedBlock) else None
+
+
 def replace_if(updated: cst.If, before: List[cst.BaseStatement], body: List[cst.BaseStatement],
                after: List[cst.BaseStatement]):
     """The guard with its body replaced, between statements moved out of it; dropped when left empty."""
     out = list(before)
     if body:
         out.append(updated.with_changes(body=updated.body.with_changes(body=body)))
-    elif updated.leading_lines and (before or after):  # keep the guard's comments and spacing
+    elif (updated.leading_lines or _header_comment(updated)) and (before or after):  # keep the guard's comments
         first = (before or after)[0]
-        moved = [l for l in updated.leading_lines]
+        moved = list(updated.leading_lines)
+        if _header_comment(updated):  # `if rank == 0:  # why` -> the comment above the moved statement
+            moved.append(cst.EmptyLine(indent=True, comment=_header_comment(updated)))
         if before:
             out[0] = first.with_changes(leading_lines=moved + list(first.leading_lines))
         else:
