@@ -90,8 +90,11 @@ def _original_run(case: Path, spec: dict, runs: dict, tmp_path_factory):
     if case.name not in runs:
         original = tmp_path_factory.mktemp(f"{case.name}-original")
         shutil.copytree(case / "before", original, dirs_exist_ok=True)
-        launch = ([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "train.py"]
-                  if spec["original"] == "torchrun" else [sys.executable, "train.py"])
+        # through the observing runner, which ends each process with os._exit once the script is done: gloo's
+        # teardown at interpreter exit sometimes aborts (SIGABRT) after all the work is done
+        runner = ["-m", "migrator.verify.runner", "--steps", "100000", "--out", str(original / ".obs"), "--", "train.py"]
+        launch = ([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *runner]
+                  if spec["original"] == "torchrun" else [sys.executable, *runner])
         runs[case.name] = (original, *_run(launch, original))
     return runs[case.name]
 
