@@ -296,7 +296,6 @@ class _Collector(Visitor):
                 caller = info if info else self.facts.functions.setdefault(scope_name := self.scope(), FunctionInfo(scope_name, []))
                 caller.calls.append((name, args, kws))
 
-
     def _other_framework(self, func: cst.BaseExpression) -> bool:
         other = "accelerate" if self.facts.target == "fabric" else "fabric"
         if self.qnames(func) & FRAMEWORK_CTORS[other]:

@@ -27,10 +27,11 @@ Fix safety: safe.
 """
 from __future__ import annotations
 
-from typing import Dict, Set
+from typing import Dict, Optional, Set
 
 import libcst as cst
 from migrator import matching as m
+from migrator.matching import Visitor
 from libcst.metadata import QualifiedNameProvider
 
 from migrator.names import assigned_names, dotted, qualified_names
@@ -41,7 +42,14 @@ from migrator.rules.base import Context, Example, Rule, RuleTransformer
 TAKEN_OVER = {"scale", "step", "update", "unscale_"}  # calls on the scaler the rule rewrites or removes
 
 
-class _ScalerUses(cst.CSTVisitor):
+def scaler_method(node: cst.BaseExpression, scalers: Set[str]) -> Optional[str]:
+    """`scaler.step(...)` -> "step" when `scaler` is one of `scalers`; anything else -> None."""
+    if isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) and dotted(node.func.value) in scalers:
+        return node.func.attr.value
+    return None
+
+
+class _ScalerUses(Visitor):
     """Names of a scaler (ids of their Name nodes) in uses the rule cannot take over."""
 
     def __init__(self, scalers: Set[str], scaler_params: Dict[str, Set[str]]):
@@ -50,22 +58,18 @@ class _ScalerUses(cst.CSTVisitor):
         self.handled: Set[int] = set()
         self.unhandled: Set[int] = set()
 
-    def _on(self, node, method: str) -> bool:
-        return (isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) and node.func.attr.value == method
-                and isinstance(node.func.value, cst.Name) and node.func.value.value in self.scalers)
-
     def visit_Call(self, node: cst.Call) -> None:
-        if any(self._on(node, k) for k in TAKEN_OVER):
+        if scaler_method(node, self.scalers) in TAKEN_OVER:
             self.handled.add(id(node.func.value))
         if isinstance(node.func, cst.Name) and node.func.value in self.scaler_params:
             self.handled.update(id(a.value) for a in node.args if isinstance(a.value, cst.Name))
 
     def visit_DictElement(self, node: cst.DictElement) -> None:
-        if self._on(node.value, "state_dict"):  # {"scaler": scaler.state_dict()}: the element goes
+        if scaler_method(node.value, self.scalers) == "state_dict":  # {"scaler": scaler.state_dict()}: the element goes
             self.handled.add(id(node.value.func.value))
 
     def visit_Expr(self, node: cst.Expr) -> None:
-        if self._on(node.value, "load_state_dict"):  # the statement goes
+        if scaler_method(node.value, self.scalers) == "load_state_dict":  # the statement goes
             self.handled.add(id(node.value.func.value))
 
     def visit_Param(self, node: cst.Param) -> None:
@@ -157,9 +161,8 @@ class _Transformer(RuleTransformer):
         body[0] = body[0].with_changes(leading_lines=list(updated_node.leading_lines) + list(body[0].leading_lines))
         return cst.FlattenSentinel(body)
 
-    def _scaler_call(self, node: cst.BaseExpression, method: str):
-        return (isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute)
-                and node.func.attr.value == method and dotted(node.func.value) in self.scalers)
+    def _scaler_call(self, node: cst.BaseExpression, method: str) -> bool:
+        return scaler_method(node, self.scalers) == method
 
     def visit_WithItem(self, node: cst.WithItem):
         self._with_items = getattr(self, "_with_items", set()) | {id(node.item)}

@@ -223,13 +223,12 @@ def replace_if(updated: cst.If, before: List[cst.BaseStatement], body: List[cst.
                after: List[cst.BaseStatement]):
     """The guard with its body replaced, between statements moved out of it; dropped when left empty."""
     out = list(before)
+    header = _header_comment(updated)  # `if rank == 0:  # why` -> the comment above the moved statement
     if body:
         out.append(updated.with_changes(body=updated.body.with_changes(body=body)))
-    elif (updated.leading_lines or _header_comment(updated)) and (before or after):  # keep the guard's comments
+    elif (updated.leading_lines or header) and (before or after):  # keep the guard's comments
         first = (before or after)[0]
-        moved = list(updated.leading_lines)
-        if _header_comment(updated):  # `if rank == 0:  # why` -> the comment above the moved statement
-            moved.append(cst.EmptyLine(indent=True, comment=_header_comment(updated)))
+        moved = list(updated.leading_lines) + ([cst.EmptyLine(indent=True, comment=header)] if header else [])
         if before:
             out[0] = first.with_changes(leading_lines=moved + list(first.leading_lines))
         else:

@@ -23,6 +23,7 @@ from libcst.metadata import QualifiedNameProvider
 
 from migrator.names import qualified_names
 from migrator.rules.base import REPORT_ONLY, Context, Example, Rule, RuleTransformer
+from migrator.rules.ddp_wrapper import WRAPPERS
 
 # qualified name prefix -> (what to do for Fabric, what to do for Accelerate)
 CONSTRUCTS = {
@@ -48,9 +49,6 @@ CONSTRUCTS = {
 }
 
 
-WRAPPERS = {"DistributedDataParallel", "DataParallel"}
-
-
 class _Transformer(RuleTransformer):
     METADATA_DEPENDENCIES = RuleTransformer.METADATA_DEPENDENCIES + (QualifiedNameProvider,)
 
@@ -59,9 +57,8 @@ class _Transformer(RuleTransformer):
             advice = CONSTRUCTS.get(q)
             if advice:
                 what = q.rsplit(".", 1)[-1]
-                if self.ctx.facts.on_target and what in WRAPPERS:
+                if self.ctx.facts.on_target and q in WRAPPERS:
                     break  # on a framework script PTM131 kept this wrapper on purpose, with a note
-
                 fix = advice[0] if self.ctx.target == "fabric" else advice[1]
                 self.todo(original_node, f"`{what}` is not migrated by this version: {fix}")
                 break
