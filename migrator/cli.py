@@ -16,7 +16,7 @@ from migrator.launch import launch_lines
 from migrator import report
 from migrator.config import Config, ConfigError, discover
 from migrator.options import LAUNCHERS, MATMUL_PRECISIONS, TARGETS, Options
-from migrator.runner import FileOutcome, migrate_paths, migrate_source
+from migrator.runner import FileOutcome, check_together, migrate_paths, migrate_source
 from migrator.walk import excluded, python_files
 
 EXAMPLES = """\b
@@ -153,9 +153,10 @@ def migrate_command(paths, target, show_diff, check, output, accelerator, device
         if tree and len(files) > 1 and not quiet and _isatty(err):
             with click.progressbar(stream, length=len(files), label="pt-migrate", file=err,
                                    show_pos=True, color=err_color) as bar:
-                yield from bar
-        else:
-            yield from stream
+                stream = list(bar)
+        if len(files) > 1:  # calls between the files of the run must still fit (the engine's self-check)
+            stream = check_together(list(stream))
+        yield from stream
 
     # each outcome is reported and written as it arrives; only the changed files keep their text (for the
     # reports' diffs), so a run over a large tree stays flat in memory

@@ -78,7 +78,25 @@ def _migrate(source: str, target: str, options: Optional[Options]) -> MigrationR
     result = _run_rules(source, _majority_newline(source, module), target, options)
     if result.changed and skip.has_skip_lines(source):  # `# pt-migrate: skip` statements stay as written
         result = skip.protect(source, result)
+    if result.changed:
+        result = _self_check(source, result, target)
     return result
+
+
+def _self_check(source: str, result: MigrationResult, target: str) -> MigrationResult:
+    """A migration whose output would break the script (migrator/selfcheck.py) is not written: the file stays as
+    it was, with an error-level PTM006 diagnostic per problem, naming the input line and the broken name."""
+    from migrator import selfcheck
+    try:
+        problems = selfcheck.check(source, result.code, target)
+    except Exception:
+        raise RuleCrash("the self-check")
+    if not problems:
+        return result
+    diags = [Diagnostic(selfcheck.SELF_CHECK, line, 1, ERROR,
+                        f"self-check: {message}; the file was left unchanged (not migrated)", False)
+             for line, message in selfcheck.problems_at_input_lines(source, result.code, problems)]
+    return MigrationResult(source, False, _dedupe(diags), is_training_script=True)
 
 
 def _majority_newline(source: str, module: cst.Module) -> cst.Module:

@@ -135,6 +135,26 @@ def _maybe_entry(path: str, text: str) -> bool:
     return bool(importers.get(p.stem, set()) - {p.stem})
 
 
+def check_together(outcomes: List[FileOutcome]) -> List[FileOutcome]:
+    """The engine's self-check across the files of one run (migrator.selfcheck.across_files): a file whose
+    migration breaks a call between it and another file of the run is left unchanged, with a PTM006 error."""
+    from migrator import selfcheck
+    texts = {o.path: (o.old_text, o.result.code if o.changed else o.old_text) for o in outcomes
+             if o.result is not None and o.error is None and o.path != "-" and "torch" in o.old_text}
+    if len(texts) < 2 or not any(a != b for a, b in texts.values()):
+        return outcomes
+    failing = selfcheck.across_files(texts)
+    for o in outcomes:
+        if o.path in failing:
+            from migrator.diagnostics import ERROR, Diagnostic
+            diags = [Diagnostic(selfcheck.SELF_CHECK, line, 1, ERROR,
+                                f"self-check: {message}; the file was left unchanged (not migrated)", False)
+                     for line, message in failing[o.path]]
+            o.result = MigrationResult(o.old_text, False, diags, is_training_script=True)
+            o.new_bytes = None
+    return outcomes
+
+
 def _chunk(paths: List[str], target: str, options: Options) -> List[FileOutcome]:
     """One worker's share: each file is read, pre-scanned and (if a candidate) migrated here, once."""
     out = []
