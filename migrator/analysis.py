@@ -14,6 +14,7 @@ from libcst.metadata import MetadataWrapper, QualifiedNameProvider
 from migrator import matching as m
 from migrator.imports import with_import_names
 from migrator.matching import Visitor
+from migrator.trains import backward_reached_from_loop
 from migrator.names import (
     assigned_names,
     dotted,
@@ -352,8 +353,12 @@ def analyze(wrapper: MetadataWrapper, target: str, external_fw: frozenset = froz
     facts.external_fw = ext
     collector = _Collector(facts, local, ext)
     with_import_names(collector, module, source).visit(collector)
-    facts.is_training = (collector.has_backward or bool(set(facts.optimizers) & collector.steps) or bool(ext)
-                         or any(module_name and f"{module_name}.{f}" in external_fw for f in local))
+    # it trains: an optimizer stepped, a sibling hands it the framework object, or a plain backward with a step
+    # call or reached from a loop (migrator/trains.py); a utility's lone backward does not make it a script
+    facts.is_training = (bool(set(facts.optimizers) & collector.steps) or bool(ext)
+                         or any(module_name and f"{module_name}.{f}" in external_fw for f in local)
+                         or (collector.has_backward and (bool(collector.steps) or backward_reached_from_loop(
+                             source if source is not None else module.code, (facts.fw, f"self.{facts.fw}")))))
     fw_receivers = {facts.fw, f"self.{facts.fw}"}
     facts.on_target = facts.fw_exists and bool(fw_receivers & collector.fw_method_receivers)
     facts.handed_over = {a for recv, args in collector.handed_over if recv in fw_receivers for a in args if a}

@@ -272,7 +272,8 @@ def measure(model, forward_fn, loss_fn):
 
 @pytest.mark.parametrize("target", ["fabric", "accelerate"])
 def test_a_helper_module_that_sets_nothing_up_keeps_its_signature(target):
-    """No optimizer, no framework object, no sibling that hands it one: a new parameter would break its callers."""
+    """No optimizer, no framework object, no sibling that hands it one, no loop: it trains nothing, so it stays
+    byte for byte, without a TODO (issue #17: lightning's measure_flops)."""
     result = migrate(LIBRARY_HELPER, target)
-    assert "def measure(model, forward_fn, loss_fn):" in result.code
-    assert [(d.code, d.line) for d in result.needs_attention] == [("PTM107", 5)]
+    assert not result.changed and result.code == LIBRARY_HELPER
+    assert result.diagnostics == []
