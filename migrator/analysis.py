@@ -68,6 +68,9 @@ class Facts:
     loader_params: Dict[str, Set[str]] = field(default_factory=dict)  # function -> params fed by set-up loaders
     external_fw: Set[str] = field(default_factory=set)  # local names of imported functions that take it
     unthreadable: Set[str] = field(default_factory=set)  # need it but are used other than by direct calls
+    fw_globals: Set[str] = field(default_factory=set)  # handed over as values: they use the module's global object
+    print_only: Set[str] = field(default_factory=set)  # top-level functions that do nothing but format and print
+    print_only_calls: Set[str] = field(default_factory=set)  # of those, the ones whose calls get a main-process guard
     fw_classes: Set[str] = field(default_factory=set)  # classes whose methods call backward: they take it in __init__
     model_aliases: Set[str] = field(default_factory=set)  # set-up models under another name (in a factory)
     assign_calls: List[tuple] = field(default_factory=list)  # (scope, local function, [targets]) of `a, b = f()`
@@ -91,7 +94,7 @@ class Facts:
         return seen
 
     def fw_scopes(self) -> Set[str]:
-        scopes = set(self.fw_functions) | self.fw_own
+        scopes = set(self.fw_functions) | self.fw_own | self.fw_globals
         if self.setup_scope:
             scopes.add(self.setup_scope)
             if self.setup_scope == MAIN_GUARD:
@@ -326,7 +329,68 @@ def _models_in(call: cst.Call) -> List[str]:
 
 
 def _local_function_names(module: cst.Module) -> Set[str]:
-    return {s.name.value for s in module.body if isinstance(s, cst.FunctionDef)}
+    """Functions defined at module level, including those under `if __name__ == "__main__":`, a loop or a `with`
+    (an LBFGS closure defined in the training loop of the main block): the analysis and the rules take each
+    as a scope of its own."""
+    found: Set[str] = set()
+
+    def walk(body) -> None:
+        for s in body:
+            if isinstance(s, cst.FunctionDef):
+                found.add(s.name.value)
+            elif isinstance(s, (cst.If, cst.For, cst.While, cst.With, cst.Try)):
+                walk(s.body.body)
+                for extra in (getattr(s, "orelse", None), getattr(s, "finalbody", None)):
+                    if extra is not None and hasattr(extra, "body"):
+                        walk(extra.body.body)
+                for h in getattr(s, "handlers", ()):
+                    walk(h.body.body)
+    walk(module.body)
+    return found
+
+
+# what a print-only helper may call besides print: builtins that only compute, and str methods
+_PURE_CALLS = {"len", "str", "repr", "int", "float", "round", "abs", "min", "max", "sum", "sorted", "enumerate",
+               "range", "zip", "isinstance", "format", "list", "tuple", "dict", "map", "any", "all"}
+_PURE_METHODS = {"join", "format", "ljust", "rjust", "center", "strip", "upper", "lower", "item", "items", "keys",
+                 "values"}
+
+
+def _print_only(module: cst.Module, local: Set[str]) -> Set[str]:
+    """Top-level functions whose only effect is printing: every call in them is `print`, a computing builtin or a
+    string method (a table-row helper). Guarding a call of one on the main process changes nothing else."""
+    found: Set[str] = set()
+    for stmt in module.body:
+        if not isinstance(stmt, cst.FunctionDef) or stmt.name.value not in local:
+            continue
+        calls = m.findall(stmt.body, m.Call())
+        if not any(m.matches(c.func, m.Name("print")) for c in calls):
+            continue
+        if all((isinstance(c.func, cst.Name) and c.func.value in _PURE_CALLS | {"print"})
+               or (isinstance(c.func, cst.Attribute) and c.func.attr.value in _PURE_METHODS) for c in calls) \
+                and not m.findall(stmt.body, m.Global() | m.Nonlocal() | m.Yield()):
+            found.add(stmt.name.value)
+    return found
+
+
+_PROCESS_STARTERS = {"spawn", "start_processes", "Process", "Pool", "submit", "apply_async"}
+
+
+def _handed_to_processes(module: cst.Module, local: Set[str]) -> Set[str]:
+    """Local functions handed to something that runs them in another process (`mp.spawn(fn)`,
+    `Process(target=fn)`): a module-level framework object does not exist there."""
+    found: Set[str] = set()
+
+    class V(Visitor):
+        def visit_Call(self, node: cst.Call) -> None:
+            name = (dotted(node.func) or "").rsplit(".", 1)[-1]
+            if name in _PROCESS_STARTERS:
+                for a in node.args:
+                    if isinstance(a.value, cst.Name) and a.value.value in local:
+                        found.add(a.value.value)
+
+    module.visit(V())
+    return found
 
 
 def _imported_external_fw(module: cst.Module, external: frozenset) -> Set[str]:
@@ -375,7 +439,8 @@ def analyze(wrapper: MetadataWrapper, target: str, external_fw: frozenset = froz
             facts.loaders = facts.loaders + collector.loaders_by_scope.get(MODULE, [])
     # functions of this module that other modules of the project call with the framework object
     forced = {f for f in local if module_name and f"{module_name}.{f}" in external_fw}
-    _propagate(facts, _uses_other_than_calls(module, local), forced)
+    facts.print_only = _print_only(module, local)
+    _propagate(facts, _uses_other_than_calls(module, local), forced, _handed_to_processes(module, local))
     return facts
 
 
@@ -430,8 +495,14 @@ def _uses_other_than_calls(module: cst.Module, local: Set[str]) -> Set[str]:
     return {n.value for n in seen if id(n) not in skip}
 
 
-def _propagate(facts: Facts, not_only_called: Set[str], forced: Set[str] = frozenset()) -> None:
-    """Which functions take the framework object, and which parameters carry set-up loaders."""
+def _propagate(facts: Facts, not_only_called: Set[str], forced: Set[str] = frozenset(),
+               other_process: Set[str] = frozenset()) -> None:
+    """Which functions take the framework object, and which parameters carry set-up loaders.
+
+    A signature changes only when every caller is a plain direct call that can pass the object along: a function
+    handed over as a value (an LBFGS closure, a callback) keeps its parameters and, where the object is a module
+    global (made at module level or under the main guard), uses that global; a function also called where the
+    object does not exist yet (module-level code at import time) keeps its parameters too."""
     funcs = facts.functions
     setup = facts.setup_scope
     roots = {setup} if setup else set()
@@ -456,21 +527,43 @@ def _propagate(facts: Facts, not_only_called: Set[str], forced: Set[str] = froze
     # environment (a `setup_distributed()` helper), only on the training path
     # In a module that sets nothing up and that no sibling hands the object to (a library's helper with a
     # backward), a new parameter would break every caller: its backwards are reported instead.
-    needs = {n for n, f in funcs.items()
-             if n not in roots and n not in has and n not in (MODULE, MAIN_GUARD)
-             and ((f.has_backward and (setup or forced)) or ((f.has_print or f.reads_rank_env) and n in reach)
-                  or n in forced)}
-    changed = True
-    while changed:
-        changed = False
-        for n, f in funcs.items():
-            if n in needs or n in roots or n in has or n in (MODULE, MAIN_GUARD):
-                continue
-            if any(c in needs or c in facts.external_fw for c, _, _ in f.calls):
-                needs.add(n)
-                changed = True
-    facts.unthreadable = {n for n in needs if n in not_only_called}
-    facts.fw_functions = needs - facts.unthreadable
+    base = {n for n, f in funcs.items()
+            if n not in roots and n not in has and n not in (MODULE, MAIN_GUARD)
+            and ((f.has_backward and (setup or forced)) or ((f.has_print or f.reads_rank_env) and n in reach)
+                 or n in forced)}
+    global_fw = setup in (MODULE, MAIN_GUARD)
+    value_used = {n for n in base if n in not_only_called}
+    facts.fw_globals = {n for n in value_used if global_fw and n not in other_process}
+    # handed over as a value with no global to use: a backward is reported (TODO); a print stays a plain print
+    facts.unthreadable = {n for n in value_used - facts.fw_globals if funcs[n].has_backward}
+    callers_of: Dict[str, Set[str]] = {}
+    for caller, cf in funcs.items():
+        for c, _, _ in cf.calls:
+            callers_of.setdefault(c, set()).add(caller)
+    blocked: Set[str] = set(value_used)
+    while True:
+        needs = set(base) - blocked
+        changed = True
+        while changed:
+            changed = False
+            for n, f in funcs.items():
+                if n in needs or n in roots or n in has or n in blocked or n in (MODULE, MAIN_GUARD):
+                    continue
+                if any(c in needs or c in facts.external_fw for c, _, _ in f.calls):
+                    needs.add(n)
+                    changed = True
+        # module-level code outside the setup scope runs before the object exists (or where it never does)
+        unreached = {MODULE, MAIN_GUARD} - ({MODULE, MAIN_GUARD} if setup == MODULE else {setup})
+        out_of_reach = {n for n in needs if callers_of.get(n, set()) & unreached}
+        if not out_of_reach:
+            break
+        blocked |= out_of_reach
+        facts.unthreadable |= {n for n in out_of_reach if funcs[n].has_backward}
+    facts.fw_functions = needs
+    # a helper that only formats and prints, kept plain because it is also called out of reach: where it is called
+    # in reach, the call runs on the main process only (PTM110), as `fabric.print` would
+    facts.print_only_calls = {n for n in blocked - facts.fw_globals - facts.unthreadable
+                              if n in facts.print_only and not funcs[n].has_backward}
     # loader parameters: a parameter is a loader if every call passes a set-up loader to it
     loaders_in: Dict[str, Set[str]] = {s: set(facts.loaders) for s in roots}
     changed = True

@@ -51,6 +51,10 @@ class _Transformer(RuleTransformer):
         for call in m.findall(node, m.Call(), metadata_resolver=self):
             if qualified_names(self, call.func) & SPAWN and call.args and isinstance(call.args[0].value, cst.Name):
                 self.spawn_targets[call.args[0].value.value] = call
+        # the rank parameter each spawn target loses: its direct calls (`worker(0, 1, cfg)`) drop that argument
+        self.rank_params = {f.name.value: f.params.params[0].name.value for f in node.body
+                            if isinstance(f, cst.FunctionDef) and f.name.value in self.spawn_targets
+                            and f.params.params and f.name.value in self.facts.fw_scopes()}
         return True
 
     def _prop(self, key: str) -> cst.BaseExpression:
@@ -111,12 +115,33 @@ class _Transformer(RuleTransformer):
         return updated_node.with_changes(params=updated_node.params.with_changes(params=params[1:]),
                                          body=updated_node.body.with_changes(body=body))
 
+    def _drop_rank(self, original_node: cst.Call, updated_node: cst.Call) -> cst.Call:
+        """`worker(0, 1, cfg)` -> `worker(1, cfg)`: a direct call of a spawn target that no longer takes the rank."""
+        name = original_node.func.value
+        rank = self.rank_params[name]
+        args = list(updated_node.args)
+        if any(a.star for a in args):
+            self.todo(original_node, f"`{name}` no longer takes `{rank}` (the framework's global rank): drop that "
+                                     f"argument here")
+            return updated_node
+        keyed = [i for i, a in enumerate(args) if a.keyword is not None and a.keyword.value == rank]
+        drop = keyed[0] if keyed else (0 if args and args[0].keyword is None else None)
+        if drop is None:
+            return updated_node
+        del args[drop]
+        if args and drop == len(args):
+            args[-1] = args[-1].with_changes(comma=cst.MaybeSentinel.DEFAULT)
+        self.report(original_node, f"`{name}` no longer takes `{rank}`: dropped from this call", True)
+        return updated_node.with_changes(args=args)
+
     def visit_Call(self, node: cst.Call):
         if dotted(node.func) in ("Fabric", "Accelerator"):  # the framework's own constructor reads the environment
             self._in_ctor = getattr(self, "_in_ctor", 0) + 1
         return True
 
     def leave_Call(self, original_node: cst.Call, updated_node: cst.Call):
+        if isinstance(original_node.func, cst.Name) and original_node.func.value in getattr(self, "rank_params", {}):
+            return self._drop_rank(original_node, updated_node)
         if dotted(original_node.func) in ("Fabric", "Accelerator"):
             self._in_ctor -= 1
             return updated_node

@@ -71,6 +71,24 @@ class _Transformer(RuleTransformer):
         return updated_node.with_changes(params=updated_node.params.with_changes(params=params),
                                          body=updated_node.body.with_changes(body=body))
 
+    def leave_SimpleStatementLine(self, original_node, updated_node):
+        # `log_row(...)`: a print-only helper that keeps its parameters (it is also called where the object does
+        # not exist) runs on the main process only where the object is in reach
+        if not (isinstance(updated_node, cst.SimpleStatementLine) and len(updated_node.body) == 1):
+            return updated_node
+        small = updated_node.body[0]
+        if not (isinstance(small, cst.Expr) and isinstance(small.value, cst.Call)
+                and isinstance(small.value.func, cst.Name) and small.value.func.value in self.facts.print_only_calls
+                and self.in_fw_scope()):
+            return updated_node
+        flag = "is_global_zero" if self.ctx.target == "fabric" else "is_main_process"
+        self.report(original_node, f"`{small.value.func.value}` only prints: it runs on the main process "
+                                   f"(`{self.fw}.{flag}`), like `{self.fw}.print`", True)
+        guard = cst.If(test=cst.Attribute(value=self.fw_expr(), attr=cst.Name(flag)),
+                       body=cst.IndentedBlock(body=[updated_node.with_changes(leading_lines=[])]),
+                       leading_lines=updated_node.leading_lines)
+        return guard
+
     def leave_Call(self, original_node: cst.Call, updated_node: cst.Call):
         func = updated_node.func
         if not isinstance(func, cst.Name):
