@@ -1,0 +1,195 @@
+"""docs/ecosystem.md from benchmarks/ecosystem/results/{static,cpu,gpu}.json (python -m benchmarks.ecosystem report).
+
+The text depends only on the result files, so a second run over the same results gives the same file.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from benchmarks.ecosystem import harness as H
+
+
+def _load(path: Path) -> Optional[Dict[str, Any]]:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _short(text: str, n: int = 160) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _check(v: Dict[str, Any], k: str) -> str:
+    c = v.get("checks", {}).get(k)
+    if not c:
+        return "—"
+    return {"pass": "pass", "fail": "**fail**", "skip": "skip", "info": "info"}.get(c["status"], c["status"])
+
+
+def _runtime_rows(data: Dict[str, Any], entries: List[Dict[str, Any]], static: Dict[str, Dict[str, Any]],
+                  label: str) -> List[str]:
+    rows = {r["entry"]: r for r in data.get("rows", [])}
+    out = [f"| entry | target | original runs | migrated, 1 process | parity (1 process) | verify a parity | "
+           f"b {data.get('devices', 2)} processes | c sync | d sharding | e once |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+    for e in entries:
+        r = rows.get(e["name"])
+        if r is None or not r.get("runnable", True):
+            continue
+        orig = r.get("original", {})
+        o = "yes" if orig.get("ok") else f"no: {_short(orig.get('error') or '', 70)}"
+        for t, tr in sorted(r.get("targets", {}).items()):
+            one = tr.get("one", {})
+            m = "yes" if one.get("ok") else f"**no**: {_short(one.get('error') or '', 70)}"
+            par = tr.get("parity", {})
+            ps = {"pass": "pass", "fail": "**fail**"}.get(par.get("status"), "n/a")
+            v = tr.get("verify", {})
+            if v.get("checks"):
+                cells = [_check(v, k) for k in "abcde"]
+            else:
+                cells = [f"not run: {_short(v.get('error') or '', 60)}"] + ["—"] * 4
+            out.append("| " + " | ".join(_cell(x) for x in [e["name"], t, o, m, ps] + cells) + " |")
+    return out
+
+
+def _not_runnable(data: Dict[str, Any], entries: List[Dict[str, Any]]) -> List[str]:
+    rows = {r["entry"]: r for r in data.get("rows", [])}
+    out = []
+    for e in entries:
+        r = rows.get(e["name"])
+        if r is None:
+            recipe = H.load_recipe(e["name"])
+            if recipe.get("runnable", True) is False:
+                out.append(f"- `{e['name']}`: {recipe.get('reason')}")
+            else:
+                out.append(f"- `{e['name']}`: not run in this pass")
+        elif not r.get("runnable", True):
+            out.append(f"- `{e['name']}`: {r.get('reason')}")
+    return out
+
+
+def _runtime_totals(data: Dict[str, Any]) -> List[str]:
+    out = []
+    rows = [r for r in data.get("rows", []) if r.get("runnable", True)]
+    orig_ok = sum(1 for r in rows if r.get("original", {}).get("ok"))
+    out.append(f"- entries run: {len(rows)}; originals that run here: {orig_ok}")
+    for t in H.TARGETS:
+        trs = [(r, r["targets"][t]) for r in rows if t in r.get("targets", {})]
+        if not trs:
+            continue
+        one = sum(1 for _, x in trs if x.get("one", {}).get("ok"))
+        one_o = sum(1 for r, x in trs if x.get("one", {}).get("ok") and r.get("original", {}).get("ok"))
+        par = sum(1 for _, x in trs if x.get("parity", {}).get("status") == "pass")
+        multi = sum(1 for _, x in trs if x.get("verify", {}).get("checks", {}).get("b", {}).get("status") == "pass")
+        vpass = sum(1 for _, x in trs if x.get("verify", {}).get("checks") and x["verify"].get("exit_code") == 0)
+        sync = sum(1 for _, x in trs if x.get("verify", {}).get("checks", {}).get("c", {}).get("status") == "pass")
+        shard = sum(1 for _, x in trs if x.get("verify", {}).get("checks", {}).get("d", {}).get("status") == "pass")
+        out.append(f"- {t}: migrated runs on 1 process {one}/{len(trs)} ({one_o} of the {orig_ok} whose original "
+                   f"runs); printed/observed loss parity {par}; {data.get('devices', 2)} processes (b) {multi}; "
+                   f"sync (c) {sync}; sharding (d) {shard}; verify exit 0 (all checks) {vpass}")
+    return out
+
+
+def _runtime_failures(data: Dict[str, Any]) -> List[str]:
+    out = []
+    for r in data.get("rows", []):
+        if not r.get("runnable", True):
+            continue
+        orig = r.get("original", {})
+        for t, tr in sorted(r.get("targets", {}).items()):
+            one = tr.get("one", {})
+            if not one.get("ok"):
+                prefix = "fault" if orig.get("ok") else "fails (the original fails too)"
+                out.append(f"- `{r['entry']}` {t}, 1 process, {prefix}: `{_short(one.get('error') or '', 300)}`")
+            v = tr.get("verify", {})
+            if not v.get("checks") and v.get("error"):
+                out.append(f"- `{r['entry']}` {t}, verify did not run: `{_short(v['error'], 300)}`")
+            for k, c in sorted(v.get("checks", {}).items()):
+                if c.get("status") == "fail":
+                    out.append(f"- `{r['entry']}` {t}, verify {k}: {_short(c.get('detail', ''), 300)}")
+    return out
+
+
+def render(results: Path, entries: Optional[List[Dict[str, Any]]] = None) -> str:
+    entries = entries if entries is not None else H.load_manifest()
+    static = _load(results / "static.json")
+    cpu = _load(results / "cpu.json")
+    gpu = _load(results / "gpu.json")
+    L: List[str] = ["# Ecosystem check", ""]
+    L.append("30 public plain-PyTorch training scripts (benchmarks/ecosystem/manifest.json: 10 simple, 10 medium, "
+             "10 hard) migrated to Fabric and Accelerate with default options, checked statically, and run on CPU "
+             "where the script can run here. How to run it: benchmarks/ecosystem/README.md. Generated by "
+             "`python -m benchmarks.ecosystem report` from benchmarks/ecosystem/results/*.json; do not edit by hand.")
+    L.append("")
+    if static:
+        srows = {(r["entry"], r["target"]): r for r in static["rows"]}
+        L += ["## Static check", "",
+              f"Date: {static['date']}. pt-migrate commit `{static['tool_commit']}`. "
+              f"Versions: {', '.join(f'{k} {v}' for k, v in sorted(static.get('versions', {}).items()))}.", "",
+              "```bash", "python -m benchmarks.ecosystem fetch --mirror-root /work/.mirror   # or without: git clone",
+              static["command"], "```", "",
+              "Per entry and target: `pt-migrate SRC --target T` in place on a copy of the entry's files. "
+              "*migrated*: code changed; *unchanged, TODO*: only `# TODO(pt-migrate)` lines added; *crashed*: an "
+              "internal error (PTM002). *checks*: the output parses, a second run changes nothing, no error-level "
+              "diagnostic (PTM006 self-check included), no unmarked plain DDP / GradScaler / `.backward()`, and "
+              "`Fabric(`/`Accelerator(` plus a setup call exist when code changed.", "",
+              "| entry | difficulty | target | result | checks | TODO | self-check (PTM006) | crash (PTM002) |",
+              "|---|---|---|---|---|---|---|---|"]
+        tot: Dict[str, Dict[str, int]] = {}
+        for e in entries:
+            for t in H.TARGETS:
+                r = srows.get((e["name"], t))
+                if r is None:
+                    continue
+                s = tot.setdefault(t, {"entries": 0, "pass": 0, "migrated": 0, "unchanged, TODO": 0,
+                                       "unchanged": 0, "crashed": 0, "selfcheck": 0, "no source": 0, "todo": 0})
+                s["entries"] += 1
+                s[r["status"]] = s.get(r["status"], 0) + 1
+                s["pass"] += 1 if r["ok"] else 0
+                s["selfcheck"] += 1 if r.get("selfcheck") else 0
+                s["todo"] += r.get("todo") or 0
+                checks = "pass" if r["ok"] else ("n/a" if r["ok"] is None else f"**fail** ({len(r['failures'])})")
+                L.append("| " + " | ".join(_cell(x) for x in [
+                    e["name"], e.get("difficulty", ""), t, r["status"], checks, r.get("todo", ""),
+                    len(r.get("selfcheck", [])), len(r.get("crashes", []))]) + " |")
+        L += ["", "Totals:", ""]
+        for t, s in tot.items():
+            L.append(f"- {t}: {s['entries']} entries; checks pass {s['pass']}; migrated {s['migrated']}, unchanged "
+                     f"with TODO {s['unchanged, TODO']}, unchanged {s['unchanged']}, crashed {s['crashed']}; "
+                     f"self-check fired on {s['selfcheck']}; {s['todo']} TODO lines in all")
+        L += ["", "### Static failures", ""]
+        for e in entries:
+            for t in H.TARGETS:
+                r = srows.get((e["name"], t))
+                if r and r["failures"]:
+                    L.append(f"- `{e['name']}` {t}:")
+                    for f in r["failures"]:
+                        L.append(f"  - {_short(f, 400)}")
+        L.append("")
+    for label, data in (("CPU", cpu), ("GPU", gpu)):
+        if not data:
+            if label == "GPU":
+                L += ["## GPU", "", "Not run yet: `benchmarks/ecosystem/gpu.sh` on `nvidia-h200-x2` writes "
+                      "results/gpu.json (see the README).", ""]
+            continue
+        L += [f"## Runtime on {label} ({data.get('devices', 2)} processes for verify)", "",
+              f"Date: {data['date']}. pt-migrate commit `{data['tool_commit']}`. "
+              f"Versions: {', '.join(f'{k} {v}' for k, v in sorted(data.get('versions', {}).items()))}.", "",
+              "```bash", data["command"], "```", "",
+              "*original runs*: the script as published, on one process, with its stand-in data, stopped after "
+              "a few optimizer steps by the verify runner (which observes and edits nothing). *migrated, 1 "
+              "process*: the default migration, run the same way; *parity*: its per-step losses against the "
+              "original's (rtol 1e-4, atol 1e-5). *verify*: `pt-migrate verify ORIGINAL --target T --migrated "
+              "MIGRATED --devices 2` on the migration made for 2 CPU processes (Fabric: `--accelerator cpu "
+              "--devices 2 --strategy ddp`; Accelerate: `--accelerator cpu`, launched under torchrun).", ""]
+        L += _runtime_totals(data) + [""]
+        L += _runtime_rows(data, entries, static and {(r["entry"], r["target"]): r for r in static["rows"]} or {},
+                           label) + [""]
+        L += ["### Not run, and why", ""] + _not_runnable(data, entries) + [""]
+        L += ["### Runtime failures", ""] + (_runtime_failures(data) or ["none"]) + [""]
+    return "\n".join(L).rstrip() + "\n"
