@@ -260,6 +260,13 @@ class _Collector(Visitor):
                 self.facts.optimizers.setdefault(targets[0], []).extend(
                     mm for mm in _models_in(value) if mm not in self.facts.optimizers.get(targets[0], []))
                 self.optimizer_scopes.append(scope)
+            elif len(targets) == 1 and _built_by_model(value):
+                # `optimizer = model.configure_optimizers(...)` (nanoGPT): the model builds its own optimizer
+                model_name = dotted(value.func.value)
+                self.facts.optimizers.setdefault(targets[0], [])
+                if model_name not in self.facts.optimizers[targets[0]]:
+                    self.facts.optimizers[targets[0]].append(model_name)
+                self.optimizer_scopes.append(scope)
             elif dotted(value.func) in self.local_functions and self.class_depth == 0:
                 self.facts.assign_calls.append((scope, dotted(value.func), targets))
             if is_dataloader_ctor(q) or (
@@ -307,6 +314,14 @@ class _Collector(Visitor):
         # accelerator.backward(loss) in a helper that is handed the object: not a tensor's backward
         return (isinstance(func, cst.Attribute) and func.attr.value == "backward"
                 and (dotted(func.value) or "").rsplit(".", 1)[-1].lstrip("_") == DEFAULT_FW_NAME[other])
+
+
+def _built_by_model(value: cst.Call) -> bool:
+    """`model.configure_optimizers(...)`, `net.make_optimizer(...)`: a method of a plain name that builds an
+    optimizer, by its name."""
+    func = value.func
+    return (isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name)
+            and "optimizer" in func.attr.value.lower() and not func.attr.value.startswith("_"))
 
 
 def _models_in(call: cst.Call) -> List[str]:

@@ -17,7 +17,7 @@ from migrator.remove_imports import remove_unused
 from libcst.metadata import MetadataWrapper
 
 from migrator.analysis import analyze
-from migrator.diagnostics import ERROR, INFO, Diagnostic
+from migrator.diagnostics import ERROR, INFO, WARNING, Diagnostic
 from migrator.result import MigrationResult
 from migrator.linemap import back_map
 from migrator import skip
@@ -75,20 +75,23 @@ def _migrate(source: str, target: str, options: Optional[Options]) -> MigrationR
     module = _parse(source)
     if isinstance(module, MigrationResult):
         return module
+    hogwild = _hogwild(source)
+    if hogwild is not None:
+        return hogwild
     result = _run_rules(source, _majority_newline(source, module), target, options)
     if result.changed and skip.has_skip_lines(source):  # `# pt-migrate: skip` statements stay as written
         result = skip.protect(source, result)
     if result.changed:
-        result = _self_check(source, result, target)
+        result = _self_check(source, result, target, not _selected("PTM100", options))
     return result
 
 
-def _self_check(source: str, result: MigrationResult, target: str) -> MigrationResult:
+def _self_check(source: str, result: MigrationResult, target: str, partial: bool = False) -> MigrationResult:
     """A migration whose output would break the script (migrator/selfcheck.py) is not written: the file stays as
     it was, with an error-level PTM006 diagnostic per problem, naming the input line and the broken name."""
     from migrator import selfcheck
     try:
-        problems = selfcheck.check(source, result.code, target)
+        problems = selfcheck.check(source, result.code, target, partial)
     except Exception:
         raise RuleCrash("the self-check")
     if not problems:
@@ -97,6 +100,21 @@ def _self_check(source: str, result: MigrationResult, target: str) -> MigrationR
                         f"self-check: {message}; the file was left unchanged (not migrated)", False)
              for line, message in selfcheck.problems_at_input_lines(source, result.code, problems)]
     return MigrationResult(source, False, _dedupe(diags), is_training_script=True)
+
+
+def _hogwild(source: str) -> Optional[MigrationResult]:
+    """A Hogwild script (migrator/hogwild.py) is not data parallel: unchanged but for one TODO that says why."""
+    from migrator.hogwild import MESSAGE, NOT_DATA_PARALLEL, hogwild_line, with_todo
+    if "share_memory" not in source:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        line = hogwild_line(ast.parse(source))
+    if line is None:
+        return None
+    code = with_todo(source, line)
+    return MigrationResult(code, code != source, [Diagnostic(NOT_DATA_PARALLEL, line, 1, WARNING, MESSAGE, False)],
+                           is_training_script=True)
 
 
 def _majority_newline(source: str, module: cst.Module) -> cst.Module:

@@ -79,6 +79,10 @@ class _Finder(Visitor):
             if self.dtype is None:
                 self.dtype = "float16"
         elif q & SCALERS:
+            # `GradScaler(enabled=False)`: a scaler switched off for good scales nothing, so it asks for no precision
+            if any(a.keyword and a.keyword.value == "enabled" and isinstance(a.value, cst.Name)
+                   and a.value.value == "False" for a in node.args):
+                return
             self.scaler = True
             for a in node.args:
                 self._enabled(a)

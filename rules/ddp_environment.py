@@ -66,6 +66,8 @@ class _Transformer(RuleTransformer):
         small = original_node.body[0]
         if isinstance(small, cst.Expr) and isinstance(small.value, cst.Call):
             q = qualified_names(self, small.value.func)
+            if q & {"torch.distributed.destroy_process_group"}:
+                return self._destroy(original_node, updated_node, small.value)
             if q & REMOVED_CALLS:
                 self.report(original_node, f"removed `{dotted(small.value.func)}(...)`: the framework owns the process group", True)
                 return self.remove(original_node)
@@ -79,6 +81,20 @@ class _Transformer(RuleTransformer):
             self.report(original_node, "removed a MASTER_ADDR/MASTER_PORT assignment: the launcher sets them", True)
             return self.remove(original_node)
         return updated_node
+
+    def _destroy(self, original_node, updated_node, call: cst.Call):
+        """`destroy_process_group()` stays, behind `is_initialized()`: the framework makes the group only on several
+        processes, and without the teardown gloo may abort the process at exit after all the work is done
+        ("terminate called without an active exception"), which marks a torchrun job failed."""
+        func = dotted(call.func) or "destroy_process_group"
+        check = func.rsplit(".", 1)[0] + ".is_initialized()" if "." in func else "torch.distributed.is_initialized()"
+        if m.matches(self._stmts[-2] if len(self._stmts) > 1 else None, m.If(test=m.Call(
+                func=m.Attribute(attr=m.Name("is_initialized"))))):
+            return updated_node
+        self.report(original_node, f"`{func}()` kept behind `{check}`: the framework makes the process group only "
+                                   f"on several processes, and tearing it down lets the script exit cleanly", True)
+        return cst.If(test=cst.parse_expression(check), body=cst.IndentedBlock(body=[updated_node.with_changes(
+            leading_lines=[])]), leading_lines=updated_node.leading_lines)
 
     def _spawn(self, original_node, updated_node, call: cst.Call):
         fn = call.args[0].value
@@ -114,6 +130,29 @@ class _Transformer(RuleTransformer):
         self.report(original_node, f"`{name}` no longer takes the rank from mp.spawn: `{rank}` is the framework's global rank", True)
         return updated_node.with_changes(params=updated_node.params.with_changes(params=params[1:]),
                                          body=updated_node.body.with_changes(body=body))
+
+    def leave_Comparison(self, original_node: cst.Comparison, updated_node: cst.Comparison):
+        """`int(os.environ.get("RANK", -1)) != -1` asks "launched as several processes?": it becomes
+        `fabric.world_size > 1` (`== -1`: `== 1`). Rewriting only the read would give `fabric.global_rank != -1`,
+        which is always true."""
+        if len(original_node.comparisons) != 1 or not self.in_fw_scope():
+            return updated_node
+        op = original_node.comparisons[0].operator
+        read = original_node.left
+        if m.matches(read, m.Call(func=m.Name("int"))) and read.args:
+            read = read.args[0].value
+        key = env_key(read)
+        if key not in PROPERTIES[self.ctx.target] or not isinstance(read, cst.Call) or len(read.args) < 2:
+            return updated_node
+        code = cst.Module([]).code_for_node
+        default = code(read.args[1].value).strip("\"'")
+        other = code(original_node.comparisons[0].comparator).strip("\"'")
+        if default != other or not isinstance(op, (cst.NotEqual, cst.Equal)):
+            return updated_node
+        size = f"{self.fw}.{PROPERTIES[self.ctx.target]['WORLD_SIZE']}"
+        new = f"{size} > 1" if isinstance(op, cst.NotEqual) else f"{size} == 1"
+        self.report(original_node, f"`{key}` compared with its default (not launched distributed) -> `{new}`", True)
+        return cst.parse_expression(new)
 
     def _drop_rank(self, original_node: cst.Call, updated_node: cst.Call) -> cst.Call:
         """`worker(0, 1, cfg)` -> `worker(1, cfg)`: a direct call of a spawn target that no longer takes the rank."""

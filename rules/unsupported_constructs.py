@@ -29,7 +29,6 @@ from migrator.rules.ddp_wrapper import WRAPPERS
 CONSTRUCTS = {
     "torch.distributed.init_process_group": ("remove it: Fabric starts the process group",
                                              "remove it: Accelerator starts the process group"),
-    "torch.distributed.destroy_process_group": ("remove it", "remove it"),
     "torch.nn.parallel.DistributedDataParallel": ("remove the wrapper: fabric.setup wraps the model",
                                                   "remove the wrapper: accelerator.prepare wraps the model"),
     "torch.nn.parallel.distributed.DistributedDataParallel": ("remove the wrapper: fabric.setup wraps the model",
