@@ -76,6 +76,62 @@ def cmd_cpu(args) -> int:
     return 0
 
 
+def cmd_merge(args) -> int:
+    """Merge per-entry result files (gpu.sh runs entries in parallel) into one."""
+    import json
+
+    out = None
+    for part in args.parts:
+        data = json.loads(Path(part).read_text())
+        if out is None:
+            out = data
+            continue
+        out = _merge_data(out, data)
+    if out is None:
+        return 1
+    H.write_json(Path(args.into), out)
+    print(f"merged {len(args.parts)} file(s) into {args.into}")
+    return 0
+
+
+def _merge_data(old: dict, new: dict) -> dict:
+    rows = {f"{r['entry']}:{r.get('target', '')}": r for r in old.get("rows", [])}
+    for r in new.get("rows", []):
+        rows[f"{r['entry']}:{r.get('target', '')}"] = r
+    order = {e["name"]: i for i, e in enumerate(H.load_manifest())}
+    out = dict(old)
+    out["rows"] = sorted(rows.values(), key=lambda r: (order.get(r["entry"], 999), r.get("target", "")))
+    return out
+
+
+def cmd_prepare_gpu(args) -> int:
+    """Fill benchmarks/ecosystem/wheels/ (git-ignored) with what gpu.sh needs on a machine without network: wheels
+    for pt-migrate's dependencies and the corpus' (see gpu-requirements.txt), and the extracted corpus (cache/)."""
+    import shutil
+    import subprocess
+
+    dest = H.HERE / "wheels"
+    dest.mkdir(exist_ok=True)
+    for py in args.python_versions.split(","):
+        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:", "--no-deps",
+                        "--python-version", py, "--platform", "manylinux2014_x86_64", "--platform",
+                        "manylinux_2_28_x86_64", "-d", str(dest), "libcst", "pyyaml"], check=False)
+    reqs = [ln.split("#")[0].strip() for ln in (H.HERE / "gpu-requirements.txt").read_text().splitlines()]
+    reqs = [r for r in reqs if r]
+    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(dest)] + reqs, check=False)
+    cache = dest / "cache"
+    for e in H.load_manifest():
+        src = H.src_dir(e)
+        if src.exists() and H.load_recipe(e["name"]).get("runnable", True):
+            target = cache / e["name"] / "src"
+            if target.exists():
+                shutil.rmtree(target)
+            shutil.copytree(src, target, ignore=shutil.ignore_patterns("__pycache__"))
+    total = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
+    print(f"{dest}: {total / 2 ** 20:.1f} MiB (the device tool carries at most 64 MiB with the working tree)")
+    return 0
+
+
 def cmd_report(args) -> int:
     from benchmarks.ecosystem import report
 
@@ -105,10 +161,16 @@ def main(argv=None) -> int:
     c.add_argument("--work", default=None)
     c.add_argument("--default-run", action="store_true",
                    help="also run the default migration (no --devices) on one process and compare its losses")
+    m = sub.add_parser("merge", help="merge result files into one")
+    m.add_argument("into")
+    m.add_argument("parts", nargs="+")
+    g = sub.add_parser("prepare-gpu", help="wheels and the corpus for gpu.sh, into benchmarks/ecosystem/wheels/")
+    g.add_argument("--python-versions", default="3.10,3.11,3.12,3.13")
     r = sub.add_parser("report", help="write docs/ecosystem.md from the results")
     r.add_argument("--out", default=str(H.ROOT / "docs" / "ecosystem.md"))
     args = p.parse_args(argv)
-    return {"fetch": cmd_fetch, "static": cmd_static, "cpu": cmd_cpu, "report": cmd_report}[args.cmd](args)
+    return {"fetch": cmd_fetch, "static": cmd_static, "cpu": cmd_cpu, "report": cmd_report,
+            "merge": cmd_merge, "prepare-gpu": cmd_prepare_gpu}[args.cmd](args)
 
 
 if __name__ == "__main__":
