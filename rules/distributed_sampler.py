@@ -116,6 +116,13 @@ class _Transformer(RuleTransformer):
             shuffle = self._shuffle_of(original_node.args[idx].value)
         else:
             return updated_node
+        # a loader built inside a class (`_make_loader` of a trainer) is not one the setup rules reach: it is set up
+        # where it is built, or it keeps its sampler
+        inside_class = self._class_depth > 0
+        if inside_class and not self.in_fw_class_method():
+            self.todo(original_node, "the DistributedSampler stays: this loader is built where the framework "
+                                     "object is not in reach, so nothing would shard it in its place")
+            return updated_node
         del args[idx]
         sh = next((i for i, a in enumerate(args) if a.keyword and a.keyword.value == "shuffle"), None)
         if sh is not None:
@@ -128,7 +135,12 @@ class _Transformer(RuleTransformer):
                 args[i] = args[i].with_changes(comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" ")))
         args[-1] = args[-1].with_changes(comma=cst.MaybeSentinel.DEFAULT)
         self.report(original_node, "the loader shuffles as the DistributedSampler did; setup/prepare shards it", True)
-        return updated_node.with_changes(args=args)
+        loader = updated_node.with_changes(args=args)
+        if inside_class:
+            method = "setup_dataloaders" if self.ctx.target == "fabric" else "prepare"
+            self.report(original_node, f"the loader is set up where it is built: `{self.fw}.{method}(...)`", True)
+            return cst.Call(func=cst.Attribute(value=self.fw_expr(), attr=cst.Name(method)), args=[cst.Arg(loader)])
+        return loader
 
 
 class DistributedSamplerRule(Rule):
