@@ -34,11 +34,12 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from migrator.engine import PARSE_ERROR, RULE_CRASH, migrate  # noqa: E402
+from migrator.selfcheck import SELF_CHECK  # noqa: E402
 from migrator.files import SourceError, read_source  # noqa: E402
 
 PACKAGES = ("torch", "lightning", "accelerate")
 TARGETS = ("fabric", "accelerate")
-PROBLEMS = ("crash", "unparsable_output", "second_run_change", "timeout", "second_run_crash")
+PROBLEMS = ("crash", "unparsable_output", "second_run_change", "timeout", "second_run_crash", "self_check_changed_file")
 
 
 def package_files(packages: Sequence[str] = PACKAGES, src: Optional[Path] = None) -> List[Path]:
@@ -118,6 +119,11 @@ def check_file(path: str, targets: Sequence[str] = TARGETS, timeout: float = 0) 
                 res.update(status="crash", problem="crash", detail=(r1.error or "") + "\n" + (r1.trace or ""))
             elif any(d.code == PARSE_ERROR for d in r1.diagnostics):
                 res.update(status="not_accepted", detail=r1.error)
+            elif any(d.code == SELF_CHECK for d in r1.diagnostics):
+                # the engine's self-check fired: the file must then be left exactly as it was
+                res.update(status="self_check", detail="\n".join(d.message for d in r1.diagnostics))
+                if r1.changed or r1.code != src.text:
+                    res.update(problem="self_check_changed_file")
             elif r1.changed:
                 res["status"] = "changed"
                 if not _parses(r1.code):
@@ -180,7 +186,7 @@ class Stats:
 
     def render(self) -> str:
         lines = [f"sweep: {self.files} files, {self.unreadable} unreadable, {self.seconds:.1f} s"]
-        cols = ("changed", "training_unchanged", "unchanged", "not_accepted") + PROBLEMS
+        cols = ("changed", "training_unchanged", "self_check", "unchanged", "not_accepted") + PROBLEMS
         for t, counts in sorted(self.per_target.items()):
             lines.append(f"  {t:10s} " + ", ".join(f"{c} {counts.get(c, 0)}" for c in cols))
         lines.append(f"  totals: crashes {self.count('crash') + self.count('second_run_crash')}, unparsable outputs "

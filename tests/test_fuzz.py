@@ -25,6 +25,7 @@ import libcst as cst
 import pytest
 
 from migrator.engine import PARSE_ERROR, RULE_CRASH, migrate
+from migrator.selfcheck import SELF_CHECK
 
 REPO = Path(__file__).resolve().parent.parent
 TARGETS = ("fabric", "accelerate")
@@ -69,7 +70,8 @@ def parses(text: str) -> bool:
 # outcomes of one check; the last three are failures
 OK, NOT_ACCEPTED, INVALID_INPUT = "ok", "not_accepted", "invalid_input"
 CRASH, UNPARSABLE, NOT_IDEMPOTENT, CHANGED_NON_TORCH = "crash", "unparsable_output", "not_idempotent", "changed_non_torch"
-FAILURES = (CRASH, UNPARSABLE, NOT_IDEMPOTENT, CHANGED_NON_TORCH)
+SELF_CHECK_CHANGED = "self-check fired but the file changed"
+FAILURES = (CRASH, UNPARSABLE, NOT_IDEMPOTENT, CHANGED_NON_TORCH, SELF_CHECK_CHANGED)
 
 
 def check(src: str, target: str, idempotence: bool = True) -> Tuple[str, str]:
@@ -82,6 +84,8 @@ def check(src: str, target: str, idempotence: bool = True) -> Tuple[str, str]:
         return CRASH, f"{r1.error}\n{r1.trace or ''}"
     if "torch" not in src and (r1.changed or r1.code != src):
         return CHANGED_NON_TORCH, r1.code
+    if any(d.code == SELF_CHECK for d in r1.diagnostics) and (r1.changed or r1.code != src):
+        return SELF_CHECK_CHANGED, r1.code  # the self-check fired: the file must be left as it was
     if r1.error:
         return (NOT_ACCEPTED if any(d.code == PARSE_ERROR for d in r1.diagnostics) else CRASH), r1.error
     if not r1.changed:
