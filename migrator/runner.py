@@ -1,9 +1,11 @@
 """Run the engine over files: read, migrate, decide what to write. No printing here."""
 from __future__ import annotations
 
+import ast
 import difflib
 import os
 import re
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Dict, FrozenSet, Iterable, Iterator, List, Optional, Set, Tuple
@@ -52,6 +54,13 @@ def migrate_source(path: str, src: SourceFile, target: str, options: Options) ->
         if ext:
             opts = replace(options, external_fw_functions=ext, module_name=Path(path).stem)
     result = migrate(src.text, target, opts)
+    if not (result.error or result.changed or result.is_training_script or result.diagnostics):
+        # left alone before or after parsing (skip-file, the pre-scan, not training): still reported if broken
+        return _unchanged(path, src)
+    return _outcome(path, src, result)
+
+
+def _outcome(path: str, src: SourceFile, result: MigrationResult) -> FileOutcome:
     out = FileOutcome(path, result, old_text=src.text)
     if result.error:
         d = result.diagnostics[0] if result.diagnostics else None
@@ -61,6 +70,26 @@ def migrate_source(path: str, src: SourceFile, target: str, options: Options) ->
     return out
 
 
+def _unchanged(path: str, src: SourceFile) -> FileOutcome:
+    """A file that is not migrated: unchanged, or a parse error (PTM001) when it does not parse, whatever it
+    holds. The standard library's parser decides, in C and without libcst; only a file it refuses goes to the
+    engine's parser for the verdict and the message (syntax newer than this Python that libcst reads is no error,
+    as for a training script)."""
+    text = src.text
+    try:
+        with warnings.catch_warnings():  # `"\d"` and the like: the user's code, not ours to warn about
+            warnings.simplefilter("ignore")
+            compile(text, path, "exec", ast.PyCF_ONLY_AST, dont_inherit=True)
+        return FileOutcome(path, MigrationResult(text, False), old_text=text)
+    except (SyntaxError, ValueError, OverflowError, RecursionError, MemoryError):
+        pass
+    from migrator.engine import _parse  # libcst: only for a file that the standard library cannot parse
+    failure = _parse(text)
+    if isinstance(failure, MigrationResult):
+        return _outcome(path, src, failure)
+    return FileOutcome(path, MigrationResult(text, False), old_text=text)
+
+
 def _read_or_skip(path: str):
     """Read a file once; the pre-scan settles most files of a tree here, without libcst."""
     try:
@@ -68,7 +97,7 @@ def _read_or_skip(path: str):
     except SourceError as e:
         return FileOutcome(path, error=str(e)), None
     if not may_be_training_script(src.text) and not _maybe_entry(path, src.text):
-        return FileOutcome(path, MigrationResult(src.text, False), old_text=src.text), None
+        return _unchanged(path, src), None
     return None, src
 
 
