@@ -69,10 +69,11 @@ def cmd_cpu(args) -> int:
         if not r["runnable"]:
             print(f"  not runnable: {r['reason']}", flush=True)
         rows.append(r)
-    name = "cpu.json" if args.accelerator == "cpu" else "gpu.json"
-    out = _merge(_results(args) / name, "rows", {"rows": rows}, _meta(args))
-    out["accelerator"], out["devices"] = args.accelerator, args.devices
-    H.write_json(_results(args) / name, out)
+        # written after every entry: a long run that is stopped keeps what it did
+        name = "cpu.json" if args.accelerator == "cpu" else "gpu.json"
+        out = _merge(_results(args) / name, "rows", {"rows": [r]}, _meta(args))
+        out["accelerator"], out["devices"] = args.accelerator, args.devices
+        H.write_json(_results(args) / name, out)
     return 0
 
 

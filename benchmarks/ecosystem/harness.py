@@ -292,7 +292,11 @@ def static_check(entry: Dict[str, Any], target: str, work: Path, cache: Optional
         failures.append("second run changed " + ", ".join(changed_again))
     # leftovers and the framework object
     left = {}
+    # a file that an error left unchanged is reported by that error, not again line by line
+    error_files = {d["file"] for d in diags if d.get("severity") == "error"}
     for rel, data in after.items():
+        if rel in error_files and data == before.get(rel):
+            continue
         found = leftovers(data.decode("utf-8", "replace"))
         if found:
             left[rel] = found
@@ -581,9 +585,9 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def versions() -> Dict[str, str]:
-    code = ("import json,sys\nout={'python':sys.version.split()[0]}\n"
+    code = ("import json,sys\nfrom importlib import metadata\nout={'python':sys.version.split()[0]}\n"
             "for m in ('torch','lightning','accelerate','libcst'):\n"
-            "    try:\n        out[m]=__import__(m).__version__\n    except Exception:\n        out[m]=None\n"
+            "    try:\n        out[m]=metadata.version(m)\n    except Exception:\n        out[m]=None\n"
             "print(json.dumps(out))")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     try:

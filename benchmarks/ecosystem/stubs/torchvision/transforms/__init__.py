@@ -81,10 +81,7 @@ class InterpolationMode:
     BICUBIC = "bicubic"
 
 
-class functional:  # noqa: N801
-    @staticmethod
-    def to_tensor(x):
-        return ToTensor()(x)
+from . import functional  # noqa: E402,F401
 
 
 class Pad(_Identity):

@@ -104,3 +104,6 @@ class FakeData(_Synthetic):
 class VisionDataset(Dataset):
     def __init__(self, root=None, transforms=None, transform=None, target_transform=None):
         self.root, self.transform, self.target_transform = root, transform, target_transform
+
+
+from . import utils  # noqa: E402,F401
