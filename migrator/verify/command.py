@@ -261,25 +261,30 @@ def _finite(x: Any) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x)
 
 
-def check_parity(orig: Run, single: Run) -> Check:
+def _rank0(run: Run) -> Dict[str, Any]:
+    return next((r for r in run.results if r.get("rank") == 0), run.results[0])
+
+
+def check_parity(orig: Run, single: Run, where: str = "on 1 process") -> Check:
     for r in (orig, single):
         if not r.ok():
             return Check("a", "fail", r.failure())
-    lo, lm = orig.results[0]["losses"], single.results[0]["losses"]
+    o, mi = _rank0(orig), _rank0(single)
+    lo, lm = o["losses"], mi["losses"]
     if not lo:
         return Check("a", "fail", "the original run recorded no loss (no backward call before the steps ran out)")
     if len(lo) != len(lm):
-        return Check("a", "fail", f"the original recorded {len(lo)} losses in {orig.results[0]['steps']} steps, the "
-                                  f"migrated script {len(lm)} in {single.results[0]['steps']} steps",
+        return Check("a", "fail", f"the original recorded {len(lo)} losses in {o['steps']} steps, the "
+                                  f"migrated script {len(lm)} in {mi['steps']} steps",
                      {"original": lo, "migrated": lm})
     worst = 0.0
     for i, (a, b) in enumerate(zip(lo, lm)):
         if not (_finite(a) and _finite(b)) or abs(a - b) > ATOL + RTOL * abs(a):
-            step = orig.results[0]["loss_steps"][i]
+            step = o["loss_steps"][i]
             return Check("a", "fail", f"step {step}: original loss {a!r}, migrated {b!r} "
                                       f"(tolerance rtol {RTOL:g}, atol {ATOL:g})", {"original": lo, "migrated": lm})
         worst = max(worst, abs(a - b))
-    return Check("a", "pass", f"{len(lo)} losses match the original on 1 process (max |diff| {worst:.2g}; "
+    return Check("a", "pass", f"{len(lo)} losses match the original {where} (max |diff| {worst:.2g}; "
                               f"rtol {RTOL:g}, atol {ATOL:g})", {"original": lo, "migrated": lm})
 
 
@@ -352,10 +357,14 @@ def check_sync(multi: Run, n: int) -> Check:
                               f"{'' if exact else ' (within rtol %g)' % SYNC_RTOL}", data)
 
 
-def check_sharding(multi: Run, n: int) -> Check:
+def check_sharding(multi: Run, n: int, original_source: str = "") -> Check:
+    """Ranks must not train on identical batches. A script with no DataLoader (full-batch training, or batches cut
+    by hand from one tensor) has nothing the framework can shard: every rank then trains on the same data, which
+    gives the original's model without a speed-up; that is reported as a skip with the reason, not a failure."""
     why = _usable(multi, n)
     if why:
         return Check("d", "fail" if multi.failure() else "skip", why)
+    hand_fed = original_source and "DataLoader" not in original_source
     res = multi.results
     ref = res[0]
     for r in res[1:]:
@@ -364,6 +373,11 @@ def check_sharding(multi: Run, n: int) -> Check:
         if not pairs:
             return Check("d", "skip", "no training forward with a tensor input was seen")
         same = [s for s, a, b in pairs if a == b]
+        if same and len(same) == len(pairs) and hand_fed:
+            return Check("d", "skip", f"every rank received the same batches ({len(same)} of {len(pairs)} steps): the "
+                                      f"script feeds tensors by hand (no DataLoader), so nothing is sharded; each "
+                                      f"rank trains on all the data (the original's model, no speed-up)",
+                         {"identical_steps": same})
         if same and len(same) == len(pairs):
             return Check("d", "fail", f"rank {ref['rank']} and rank {r['rank']} received identical batches at every "
                                       f"step, first at step {same[0]} ({len(same)} of {len(pairs)} steps): every rank "
@@ -527,11 +541,18 @@ def run_verify(script: Path, script_args: List[str], target: str, devices: int =
         base_env = _env(accelerator)
         skipped = Run("not run", [], "", "")
         orig = single = multi = skipped
-        if "a" in checks:
-            orig = _execute(make("original", [py], orig_dir, orig_dir / script.name, False), base_env, timeout)
+        # an original that shuffles through its own DistributedSampler takes its order from the sampler's seed: on
+        # one process the framework's loader shuffles otherwise, on N processes Fabric's sampler (seeded by
+        # seed_everything) gives the original's order, so parity compares rank 0 of N processes with the original
+        # under torchrun; Accelerate's sharding orders batches otherwise, so there it cannot be compared
+        own_sampler = "DistributedSampler" in script.read_text(encoding="utf-8", errors="replace")
+        parity_on_n = own_sampler and target == "fabric" and devices > 1
+        if "a" in checks and not (own_sampler and not parity_on_n):
+            prefix = _torchrun(devices) if parity_on_n else [py]
+            orig = _execute(make("original", prefix, orig_dir, orig_dir / script.name, False), base_env, timeout)
         if set(checks) & set("aef"):
             single = _execute(make("migrated-1", [py], mig_dir, mig_script, target == "fabric"), base_env, timeout)
-        if set(checks) & set("bcdef"):
+        if set(checks) & set("bcdef") or parity_on_n:
             multi_env = dict(base_env)
             if target == "fabric":
                 mode = _fabric_launch_mode(source)
@@ -545,10 +566,13 @@ def run_verify(script: Path, script_args: List[str], target: str, devices: int =
             multi = _execute(make(f"migrated-{devices}procs", prefix, mig_dir, mig_script, False), multi_env, timeout)
 
         makers = {
-            "a": lambda: check_parity(orig, single),
+            "a": lambda: (check_parity(orig, multi, f"on rank 0 of {devices} processes") if parity_on_n else
+                          Check("a", "skip", "the original shuffles through its own DistributedSampler, whose order "
+                                             "this target's loader does not reproduce") if own_sampler
+                          else check_parity(orig, single)),
             "b": lambda: check_multi(multi, devices, steps),
             "c": lambda: check_sync(multi, devices),
-            "d": lambda: check_sharding(multi, devices),
+            "d": lambda: check_sharding(multi, devices, script.read_text(encoding="utf-8", errors="replace")),
             "e": lambda: check_output(single, multi, devices, target),
             "f": lambda: check_throughput(single, multi, devices),
         }
