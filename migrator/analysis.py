@@ -50,6 +50,7 @@ class FunctionInfo:
     loader_fors: List[tuple] = field(default_factory=list)  # (iterated name, [target names])
     all_params: Set[str] = field(default_factory=set)  # keyword-only and positional-only ones too
     reads_rank_env: bool = False  # os.environ["RANK"] and the like: the framework's properties replace them
+    reads_dataset_len: bool = False  # len(x.dataset): a metric over a loader (PTM112 reduces it across ranks)
     binds_fw: Optional[str] = None  # the name it binds the framework object to, when it constructs one
 
 
@@ -301,6 +302,9 @@ class _Collector(Visitor):
             name = func.value
             if name == "print" and info:
                 info.has_print = True
+            elif name == "len" and info and len(node.args) == 1 and m.matches(
+                    node.args[0].value, m.Attribute(attr=m.Name("dataset"))):
+                info.reads_dataset_len = True
             elif (name in self.local_functions or name in self.external_fw) and self.class_depth == 0:
                 args = [dotted(a.value) for a in node.args if a.keyword is None and not a.star]
                 kws = {a.keyword.value: dotted(a.value) for a in node.args if a.keyword is not None}
@@ -544,8 +548,8 @@ def _propagate(facts: Facts, not_only_called: Set[str], forced: Set[str] = froze
     # backward), a new parameter would break every caller: its backwards are reported instead.
     base = {n for n, f in funcs.items()
             if n not in roots and n not in has and n not in (MODULE, MAIN_GUARD)
-            and ((f.has_backward and (setup or forced)) or ((f.has_print or f.reads_rank_env) and n in reach)
-                 or n in forced)}
+            and ((f.has_backward and (setup or forced))
+                 or ((f.has_print or f.reads_rank_env or f.reads_dataset_len) and n in reach) or n in forced)}
     global_fw = setup in (MODULE, MAIN_GUARD)
     value_used = {n for n in base if n in not_only_called}
     facts.fw_globals = {n for n in value_used if global_fw and n not in other_process}

@@ -1,7 +1,7 @@
 """Shared helpers: recognising device moves (`.to(device)`, `.cuda()`) and device arguments."""
 from __future__ import annotations
 
-from typing import Optional, Set
+from typing import Dict, Optional, Set
 
 import libcst as cst
 
@@ -17,15 +17,21 @@ def is_device_arg(node: cst.BaseExpression, facts: Facts) -> bool:
     if name is not None:
         last = name.rsplit(".", 1)[-1]
         return (name in facts.device_names or last in DEVICEISH or last.endswith("_device")
-                or name == f"{facts.fw}.device")
+                or name in (f"{facts.fw}.device", f"self.{facts.fw}.device"))
     if isinstance(node, cst.SimpleString):
         v = node.evaluated_value
         return isinstance(v, str) and bool(DEVICE_STRING.match(v))
     if isinstance(node, cst.Call):
         return dotted(node.func) in ("torch.device", "th.device", "device")
     if isinstance(node, cst.FormattedString):
-        first = node.parts[0] if node.parts else None
-        return isinstance(first, cst.FormattedStringText) and first.value.startswith("cuda")
+        parts = list(node.parts)
+        first = parts[0] if parts else None
+        if isinstance(first, cst.FormattedStringText):
+            return first.value.startswith("cuda")
+        # f"{device}:{rank}": a device type and an index
+        return (isinstance(first, cst.FormattedStringExpression) and len(parts) > 1
+                and isinstance(parts[1], cst.FormattedStringText) and parts[1].value.startswith(":")
+                and is_device_arg(first.expression, facts))
     return False
 
 
@@ -65,11 +71,13 @@ def strip_move(call: cst.Call, facts: Facts) -> Optional[cst.BaseExpression]:
     return call.with_changes(args=rest)
 
 
-def retarget_move(call: cst.Call, facts: Facts) -> Optional[cst.Call]:
-    """`x.cuda()` / `x.to("cuda")` / `x.to(rank)` -> `x.to(fw.device)`; None when it already is right."""
+def retarget_move(call: cst.Call, facts: Facts, fw: Optional[str] = None) -> Optional[cst.Call]:
+    """`x.cuda()` / `x.to("cuda")` / `x.to(rank)` -> `x.to(fw.device)`; None when it already is right. `fw` is how
+    the code there names the object (`self.fabric` in a trainer class's methods; default: the module's name)."""
     if not is_move(call, facts):
         return None
-    fw_device = cst.parse_expression(f"{facts.fw}.device")
+    fw = fw or facts.fw
+    fw_device = cst.parse_expression(f"{fw}.device")
     if call.func.attr.value == "cuda":
         kws = [a for a in call.args if a.keyword is not None and a.keyword.value == "non_blocking"]
         args = [cst.Arg(fw_device)] + [a.with_changes(comma=cst.MaybeSentinel.DEFAULT) for a in kws]
@@ -79,7 +87,8 @@ def retarget_move(call: cst.Call, facts: Facts) -> Optional[cst.Call]:
     first = call.args[0]
     name = dotted(first.value)
     keep_names = facts.device_names | {"device"}
-    if name is not None and (name in keep_names or name == f"{facts.fw}.device" or name.endswith(".device")):
+    if name is not None and (name in keep_names or name in (f"{facts.fw}.device", f"{fw}.device")
+                             or name.endswith(".device")):
         return None  # a device variable: it is rebound to the framework's device
     if first.keyword is None:
         return call.with_changes(args=[first.with_changes(value=fw_device)] + list(call.args[1:]))
@@ -97,3 +106,104 @@ def rooted_in(node: cst.BaseExpression, names: Set[str]) -> bool:
             node = node.func
         else:
             return False
+
+
+def setup_block(module: cst.Module, facts: Facts) -> Optional[list]:
+    """The statements of the setup scope: the module's, the main guard's or the setup function's body."""
+    from migrator.analysis import MAIN_GUARD, MODULE, is_main_guard
+    scope = facts.setup_scope
+    if scope is None:
+        return None
+    if scope == MODULE:
+        return list(module.body)
+    for stmt in module.body:
+        if scope == MAIN_GUARD and isinstance(stmt, cst.If) and is_main_guard(stmt):
+            return list(stmt.body.body)
+        if isinstance(stmt, cst.FunctionDef) and stmt.name.value == scope:
+            return list(stmt.body.body)
+    return None
+
+
+def _assigned(stmt: cst.CSTNode, names) -> Set[str]:
+    from migrator import matching as m
+    from migrator.names import assigned_names
+    found: Set[str] = set()
+    for a in m.findall(stmt, m.Assign()):
+        found |= {n for t in a.targets for n in assigned_names(t.target) if n in names}
+    return found
+
+
+def _uses_for_training(stmt: cst.CSTNode, models: Set[str], optimizers: Set[str]) -> bool:
+    """A statement after which a model reassignment is no longer part of the setup: a loop or any compound
+    statement, an expression statement (`fit(model, ...)`), or an assignment that passes a model or an optimizer
+    to a call without rebinding that model (`losses = fit(model, opt)`; `model = torch.compile(model)` is fine)."""
+    from migrator import matching as m
+    if isinstance(stmt, (cst.If, cst.With)) and not m.findall(stmt, m.For() | m.While() | m.FunctionDef()):
+        # `if compile_model: model = torch.compile(model)`: look inside
+        blocks = [stmt.body] + ([stmt.orelse.body] if isinstance(stmt, cst.If) and stmt.orelse is not None
+                                and isinstance(stmt.orelse, cst.Else) else [])
+        if isinstance(stmt, cst.If) and isinstance(stmt.orelse, cst.If):
+            return True
+        return any(not isinstance(b, cst.IndentedBlock) or any(_uses_for_training(s, models, optimizers)
+                                                                for s in b.body) for b in blocks)
+    if not isinstance(stmt, cst.SimpleStatementLine):
+        return True
+    for small in stmt.body:
+        if not isinstance(small, (cst.Assign, cst.AnnAssign)):
+            return True
+        rebinds = _assigned(stmt, models)
+        for call in m.findall(small.value, m.Call()) if small.value is not None else ():
+            for arg in call.args:
+                name = dotted(arg.value)
+                if name in optimizers or (name in models and name not in rebinds):
+                    return True
+    return False
+
+
+def setup_point(body, facts: Facts) -> Optional[int]:
+    """Index of the statement of the setup block after which PTM105 inserts the setup: the last optimizer's
+    creation, or a reassignment of a model after it (torch.compile, a wrapper) before the model is first used
+    for training (a loop, a call that is handed the model)."""
+    models, optimizers = set(facts.models), set(facts.optimizers)
+    last = max((i for i, s in enumerate(body) if _assigned(s, optimizers)), default=None)
+    if last is None:
+        return None
+    for i in range(last + 1, len(body)):
+        if _uses_for_training(body[i], models, optimizers):
+            break
+        if _assigned(body[i], models):
+            last = i
+    return last
+
+
+def plain_after_setup(module: cst.Module, facts: Facts) -> Dict[int, Set[str]]:
+    """id(top-level statement of the setup block) -> set-up models that are a new, plain instance there.
+
+    A model is set up right after the last optimizer is created (or after its reassignment before the first
+    loop: PTM105). `model = Net().to(device)` again after that point (a second instance for inference) is never
+    set up: from that statement on, `model` names a plain module that keeps its move and its own state_dict."""
+    body = setup_block(module, facts)
+    models = set(facts.models)
+    if not body or not models:
+        return {}
+    last = setup_point(body, facts)
+    if last is None:
+        return {}
+    out: Dict[int, Set[str]] = {}
+    plain: Set[str] = set()
+    for i, stmt in enumerate(body):
+        if i > last and isinstance(stmt, cst.SimpleStatementLine):
+            plain = plain | _assigned(stmt, models)
+        if plain:
+            out[id(stmt)] = set(plain)
+    return out
+
+
+def plain_models_here(transformer, plain: Dict[int, Set[str]]) -> Set[str]:
+    """The set-up models that name a plain instance at the statement the transformer is in."""
+    if not plain:
+        return set()
+    found: Set[str] = set()
+    for stmt in transformer._stmts:
+        found |= plain.get(id(stmt), set())
+    return found

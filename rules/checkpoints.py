@@ -12,7 +12,15 @@ What it does: in the framework scope,
 - Accelerate: `model.state_dict()` and `model.load_state_dict(...)` of a set-up model go through
   `accelerator.unwrap_model(model)`, so keys carry no `module.` prefix;
 - `torch.load(path, map_location=<built from a rank or GPU id>)` -> `map_location=fabric.device` (Fabric) /
-  `map_location="cpu"` (Accelerate).
+  `map_location="cpu"` (Accelerate); on Accelerate a `map_location=device` that names `accelerator.device` becomes
+  "cpu" too (a whole module is then moved with `.to(device)`);
+- `torch.save(model, path)` of a set-up model pickles a whole module (`fabric.save` takes only a dict): Fabric
+  `if fabric.is_global_zero: torch.save(model.module, path)` (the plain module), Accelerate
+  `accelerator.save(accelerator.unwrap_model(model), path)`; a load of that file restores the plain class;
+- a `torch.load` of a file that only the main process wrote (a whole-module pickle, any `accelerator.save`) gets
+  `fabric.barrier()` / `accelerator.wait_for_everyone()` before it, so no rank reads a file still being written;
+- a model built again after the setup point (a new instance for inference) is plain: its `state_dict` /
+  `load_state_dict` are left as written.
 
 Why: `fabric.save` under a rank guard waits forever for the other ranks. Accelerate's prepared model is
 `DistributedDataParallel`: its `state_dict()` keys gain `module.` and `model.module` does not exist in a
@@ -31,7 +39,7 @@ Checked with 2 CPU processes: the file written by each migrated script loads int
 with plain `load_state_dict`.
 
 Fix safety: safe. Saves with extra arguments (pickle_module, ...) and loads of tensors used directly on
-the device are reported, not guessed.
+the device are reported, not guessed; a whole-module pickle inside an expression gets a TODO.
 """
 from __future__ import annotations
 
@@ -42,6 +50,7 @@ from libcst.metadata import QualifiedNameProvider
 
 from migrator.diagnostics import WARNING
 from migrator.names import dotted, qualified_names
+from migrator.rules._moves import is_device_arg, plain_after_setup, plain_models_here
 from migrator.rules.base import Example, Context, Rule, RuleTransformer, has_todo, with_todo
 from migrator.rules.rank_zero import (
     rank_flags,
@@ -84,7 +93,37 @@ class _Transformer(RuleTransformer):
                     if name:
                         self.called_under_guard.add(name.rsplit(".", 1)[-1])
         self.defs: List[str] = []
+        self.plain = plain_after_setup(node, self.facts)  # a model built again after setup: a plain instance
+        self.saved_paths: Set[str] = set()  # paths written by the main process only: a load must wait for them
+        self.whole_paths: Set[str] = set()  # paths of pickled whole modules
+        self.guards = 0  # depth of rank-0 guards around the visit
+        self.wait_before: Set[int] = set()  # ids of statements that load a file written by the main process
         return True
+
+    def _code(self, node: cst.CSTNode) -> str:
+        return cst.Module([]).code_for_node(node)
+
+    def _models_here(self) -> Set[str]:
+        return set(self.facts.models) - plain_models_here(self, self.plain)
+
+    def visit_If(self, node: cst.If):
+        if guard_parts(node.test, self.qn, self.fw, getattr(self, "flags", None)) is not None:
+            self.guards += 1
+            self._guard_ids = getattr(self, "_guard_ids", set()) | {id(node)}
+        return super().visit_If(node)
+
+    def leave_SimpleStatementLine(self, original_node, updated_node):
+        if id(original_node) in getattr(self, "_guard_stmt", ()):
+            # the whole-module pickle, written on rank 0 only
+            test = cst.parse_expression(f"{self.fw}.is_global_zero")
+            return cst.If(test=test, body=cst.IndentedBlock(body=[updated_node.with_changes(leading_lines=[])]),
+                          leading_lines=updated_node.leading_lines)
+        if id(original_node) not in self.wait_before:
+            return updated_node
+        wait = "barrier" if self.ctx.target == "fabric" else "wait_for_everyone"
+        stmt = cst.parse_statement(f"{self.fw}.{wait}()").with_changes(leading_lines=updated_node.leading_lines)
+        self.report(original_node, f"`{self.fw}.{wait}()` before the load: the main process alone wrote the file", True)
+        return cst.FlattenSentinel([stmt, updated_node.with_changes(leading_lines=[])])
 
     def visit_FunctionDef(self, node: cst.FunctionDef):
         self.defs.append(node.name.value)
@@ -115,6 +154,12 @@ class _Transformer(RuleTransformer):
     def _save(self, original_node: cst.Call, updated_node: cst.Call):
         positional = [a for a in updated_node.args if a.keyword is None]
         keywords = {a.keyword.value: a for a in updated_node.args if a.keyword is not None}
+        obj_arg = keywords.get("obj") or (positional[0] if positional else None)
+        if self._pickles_module(original_node):
+            return updated_node  # the unwrapped module, pickled by the main process (this rule's output)
+        if obj_arg is not None and dotted(obj_arg.value) in self._models_here():
+            return self._save_module(original_node, updated_node, obj_arg, keywords.get("f") or (
+                positional[1] if len(positional) > 1 else None))
         if any(a.star for a in updated_node.args) or set(keywords) - {"obj", "f"} or len(updated_node.args) != 2:
             self.todo(original_node, "`torch.save` with extra arguments is not migrated: "
                       + (f"use `{self.fw}.save(path, state)` on every rank" if self.ctx.target == "fabric"
@@ -134,9 +179,73 @@ class _Transformer(RuleTransformer):
             self.report(original_node, f"`torch.save(state, path)` -> `{self.fw}.save(path, state)`", True)
             return call
         self.report(original_node, f"`torch.save` -> `{self.fw}.save`, written once by the main process", True)
+        path = keywords["f"].value if "f" in keywords else positional[-1].value
+        if not self.guards:
+            self.saved_paths.add(self._code(path))  # a later load of it waits for the main process
         return updated_node.with_changes(func=cst.Attribute(value=self.fw_expr(), attr=cst.Name("save")))
 
+    def _save_module(self, original_node, updated_node, obj_arg, path_arg):
+        """`torch.save(model, path)` pickles the whole module: the unwrapped one, written by the main process only
+        (`fabric.save` takes a dict, so it is not used)."""
+        model = obj_arg.value
+        if self.ctx.target == "fabric":
+            unwrapped = cst.Attribute(value=model, attr=cst.Name("module"))
+            call = updated_node.with_changes(args=[a.with_changes(value=unwrapped) if a is obj_arg else a
+                                                   for a in updated_node.args])
+        else:
+            call = updated_node.with_changes(
+                func=cst.Attribute(value=self.fw_expr(), attr=cst.Name("save")),
+                args=[a.with_changes(value=self._unwrapped(model)) if a is obj_arg else a for a in updated_node.args])
+        if path_arg is not None:
+            self.whole_paths.add(self._code(path_arg.value))
+            if not self.guards:
+                self.saved_paths.add(self._code(path_arg.value))
+        if self.ctx.target == "fabric":
+            stmt = self._stmts[-1] if self._stmts else None
+            if self.guards:
+                self.report(original_node, f"`torch.save({dotted(model)})` pickles the whole module: "
+                                           f"`{dotted(model)}.module` is the plain one", True)
+                return call
+            if isinstance(stmt, cst.SimpleStatementLine) and len(stmt.body) == 1 and isinstance(stmt.body[0], cst.Expr) \
+                    and stmt.body[0].value is original_node:
+                self._guard_stmt = getattr(self, "_guard_stmt", set()) | {id(stmt)}
+                self.report(original_node, f"`torch.save({dotted(model)})` pickles the whole module: the plain "
+                                           f"`{dotted(model)}.module`, written on rank 0 (`fabric.save` takes a dict)",
+                            True)
+                return call
+            self.todo(original_node, f"`torch.save({dotted(model)}, ...)` pickles the whole module on every rank: "
+                                     f"pickle `{dotted(model)}.module` under `if {self.fw}.is_global_zero:`")
+            return updated_node
+        self.report(original_node, f"`torch.save({dotted(model)})` pickles the whole module: the unwrapped one, "
+                                   f"written once by the main process", True)
+        return call
+
     def _load(self, original_node: cst.Call, updated_node: cst.Call):
+        path = original_node.args[0] if original_node.args and original_node.args[0].keyword is None else next(
+            (a for a in original_node.args if a.keyword is not None and a.keyword.value == "f"), None)
+        path_code = self._code(path.value) if path is not None else None
+        if path_code in self.saved_paths and not self.guards and self._stmts:
+            self.wait_before.add(id(self._stmts[-1]))
+        whole = path_code in self.whole_paths or any(
+            a.keyword is not None and a.keyword.value == "weights_only" and dotted(a.value) == "False"
+            for a in original_node.args)
+        if self.ctx.target == "accelerate":
+            # accelerator.device is `cpu:0` in a multi-process CPU run, which torch.load rejects: read to the CPU;
+            # load_state_dict copies onto the model's device, a whole module is moved there
+            for i, a in enumerate(original_node.args):
+                is_ml = (a.keyword is not None and a.keyword.value == "map_location") or (a.keyword is None and i == 1)
+                if is_ml and not self._rank_built(a.value) and is_device_arg(a.value, self.facts) \
+                        and not isinstance(a.value, cst.SimpleString):
+                    args = list(updated_node.args)
+                    args[i] = args[i].with_changes(value=cst.SimpleString('"cpu"'))
+                    new = updated_node.with_changes(args=args)
+                    if whole:
+                        self.report(original_node, f"`map_location` -> \"cpu\", then `.to({self._code(a.value)})`: "
+                                                   f"`{self.fw}.device` may be `cpu:0`, which torch.load rejects", True)
+                        return cst.Call(func=cst.Attribute(value=new, attr=cst.Name("to")), args=[cst.Arg(a.value)])
+                    self.report(original_node, f"`map_location` -> \"cpu\": `{self.fw}.device` may be `cpu:0`, which "
+                                               f"torch.load rejects; load_state_dict copies onto the device", True)
+                    return new
         for i, a in enumerate(original_node.args):
             is_ml = (a.keyword is not None and a.keyword.value == "map_location") or (a.keyword is None and i == 1)
             if not is_ml or not self._rank_built(a.value):
@@ -168,7 +277,7 @@ class _Transformer(RuleTransformer):
         func = updated_node.func
         recv = func.value
         name = dotted(recv)
-        models = set(self.facts.models)
+        models = self._models_here()
         if name is None:
             return updated_node
         if name.endswith(".module") and name[: -len(".module")] in models:
@@ -189,6 +298,8 @@ class _Transformer(RuleTransformer):
 
     # -- Fabric: a save under a rank guard leaves the guard
     def leave_If(self, original_node: cst.If, updated_node: cst.If):
+        if id(original_node) in getattr(self, "_guard_ids", ()):
+            self.guards -= 1
         result = super().leave_If(original_node, updated_node)
         if self.ctx.target != "fabric" or not self.in_fw_scope() or not isinstance(result, cst.If):
             return result
@@ -251,8 +362,17 @@ class _Transformer(RuleTransformer):
         return replace_if(result, [], new_body, moved)
 
     def _is_save(self, call: cst.CSTNode) -> bool:
-        return isinstance(call, cst.Call) and (
+        return isinstance(call, cst.Call) and not self._pickles_module(call) and (
             "torch.save" in self.qn(call.func) or dotted(call.func) == f"{self.fw}.save")
+
+    def _pickles_module(self, call: cst.Call) -> bool:
+        """`torch.save(model.module, path)` of a set-up model: a whole module, written by rank 0 (not a state)."""
+        if "torch.save" not in self.qn(call.func):
+            return False
+        obj = next((a.value for a in call.args if a.keyword is not None and a.keyword.value == "obj"),
+                   call.args[0].value if call.args and call.args[0].keyword is None else None)
+        name = dotted(obj) if obj is not None else None
+        return bool(name) and name.endswith(".module") and name[: -len(".module")] in set(self.facts.models)
 
     def _is_save_stmt(self, stmt: cst.BaseStatement) -> bool:
         return (isinstance(stmt, cst.SimpleStatementLine) and len(stmt.body) == 1

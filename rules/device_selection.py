@@ -9,9 +9,16 @@ Why: each process must use its own device; the framework knows which one. A hard
 every rank on GPU 0.
 
 Example: `device = torch.device("cuda" if torch.cuda.is_available() else "cpu")` -> `device = fabric.device`;
-a device kept as a string (`device = "cuda" if ... else "cpu"`) stays one: `device = str(fabric.device)`.
+a device kept as a string (`device = "cuda" if ... else "cpu"`) stays one: `device = str(fabric.device)`; a string
+the script uses as a device *type* (`f"{device}:{rank}"`, `device == "cuda"`, `device_type=device`) becomes
+`device = fabric.device.type` ("cuda", never "cuda:0", which would give `cuda:0:0`).
 
 Fabric form: `fabric.device`. Accelerate form: `accelerator.device`.
+
+A device chosen at module level above `if __name__ == "__main__":`, where the training is set up, is picked at
+import time, before the framework object exists: that line stays as written, and the main guard rebinds the
+name right after the object is created (`device = fabric.device`), so functions that read the global `device`
+later get the framework's device. PTM113 drops the rebinding when nothing reads `device` any more.
 
 Fix safety: safe. A device picked outside the framework's reach gets a TODO.
 """
@@ -20,7 +27,7 @@ from __future__ import annotations
 import libcst as cst
 from libcst.metadata import QualifiedNameProvider
 
-from migrator.analysis import device_if_target, is_device_expr
+from migrator.analysis import MAIN_GUARD, MODULE, device_if_target, is_device_expr, is_main_guard
 from migrator.names import dotted, qualified_names
 from migrator.rules.base import Example, Context, Rule, RuleTransformer
 
@@ -35,7 +42,7 @@ class _Transformer(RuleTransformer):
         return cst.Attribute(value=self.fw_expr(), attr=cst.Name("device"))
 
     def _picks_device(self, target: str, value: cst.BaseExpression) -> bool:
-        if dotted(value) == f"{self.fw}.device":
+        if dotted(value) in (f"{self.fw}.device", f"{self.fw}.device.type"):
             return False
         if isinstance(value, cst.Call) and dotted(value.func) == "str" and len(value.args) == 1 \
                 and dotted(value.args[0].value) == f"{self.fw}.device":
@@ -50,38 +57,141 @@ class _Transformer(RuleTransformer):
         return self.scope == self.facts.setup_scope and says_device and (
             isinstance(value, (cst.Call, cst.Attribute, cst.Name)))
 
+    def visit_Module(self, node: cst.Module):
+        self._type_names = type_names(node)
+        return True
+
+    def _before_object(self) -> bool:
+        """Module-level code above the main guard that sets up the training: it runs before the object exists."""
+        return self.scope == MODULE and self.facts.setup_scope == MAIN_GUARD
+
+    def _rebind_later(self, node: cst.CSTNode, target: str, as_string: bool) -> None:
+        late = getattr(self, "_late", None)
+        if late is None:
+            late = self._late = {}
+        if target not in late and "." not in target:
+            late[target] = as_string
+            self.report(node, f"`{target}` is chosen at import time, before `{self.fw}` exists: it stays, and the "
+                              f"main guard rebinds it to `{self.fw}.device`", True)
+
     def leave_Assign(self, original_node: cst.Assign, updated_node: cst.Assign):
         if len(updated_node.targets) != 1:
             return updated_node
         target = dotted(updated_node.targets[0].target)
         if target is None or not self._picks_device(target, original_node.value):
             return updated_node
+        if self._before_object():
+            if "." not in target and not self._elif_depth():
+                self._rebind_later(original_node, target, _is_string(original_node.value))
+            return updated_node
         if not self.in_fw_scope():
             if is_device_expr(original_node.value, self.qn):
                 self.todo(original_node, f"device chosen by hand, out of reach of `{self.fw}`: use `{self.fw}.device`")
             return updated_node
         new = self._fw_device()
+        if _is_string(original_node.value) and target in getattr(self, "_type_names", ()):
+            # a device *type* ("cuda"): f"{device}:{rank}", device == "cuda", device_type=device use it as one
+            new = cst.Attribute(value=new, attr=cst.Name("type"))
+            self.report(original_node, f"`{target}` holds a device type: it now names `{self.fw}.device.type`", True)
+            return updated_node.with_changes(value=new)
         if _is_string(original_node.value):
             # the script held the device as a string ("cuda" in device, f"{device}:0"): keep it a string
             new = cst.Call(func=cst.Name("str"), args=[cst.Arg(new)])
         self.report(original_node, f"`{target}` now names `{self.fw}.device`", True)
         return updated_node.with_changes(value=new)
 
+    def _with_rebinding(self, guard: cst.If) -> cst.If:
+        body = list(guard.body.body)
+        names = [n for n in self._late if not any(
+            isinstance(st, cst.SimpleStatementLine) and any(
+                isinstance(sm, cst.Assign) and dotted(sm.targets[0].target) == n and _is_fw_device(sm.value, self.fw)
+                for sm in st.body) for st in body)]  # a second run finds its own rebinding
+        if not names:
+            return guard
+        idx = _rebinding_index(body, self.fw, self.facts.fw_exists)
+        new = [cst.parse_statement(f"{n} = str({self.fw}.device)" if self._late[n] else f"{n} = {self.fw}.device")
+               for n in names]
+        return guard.with_changes(body=guard.body.with_changes(body=body[:idx] + new + body[idx:]))
+
+    def _elif_depth(self) -> int:
+        return getattr(self, "_in_chain", 0)
+
     def visit_If(self, node: cst.If):
         if isinstance(node.orelse, cst.If):
             self._elifs = getattr(self, "_elifs", set()) | {id(node.orelse)}
+        if self._before_object() and device_if_target(node, self.qn) is not None:
+            self._in_chain = self._elif_depth() + 1
         return super().visit_If(node)
 
     def leave_If(self, original_node: cst.If, updated_node: cst.If):
         updated_node = super().leave_If(original_node, updated_node)
+        if not self._func and not self._class_depth and is_main_guard(original_node) and getattr(self, "_late", None):
+            return self._with_rebinding(updated_node)
         if id(original_node) in getattr(self, "_elifs", set()):
             return updated_node
         target = device_if_target(original_node, self.qn)
+        if target is not None and self._before_object():
+            self._in_chain -= 1
+            self._rebind_later(original_node, target, False)
+            return updated_node
         if target is None or not self.in_fw_scope():
             return updated_node
         self.report(original_node, f"device selection -> `{target} = {self.fw}.device`", True)
         stmt = cst.parse_statement(f"{target} = {self.fw}.device")
         return stmt.with_changes(leading_lines=original_node.leading_lines)
+
+
+def type_names(module: cst.Module) -> set:
+    """Names the script uses as a device *type*: `f"{device}:{rank}"`, `device == "cuda"`, `device_type=device`,
+    `torch.device(device, index)`."""
+    from migrator import matching as m
+    found = set()
+    for fs in m.findall(module, m.FormattedString()):
+        parts = list(fs.parts)
+        for a, b in zip(parts, parts[1:]):
+            if isinstance(a, cst.FormattedStringExpression) and isinstance(a.expression, cst.Name) \
+                    and isinstance(b, cst.FormattedStringText) and b.value.startswith(":"):
+                found.add(a.expression.value)
+    for cmp in m.findall(module, m.Comparison()):
+        if isinstance(cmp.left, cst.Name) and any(
+                isinstance(t.operator, (cst.Equal, cst.NotEqual)) and isinstance(t.comparator, cst.SimpleString)
+                and t.comparator.evaluated_value in ("cuda", "cpu", "mps", "xpu") for t in cmp.comparisons):
+            found.add(cmp.left.value)
+    for arg in m.findall(module, m.Arg()):
+        if arg.keyword is not None and arg.keyword.value == "device_type" and isinstance(arg.value, cst.Name):
+            found.add(arg.value.value)
+    for call in m.findall(module, m.Call()):
+        if dotted(call.func) in ("torch.device", "device") and len(call.args) == 2 and isinstance(call.args[0].value, cst.Name):
+            found.add(call.args[0].value.value)
+    return found
+
+
+def _is_fw_device(value: cst.BaseExpression, fw: str) -> bool:
+    if dotted(value) == f"{fw}.device":
+        return True
+    return isinstance(value, cst.Call) and dotted(value.func) == "str" and len(value.args) == 1 \
+        and dotted(value.args[0].value) == f"{fw}.device"
+
+
+def _rebinding_index(body, fw: str, exists: bool) -> int:
+    """Where the main guard rebinds a module-level device: after the statement that creates the object (and its
+    `launch()`) when the script makes it; else at the top, which PTM100 then puts the object above."""
+    if not exists:
+        return 1 if body and _is_docstring(body[0]) else 0
+    for i, stmt in enumerate(body):
+        if isinstance(stmt, cst.SimpleStatementLine) and any(
+                isinstance(s, cst.Assign) and any(dotted(t.target) == fw for t in s.targets) for s in stmt.body):
+            nxt = body[i + 1] if i + 1 < len(body) else None
+            if isinstance(nxt, cst.SimpleStatementLine) and len(nxt.body) == 1 and isinstance(nxt.body[0], cst.Expr) \
+                    and isinstance(nxt.body[0].value, cst.Call) and dotted(nxt.body[0].value.func) == f"{fw}.launch":
+                return i + 2
+            return i + 1
+    return 0
+
+
+def _is_docstring(stmt) -> bool:
+    return (isinstance(stmt, cst.SimpleStatementLine) and len(stmt.body) == 1 and isinstance(stmt.body[0], cst.Expr)
+            and isinstance(stmt.body[0].value, (cst.SimpleString, cst.ConcatenatedString)))
 
 
 def _is_string(node: cst.BaseExpression) -> bool:

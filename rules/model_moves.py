@@ -11,6 +11,9 @@ Example: `model = Net().to(device)` -> `model = Net()`.
 
 Fabric form and Accelerate form: the same; the move is gone.
 
+A model built again after the setup point (`model = Net().to(device)` once more, to load the saved weights
+for inference) is a new instance that is never set up: it keeps its move, and its inputs keep theirs.
+
 Fix safety: safe. A dtype given with the device stays: `model.to(device, torch.bfloat16)` -> `model.to(torch.bfloat16)`.
 """
 from __future__ import annotations
@@ -18,7 +21,7 @@ from __future__ import annotations
 import libcst as cst
 
 from migrator.names import dotted
-from migrator.rules._moves import strip_move
+from migrator.rules._moves import plain_after_setup, plain_models_here, strip_move
 from migrator.rules.base import Example, Context, Rule, RuleTransformer
 
 
@@ -36,8 +39,12 @@ def strip_moves_in_chain(node: cst.BaseExpression, facts) -> cst.BaseExpression:
 
 
 class _Transformer(RuleTransformer):
+    def visit_Module(self, node: cst.Module):
+        self.plain = plain_after_setup(node, self.facts)
+        return True
+
     def leave_SimpleStatementLine(self, original_node, updated_node):
-        models = set(self.facts.models) | self.facts.model_aliases
+        models = (set(self.facts.models) | self.facts.model_aliases) - plain_models_here(self, self.plain)
         if len(updated_node.body) != 1:
             return updated_node
         small = updated_node.body[0]

@@ -30,6 +30,7 @@ from migrator import matching as m
 
 from migrator.names import assigned_names, dotted
 from migrator.rules.ddp_wrapper import non_forward_methods
+from migrator.rules._moves import setup_point
 from migrator.rules.base import Context, Example, Rule, RuleTransformer
 from migrator.rules.framework_object import _Transformer as _FrameworkPlacement
 
@@ -85,12 +86,11 @@ class _Transformer(_FrameworkPlacement):
                                         f"`{self.fw}.{'setup' if self.ctx.target == 'fabric' else 'prepare'}(model, {o})`")
         if not optimizers or already_set_up(body, self.fw, list(optimizers)):
             return list(body)
-        last = max((i for i, s in enumerate(body) if assigns(s, set(optimizers))), default=None)
+        # a model reassigned after its optimizer (torch.compile, a wrapper) is set up after that, before the model
+        # is first used for training; a new instance built after that (for inference) is not set up
+        last = setup_point(body, self.facts)
         if last is None:
             return list(body)
-        # a model reassigned after its optimizer (torch.compile, a wrapper) is set up after that, before the loop
-        first_loop = next((i for i, s in enumerate(body) if m.findall(s, m.For() | m.While())), len(body))
-        last = max([last] + [i for i, s in enumerate(body) if last < i < first_loop and assigns(s, set(self.facts.models))])
         new = [cst.parse_statement(line) for line in setup_lines(self.ctx, optimizers)]
         if self.ctx.target == "fabric" and getattr(self, "_module", None) is not None:
             for model in self.facts.models:

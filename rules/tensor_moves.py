@@ -29,7 +29,7 @@ class _Transformer(RuleTransformer):
         if isinstance(func, cst.Attribute) and func.attr.value in ("to", "cuda"):
             if dotted(func.value) in models:
                 return updated_node  # PTM102 owns model moves
-            new = retarget_move(updated_node, self.facts)
+            new = retarget_move(updated_node, self.facts, self.fw)
             if new is None:
                 return updated_node
             if not self.in_fw_scope():

@@ -3,7 +3,8 @@
 What it does: after the other rules (and, in the engine, after every rule: see `schedule_unused_imports`),
 imports that only removed constructs used (torch.distributed, DistributedDataParallel, DistributedSampler,
 GradScaler, ...) are dropped when nothing uses them any more; `device = fabric.device` in a function that no longer reads `device`
-is removed, and so is an `if torch.cuda.is_available(): pass` left empty by removed moves.
+is removed, and so is an `if torch.cuda.is_available(): pass` left empty by removed moves. PTM101's rebinding of a
+module-level device in the main guard goes when nothing reads that device any more.
 
 Why: keeps the migrated script as short as a hand-written one.
 
@@ -18,7 +19,7 @@ from __future__ import annotations
 import libcst as cst
 from migrator import matching as m
 
-from migrator.analysis import MODULE
+from migrator.analysis import MAIN_GUARD, MODULE, is_main_guard
 from migrator.names import dotted
 from migrator.rules.base import Example, Context, Rule, RuleTransformer
 
@@ -37,6 +38,14 @@ def _uses(body: cst.CSTNode, name: str) -> int:
     return len(m.findall(body, m.Name(name)))
 
 
+def _reads(tree: cst.CSTNode, name: str) -> int:
+    """Occurrences of `name` other than as the target of a plain assignment."""
+    targets = {id(t.target) for a in m.findall(tree, m.Assign()) for t in a.targets if isinstance(t.target, cst.Name)}
+    targets |= {id(a.attr) for a in m.findall(tree, m.Attribute())}  # `fabric.device` is no read of `device`
+    targets |= {id(a.keyword) for a in m.findall(tree, m.Arg()) if a.keyword is not None}
+    return sum(1 for n in m.findall(tree, m.Name(name)) if id(n) not in targets)
+
+
 class _Transformer(RuleTransformer):
     def _prune(self, stmts):
         out = []
@@ -53,10 +62,35 @@ class _Transformer(RuleTransformer):
             out.append(stmt)
         return out
 
+    def _prune_rebinding(self, module: cst.Module, body: list) -> list:
+        """PTM101's `device = fabric.device` in the main guard, for a module-level device chosen before the object
+        exists: dropped when no code reads `device` any more (the module-level line is the user's and stays)."""
+        fw_device = m.Attribute(m.Name(self.fw), m.Name("device"))
+        pattern = m.SimpleStatementLine(body=[m.Assign(targets=[m.AssignTarget(m.Name())],
+                                                       value=fw_device | m.Call(func=m.Name("str"), args=[m.Arg(fw_device)]))])
+        out = []
+        for i, stmt in enumerate(body):
+            if isinstance(stmt, cst.If) and is_main_guard(stmt):
+                kept = []
+                for inner in stmt.body.body:
+                    if m.matches(inner, pattern) and _reads(module, inner.body[0].targets[0].target.value) == 0:
+                        self.report(inner, f"removed `{inner.body[0].targets[0].target.value}`: nothing uses it after "
+                                           f"the migration", True)
+                        continue
+                    kept.append(inner)
+                if len(kept) != len(stmt.body.body):
+                    stmt = stmt.with_changes(body=stmt.body.with_changes(body=kept or [cst.SimpleStatementLine([cst.Pass()])]))
+            out.append(stmt)
+        return out
+
     def leave_Module(self, original_node, updated_node):
         body = [s for s in updated_node.body if not _empty_if(s)]
         if self.facts.setup_scope == MODULE:  # a flat script: its module-level `device` is a local like any other
             body = self._prune(body)
+        if self.facts.setup_scope == MAIN_GUARD:
+            pruned = self._prune_rebinding(updated_node, body)
+            if any(a is not b for a, b in zip(pruned, body)):
+                return updated_node.with_changes(body=pruned)
         return updated_node.with_changes(body=body) if len(body) != len(updated_node.body) else updated_node
 
     def leave_IndentedBlock(self, original_node, updated_node):
