@@ -139,3 +139,18 @@ def test_report_renders_the_rows(corpus, tmp_path):
     text = R.render(tmp_path, entries=[corpus["entry"]])
     assert "| tiny | simple | fabric | migrated | pass |" in text
     assert text == R.render(tmp_path, entries=[corpus["entry"]])
+
+
+def test_shim_runs_the_script_from_its_working_folder(tmp_path):
+    tree = tmp_path / "tree"
+    (tree / "pkg").mkdir(parents=True)
+    script = tree / "pkg" / "train.py"
+    script.write_text("from lightning.fabric import Fabric\nfrom torch.utils.data import DataLoader\n"
+                      "fabric = Fabric(accelerator='cpu', devices=2)\nfabric.launch()\n")
+    recipe = {"workdir": ".", "pythonpath": ["."]}
+    shim = H._shim(recipe, tree, script)
+    text = shim.read_text()
+    assert f"WORKDIR = {str(tree / '.')!r}" in text and f"SCRIPT = {str(script)!r}" in text
+    # verify reads the launch and whether a DataLoader exists from the named file: the shim repeats them
+    assert "Fabric(accelerator='cpu', devices=2) ... .launch()" in text and "builds a DataLoader" in text
+    assert H._shim({"workdir": "pkg"}, tree, script) is None  # runs from its own folder: no shim

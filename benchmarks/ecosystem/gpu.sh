@@ -12,7 +12,7 @@
 # gpu.json to benchmarks/ecosystem/results/ and run `python -m benchmarks.ecosystem report` to add it to
 # docs/ecosystem.md.
 #
-# Environment: ENTRIES="a b" (default: every recipe that is runnable), JOBS (entries at a time, default 4; small
+# Environment: ACCELERATOR (default cuda; cpu to try the script here), ENTRIES="a b" (default: every recipe that is runnable), JOBS (entries at a time, default 6; small
 # models share the GPUs), STEPS (default 3), TARGETS (default fabric,accelerate), BUDGET_S (default 540: entries
 # not started by then are skipped, so the call ends inside its 10 minutes).
 # The image has torch, lightning, accelerate and torchvision but no libcst/click/pyflakes and no network.
@@ -43,12 +43,12 @@ done
 export PYTHONPATH=$ROOT:$SITE${PYTHONPATH:+:$PYTHONPATH}
 python3 -c 'import libcst, click, migrator.cli' || { echo "pt-migrate does not import"; exit 3; }
 python3 - <<'PY'
-import importlib
-for m in ("torch", "lightning", "accelerate", "torchvision", "libcst", "numpy", "scipy"):
+from importlib import metadata
+for m in ("torch", "lightning", "accelerate", "torchvision", "libcst", "numpy", "scipy", "matplotlib", "tensorboard"):
     try:
-        print(m, importlib.import_module(m).__version__)
+        print(m, metadata.version(m))
     except Exception as e:
-        print(m, "missing:", type(e).__name__)
+        print(m, "missing")
 PY
 
 # 2. the runtime check, entries in parallel, one result folder each
@@ -69,15 +69,15 @@ export STEPS=${STEPS:-3} TARGETS=${TARGETS:-fabric,accelerate} BUDGET_S=${BUDGET
 one() {
   if [ $(( $(date +%s) - START )) -gt "$BUDGET_S" ]; then echo "== $1: skipped (time budget)"; return; fi
   timeout $(( BUDGET_S + 40 - ($(date +%s) - START) )) python3 -m benchmarks.ecosystem --results "$PARTS/$1" cpu \
-    --only "$1" --accelerator cuda --devices 2 --steps "$STEPS" --targets "$TARGETS" \
+    --only "$1" --accelerator "${ACCELERATOR:-cuda}" --devices 2 --steps "$STEPS" --targets "$TARGETS" \
     --work "/tmp/ptm-eco-work" > "$PARTS/$1.log" 2>&1
   echo "== $1 (exit $?)"; cat "$PARTS/$1.log"
 }
 export -f one
-echo $ENTRIES | tr ' ' '\n' | xargs -P "${JOBS:-4}" -I{} bash -c 'one {}'
+echo $ENTRIES | tr ' ' '\n' | xargs -P "${JOBS:-6}" -I{} bash -c 'one {}'
 
 # 3. one result file and its report
-python3 -m benchmarks.ecosystem merge "$OUT/gpu.json" "$PARTS"/*/gpu.json
+python3 -m benchmarks.ecosystem merge "$OUT/gpu.json" "$PARTS"/*/*.json
 mkdir -p /tmp/ptm-eco-results && cp "$OUT/gpu.json" /tmp/ptm-eco-results/gpu.json
 python3 -m benchmarks.ecosystem --results /tmp/ptm-eco-results report --out "$OUT/gpu-report.md"
 echo "== done in $(( $(date +%s) - START )) s"

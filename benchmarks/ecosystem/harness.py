@@ -450,8 +450,22 @@ def _shim(recipe: Dict[str, Any], tree: Path, script: Path) -> Optional[Path]:
     folder = tree.parent / f"{tree.name}-shim"
     folder.mkdir(exist_ok=True)
     shim = folder / "eco_entry.py"
-    shim.write_text(SHIM.format(workdir=str(tree / recipe.get("workdir", ".")), script=str(script),
-                                extra=[str(tree / p) for p in recipe.get("pythonpath", [])]))
+    text = SHIM.format(workdir=str(tree / recipe.get("workdir", ".")), script=str(script),
+                       extra=[str(tree / p) for p in recipe.get("pythonpath", [])])
+    # verify picks the Fabric launch (python / torchrun / fabric run) from the named file's text: repeat the real
+    # script's Fabric(...) call and its launch() in a comment, so it picks what it would pick for the script
+    try:
+        source = script.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        source = ""
+    if "DataLoader" in source:  # verify's sharding check reads this too (a script without one is fed by hand)
+        text += "# the real script builds a DataLoader\n"
+    call = re.search(r"Fabric\((?:[^()]|\([^()]*\))*?\)", source)
+    if call:
+        hint = " ".join(call.group(0).split())
+        text += f"# launch of the real script, for verify: {hint}" + (" ... .launch()" if ".launch(" in source else "")
+        text += "\n"
+    shim.write_text(text)
     return shim
 
 
@@ -476,6 +490,8 @@ def runtime_check(entry: Dict[str, Any], targets: List[str], work: Path, steps: 
     recipe = load_recipe(entry["name"], recipes)
     res: Dict[str, Any] = {"entry": entry["name"], "runnable": bool(recipe.get("runnable", True)),
                            "reason": recipe.get("reason"), "targets": {}}
+    if res["runnable"] and accelerator == "cpu" and recipe.get("cpu", True) is False:
+        res["runnable"] = False  # a GPU-only entry: gpu.sh runs it
     if not res["runnable"]:
         return res
     if not have_source(entry, cache):
