@@ -58,6 +58,22 @@ def package_files(packages: Sequence[str] = PACKAGES, src: Optional[Path] = None
     return out
 
 
+# The library folders of issue #17 (309 files): none of them holds a training script of plain PyTorch, so
+# `pt-migrate --check` over them must exit 0 (tests/test_sweep.py); benchmarks/tool_speed.py times them.
+LIBRARY_FOLDERS = (("torch", "nn"), ("lightning", "fabric"), ("accelerate", ""))
+
+
+def library_folders() -> List[Path]:
+    """torch/nn, lightning/fabric and accelerate as installed (located without importing them)."""
+    out = []
+    for name, sub in LIBRARY_FOLDERS:
+        spec = importlib.util.find_spec(name)
+        if spec is None or not spec.submodule_search_locations:
+            raise SystemExit(f"sweep: package {name!r} is not installed")
+        out.append(Path(list(spec.submodule_search_locations)[0]) / sub)
+    return out
+
+
 def sample(paths: Sequence[Path], n: Optional[int], seed: int = 0) -> List[Path]:
     if n is None or n >= len(paths):
         return list(paths)

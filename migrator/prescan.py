@@ -1,7 +1,7 @@
 """A cheap textual test that keeps files which cannot be training scripts away from the parser.
 
 It is a necessary condition of what the analysis calls a training script (migrator.analysis: a `.backward(`
-call, or an optimizer constructed and stepped), checked on the code only: strings, docstrings and comments
+call with a `.step(` call or reached from a loop, or an optimizer constructed and stepped), checked on the code only: strings, docstrings and comments
 are blanked first, so a library whose docstrings show `loss.backward()` examples is not parsed. It never
 imports libcst: a run over a tree whose files are all rejected here needs no parser at all.
 
@@ -11,6 +11,8 @@ for one. tests/test_prescan.py holds it to that on every fixture.
 from __future__ import annotations
 
 import re
+
+from migrator.trains import backward_reached_from_loop
 
 # Strings (any prefix, single or triple quoted) and comments, in one left-to-right scan: the earliest match wins,
 # so a `#` inside a string stays in the string and a quote inside a comment stays in the comment.
@@ -107,7 +109,8 @@ def constructs_optimizer(code: str) -> bool:
 
 def may_be_training_script(source: str, options=None) -> bool:
     """False only when the file surely is not a training script: no torch, or, in its code (not in strings or
-    comments), neither a `.backward(` call nor an optimizer that is both constructed and stepped."""
+    comments), neither a `.backward(` call that a `.step(` call or a loop goes with (migrator.trains) nor an
+    optimizer that is both constructed and stepped."""
     if options is not None and options.external_fw_functions:
         return True  # an entry script whose loop lives in a sibling module
     if "torch" not in source:
@@ -115,6 +118,9 @@ def may_be_training_script(source: str, options=None) -> bool:
     if "backward" not in source and "step" not in source:
         return False
     code = code_only(source)
+    stepped = bool(_STEP.search(code))
     if has_backward_call(code):
-        return True
-    return bool(_STEP.search(code)) and constructs_optimizer(code)
+        # a backward trains when something is stepped or a loop reaches it (migrator.analysis, is_training);
+        # a utility's lone backward (lightning's measure_flops) does not: ast tells, no libcst
+        return stepped or backward_reached_from_loop(source)
+    return stepped and constructs_optimizer(code)

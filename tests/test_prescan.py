@@ -72,16 +72,28 @@ def test_rejects_a_plain_library_file():
 
 
 @pytest.mark.parametrize("source", [
-    "import torch\nloss = torch.ones(1, requires_grad=True).sum()\nloss.backward()\n",
-    "import torch\n(a + b).backward(retain_graph=True)\n",
-    "import torch\nscaler.scale(loss).backward()\n",
-    "import torch\nloss . backward (\n)\n",
+    # lightning's measure_flops: a utility's lone backward, no step, no loop (issue #17)
+    "import torch\n\ndef measure_flops(model, forward_fn, loss_fn):\n    loss_fn(forward_fn()).backward()\n",
+    "import torch\nloss = model(x).sum()\nloss.backward()\nprint(model.weight.grad)\n",
+    "import torch\n\ndef grad(loss):\n    loss.backward()\n\ngrad(l)\n",  # called once, not from a loop
+])
+def test_rejects_a_lone_backward(source):
+    assert not may_be_training_script(source)
+
+
+# a backward trains with a step call or in a loop (issue #17): the odd spellings below each come with one
+@pytest.mark.parametrize("source", [
+    "import torch\nloss = torch.ones(1, requires_grad=True).sum()\nloss.backward()\nsched.step()\n",
+    "import torch\nfor a, b in pairs:\n    (a + b).backward(retain_graph=True)\n",
+    "import torch\nscaler.scale(loss).backward()\nscaler.step(opt)\n",
+    "import torch\nwhile True:\n    loss . backward (\n    )\n",
+    "import torch\n\ndef step_fn(loss):\n    loss.backward()\n\nfor b in data:\n    step_fn(b)\n",
     "import torch\nopt = torch.optim.AdamW(m.parameters())\nopt.step()\n",
     "import torch\nfrom torch import optim\nopt = optim.SGD(m.parameters(), lr=0.1)\nopt.step()\n",
     "import torch\nfrom torch.optim import (\n    Adam as A,\n)\nopt = A(m.parameters())\nopt.step()\n",
     "import torch\nimport torch.optim as O\nopt = O.Adam(m.parameters())\nopt.step()\n",
-    "import torch\ns = 'it''s'  # a quote in a comment: '\nloss.backward()\n",
-    "import torch\nx = f'{a!r}'\nloss.backward()\n",
+    "import torch\ns = 'it''s'  # a quote in a comment: '\nloss.backward()\nopt.step()\n",
+    "import torch\nx = f'{a!r}'\nloss.backward()\nopt.step()\n",
 ])
 def test_keeps_code_that_trains(source):
     assert may_be_training_script(source)
@@ -113,7 +125,7 @@ def test_never_rejects_what_the_analysis_calls_training(path):
 
 def test_a_backslash_newline_in_a_string_does_not_hide_the_code_after_it():
     source = ('import torch\nx = f"""\\\nline {a}\n    """\ns = "a\\\nb"\n\n'
-              'def run(loss):\n    loss.backward()\n')
+              'def run(loss):\n    loss.backward()\n    opt.step()\n')
     assert "loss.backward()" in code_only(source)
     assert may_be_training_script(source)
 
@@ -123,12 +135,13 @@ def test_a_library_backward_wrapper_is_no_training_script():
                "        if self.scaler is not None:\n            tensor = self.scaler.scale(tensor)\n"
                "        tensor.backward(*args, **kwargs)\n")
     assert not may_be_training_script(wrapper)
-    assert may_be_training_script(wrapper + "\n\ndef train(loss):\n    loss.backward()\n")
+    assert may_be_training_script(wrapper + "\n\ndef train(loss):\n    loss.backward()\n    opt.step()\n")
 
 
 def test_a_framework_backward_is_no_plain_backward():
-    assert not may_be_training_script("import torch\naccelerator.backward(loss)\nself.fabric.backward(loss)\n")
-    assert may_be_training_script("import torch\nfabric = Fabric()\nloss.backward()\n")  # half migrated
+    assert not may_be_training_script("import torch\naccelerator.backward(loss)\nself.fabric.backward(loss)\n"
+                                      "opt.step()\n")
+    assert may_be_training_script("import torch\nfabric = Fabric()\nfor b in d:\n    loss.backward()\n")  # half
 
 
 def test_a_package_module_with_relative_imports_imports_no_sibling_by_absolute_name(tmp_path):
