@@ -84,6 +84,7 @@ class Facts:
     # the framework by hand, or migrated already (engine: left as it is)
     on_target: bool = False
     handed_over: Set[str] = field(default_factory=set)  # names the script itself passes to setup / prepare
+    bare_models: List[str] = field(default_factory=list)  # trained by hand, no optimizer (migrator/manual_updates.py)
 
     @property
     def models(self) -> List[str]:
@@ -92,7 +93,7 @@ class Facts:
             for model in ms:
                 if model not in seen:
                     seen.append(model)
-        return seen
+        return seen + [mm for mm in self.bare_models if mm not in seen]
 
     def fw_scopes(self) -> Set[str]:
         scopes = set(self.fw_functions) | self.fw_own | self.fw_globals
@@ -451,6 +452,12 @@ def analyze(wrapper: MetadataWrapper, target: str, external_fw: frozenset = froz
         # The entry script of a project whose loop lives in a sibling module: set up where those are called.
         callers = [f.name for f in facts.functions.values() if any(c[0] in ext for c in f.calls)]
         facts.setup_scope = callers[0] if callers else None
+    elif facts.is_training:
+        # no optimizer: parameters updated by hand from their gradients; the model is set up alone
+        from migrator.manual_updates import hand_trained
+        found = hand_trained(module, is_main_guard)
+        if found:
+            facts.setup_scope, facts.bare_models = found
     _lift_factory(facts)
     if facts.setup_scope:
         facts.loaders = collector.loaders_by_scope.get(facts.setup_scope, [])

@@ -166,6 +166,8 @@ def setup_point(body, facts: Facts) -> Optional[int]:
     for training (a loop, a call that is handed the model)."""
     models, optimizers = set(facts.models), set(facts.optimizers)
     last = max((i for i, s in enumerate(body) if _assigned(s, optimizers)), default=None)
+    if not optimizers and facts.bare_models:  # no optimizer: from the model's first assignment
+        last = min((i for i, s in enumerate(body) if _assigned(s, set(facts.bare_models))), default=None)
     if last is None:
         return None
     for i in range(last + 1, len(body)):

@@ -14,6 +14,10 @@ Fabric form: `fabric.clip_gradients(model, optimizer, max_norm=... | clip_val=..
 that trains the model. Accelerate form: `accelerator.clip_grad_norm_(params, max_norm)`; under
 `accelerator.accumulate` it belongs under `if accelerator.sync_gradients:`.
 
+A model trained without an optimizer (parameters updated by hand) keeps `torch.nn.utils.clip_grad_norm_` on Fabric
+(`clip_gradients` needs the optimizer): after the backward the gradients are already averaged across the
+processes, so each rank clips the same values.
+
 Fix safety: safe. Clipping of parameters whose model or optimizer cannot be told gets a TODO (Fabric).
 """
 from __future__ import annotations
@@ -52,6 +56,10 @@ class _Transformer(RuleTransformer):
         optimizer = next((o for o, ms in self.facts.optimizers.items() if owner in ms), None)
         value = next((a.value for a in args[1:] if a.keyword is None or a.keyword.value in ("max_norm", "clip_value")), None)
         extra = [a for a in args[2:] if a.keyword is not None and a.keyword.value in ("norm_type", "error_if_nonfinite")]
+        if owner is not None and optimizer is None and owner in self.facts.bare_models:
+            self.note(original_node, f"kept `{kind[1]}`: `{owner}` has no optimizer for `{self.fw}.clip_gradients`; "
+                                     f"the framework has averaged the gradients by then, so every rank clips alike")
+            return updated_node
         if owner is None or optimizer is None or value is None:
             self.todo(original_node, f"cannot tell the model/optimizer of this clipping: use "
                                      f"`{self.fw}.clip_gradients(model, optimizer, {kind[0]}=...)`")

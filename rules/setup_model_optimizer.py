@@ -15,6 +15,11 @@ optimizers share a model) `fabric.setup_module(m)` per model, then `fabric.setup
 Accelerate form: `model, optimizer = accelerator.prepare(model, optimizer)`; a GAN gets
 `g, d, opt_g, opt_d = accelerator.prepare(g, d, opt_g, opt_d)`.
 
+A model trained without a torch.optim optimizer (`for p in model.parameters(): p.data.add_(p.grad, alpha=-lr)`)
+is set up alone: `model = fabric.setup(model)` / `model = accelerator.prepare(model)`, no optimizer is made up.
+When no DataLoader is set up there (batches cut by hand from a tensor), a TODO says that every process trains
+on the same data.
+
 LR schedulers are not prepared: they are built from the loader length after `setup_dataloaders`/`prepare`
 (see semantics.md), so they already count the per-rank steps. An optimizer whose model cannot be told
 gets a TODO.
@@ -31,7 +36,7 @@ from migrator import matching as m
 from migrator.names import assigned_names, dotted
 from migrator.rules.ddp_wrapper import non_forward_methods
 from migrator.rules._moves import setup_point
-from migrator.rules.base import Context, Example, Rule, RuleTransformer
+from migrator.rules.base import Context, Example, Rule, RuleTransformer, with_todo
 from migrator.rules.framework_object import _Transformer as _FrameworkPlacement
 
 
@@ -72,6 +77,28 @@ def assigns(stmt: cst.CSTNode, names) -> bool:
 
 
 class _Transformer(_FrameworkPlacement):
+    def _insert_bare(self, body):
+        """Models trained by hand (no optimizer): set up alone, after their last assignment before training."""
+        models = self.facts.bare_models
+        if already_set_up(body, self.fw, models):
+            return list(body)
+        last = setup_point(body, self.facts)
+        if last is None:
+            return list(body)
+        call = "setup" if self.ctx.target == "fabric" else "prepare"
+        names = ", ".join(models)
+        new = [cst.parse_statement(f"{names} = {self.fw}.{call}({names})")]
+        self.report(self.where(last, body), f"set up {names} alone with {self.fw}: it has no optimizer (its parameters "
+                                            f"are updated by hand, from gradients the framework averages)", True)
+        if not self.facts.loaders:
+            msg = (f"no DataLoader feeds `{models[0]}`: its batches are cut by hand, so every process trains on "
+                   f"the same data (not sharded); split it per rank with `{self.fw}."
+                   f"{'global_rank' if self.ctx.target == 'fabric' else 'process_index'}` and `{self.fw}."
+                   f"{'world_size' if self.ctx.target == 'fabric' else 'num_processes'}` to share the work")
+            self.report(self.where(last, body), msg, False)
+            new[0] = with_todo(new[0], self.rule.code, msg)
+        return list(body[: last + 1]) + new + list(body[last + 1:])
+
     def visit_Module(self, node):
         self._module = node
         return True
@@ -84,6 +111,8 @@ class _Transformer(_FrameworkPlacement):
                     if assigns(stmt, {o}):
                         self.todo(stmt, f"cannot tell which model `{o}` trains; set both up with "
                                         f"`{self.fw}.{'setup' if self.ctx.target == 'fabric' else 'prepare'}(model, {o})`")
+        if not optimizers and self.facts.bare_models:
+            return self._insert_bare(body)
         if not optimizers or already_set_up(body, self.fw, list(optimizers)):
             return list(body)
         # a model reassigned after its optimizer (torch.compile, a wrapper) is set up after that, before the model

@@ -46,6 +46,12 @@ def gpu_only(case: Path) -> bool:
     return (case / "gpu_only.json").exists()
 
 
+def not_sharded(case: Path) -> bool:
+    """Scripts whose batches are cut by hand from a tensor (no DataLoader): every process trains on all the data,
+    and the migration says so with a TODO. Their 2-process runs print as many step lines as one process."""
+    return (case / "not_sharded.json").exists()
+
+
 def is_distributed(case: Path) -> bool:
     """Hand-written distributed originals (torchrun / mp.spawn); checked by test_distributed_scripts.py."""
     return (case / "distributed.json").exists()
