@@ -132,6 +132,7 @@ def test_one_cpu_run_and_parity(corpus):
 
 
 def test_report_renders_the_rows(corpus, tmp_path):
+    H.fetch([corpus["entry"]], corpus["mirror_root"], corpus["cache"], corpus["recipes"], log=lambda *a: None)
     rows = corpus.get("static_rows") or [
         H.static_check(corpus["entry"], t, corpus["tmp"] / f"static2-{t}", corpus["cache"]) for t in H.TARGETS]
     H.write_json(tmp_path / "static.json", {"rows": rows, "date": "D", "tool_commit": "C", "versions": {},

@@ -135,8 +135,12 @@ def _runtime_failures(data: Dict[str, Any], static: Dict[Any, Dict[str, Any]]) -
     return out
 
 
-def render(results: Path, entries: Optional[List[Dict[str, Any]]] = None) -> str:
-    entries = entries if entries is not None else H.load_manifest()
+def render(results: Path, entries: Optional[List[Dict[str, Any]]] = None, findings: Optional[Path] = None) -> str:
+    """The report from the result files; it ends with `findings` (default benchmarks/ecosystem/findings.md, the
+    notes written by hand on what the figures show) when the entries are the corpus'."""
+    if entries is None:
+        entries = H.load_manifest()
+        findings = findings or H.HERE / "findings.md"
     static = _load(results / "static.json")
     cpu = _load(results / "cpu.json")
     gpu = _load(results / "gpu.json")
@@ -217,4 +221,6 @@ def render(results: Path, entries: Optional[List[Dict[str, Any]]] = None) -> str
               "A *fault* is a migrated script that fails where its original runs. Checks b-e of an entry that the "
               "migration left unchanged (TODO only) are not listed: the script is still single-process.", ""]
         L += (_runtime_failures(data, smap) or ["none"]) + [""]
+    if findings is not None and findings.exists():
+        L += [findings.read_text().rstrip(), ""]
     return "\n".join(L).rstrip() + "\n"
