@@ -23,6 +23,7 @@ from typing import Dict, List
 from migrator.rules.amp import Amp
 from migrator.rules.backward import Backward
 from migrator.rules.clipping import Clipping
+from migrator.rules.closure_step import ClosureStep
 from migrator.rules.ddp_environment import DdpEnvironment
 from migrator.rules.ddp_wrapper import DdpWrapper
 from migrator.rules.distributed_sampler import DistributedSamplerRule
@@ -59,6 +60,7 @@ REGISTRY: List[Rule] = [
     Accumulate(),
     AccumulationSync(),
     Clipping(),
+    ClosureStep(),
     HelperParams(),
     Backward(),
     PrintOnce(),

@@ -213,8 +213,8 @@ class DdpEnvironment(Rule):
     examples = [
         Example(
             before='import os\n\nimport torch\nimport torch.distributed as dist\n\n\ndef main():\n    dist.init_process_group("gloo")\n    local_rank = int(os.environ["LOCAL_RANK"])\n    model = torch.nn.Linear(4, 1)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    model(torch.randn(8, 4)).sum().backward()\n    optimizer.step()\n    dist.destroy_process_group()\n',
-            fabric='import os\n\nimport torch\n\n\ndef main():\n    local_rank = fabric.local_rank\n    model = torch.nn.Linear(4, 1)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    model(torch.randn(8, 4)).sum().backward()\n    optimizer.step()\n',
-            accelerate='import os\n\nimport torch\n\n\ndef main():\n    local_rank = accelerator.local_process_index\n    model = torch.nn.Linear(4, 1)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    model(torch.randn(8, 4)).sum().backward()\n    optimizer.step()\n',
+            fabric='import os\n\nimport torch\nimport torch.distributed as dist\n\n\ndef main():\n    local_rank = fabric.local_rank\n    model = torch.nn.Linear(4, 1)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    model(torch.randn(8, 4)).sum().backward()\n    optimizer.step()\n    if dist.is_initialized():\n        dist.destroy_process_group()\n',
+            accelerate='import os\n\nimport torch\nimport torch.distributed as dist\n\n\ndef main():\n    local_rank = accelerator.local_process_index\n    model = torch.nn.Linear(4, 1)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    model(torch.randn(8, 4)).sum().backward()\n    optimizer.step()\n    if dist.is_initialized():\n        dist.destroy_process_group()\n',
         )
     ]
 

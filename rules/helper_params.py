@@ -21,6 +21,7 @@ from __future__ import annotations
 import libcst as cst
 from migrator import matching as m
 
+from migrator.analysis import MODULE
 from migrator.rules.base import Example, Context, Rule, RuleTransformer
 
 
@@ -79,9 +80,12 @@ class _Transformer(RuleTransformer):
         small = updated_node.body[0]
         if not (isinstance(small, cst.Expr) and isinstance(small.value, cst.Call)
                 and isinstance(small.value.func, cst.Name) and small.value.func.value in self.facts.print_only_calls
-                and self.in_fw_scope()):
-            return updated_node
+                and self.in_fw_scope() and not (self.scope == MODULE and self.facts.setup_scope != MODULE)):
+            return updated_node  # module-level code outside the setup scope runs before the object exists
         flag = "is_global_zero" if self.ctx.target == "fabric" else "is_main_process"
+        outer = self._stmts[-2] if len(self._stmts) > 1 else None
+        if isinstance(outer, cst.If) and isinstance(outer.test, cst.Attribute) and outer.test.attr.value == flag:
+            return updated_node  # already on the main process only
         self.report(original_node, f"`{small.value.func.value}` only prints: it runs on the main process "
                                    f"(`{self.fw}.{flag}`), like `{self.fw}.print`", True)
         guard = cst.If(test=cst.Attribute(value=self.fw_expr(), attr=cst.Name(flag)),

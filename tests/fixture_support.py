@@ -29,7 +29,7 @@ def before_files(case: Path) -> List[Path]:
 def whole_script_cases() -> List[Path]:
     """Single-device scripts: the original runs with plain `python` (see test_whole_scripts.py)."""
     return [c for c in cases() if not is_noop(c) and not is_distributed(c) and not gpu_only(c)
-            and all((c / t).is_dir() for t in TARGETS)]
+            and not (c / "static_only.json").exists() and all((c / t).is_dir() for t in TARGETS)]
 
 
 def is_noop(case: Path) -> bool:

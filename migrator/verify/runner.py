@@ -151,6 +151,8 @@ class Recorder:
             return
         self.steps += 1
         self.step_times.append(time.perf_counter() - self.t0)
+        # the script may tear its process group down before it ends (destroy_process_group): keep what it was
+        self.last_rank_world = _rank_world(None)
         if self.steps >= self.max_steps:
             self.write("stopped")
             _flush()
@@ -184,7 +186,7 @@ class Recorder:
         if self.written:
             return
         self.written = True
-        rank, world = _rank_world()
+        rank, world = _rank_world(getattr(self, "last_rank_world", None))
         data: Dict[str, Any] = {
             "rank": rank,
             "world_size": world,
@@ -314,7 +316,9 @@ def _tensor_hash(t) -> str:
     return h.hexdigest()
 
 
-def _rank_world():
+def _rank_world(seen=None):
+    """(rank, world size) of the process group; without one, `seen` (what it was at the last step), else the
+    environment's rank and 1."""
     try:
         import torch.distributed as dist
 
@@ -322,6 +326,8 @@ def _rank_world():
             return dist.get_rank(), dist.get_world_size()
     except Exception:
         pass
+    if seen is not None:
+        return seen
     return int(os.environ.get("RANK", "0") or 0), 1
 
 
