@@ -105,7 +105,7 @@ def _expand(paths: List[str], config: Config, cli_exclude: List[str], force_excl
 @click.option("--config", "config_file", type=str, metavar="FILE",
               help="pyproject.toml to read [tool.pt-migrate] from (default: the nearest above the first path).")
 @click.option("--exit-non-zero-on-fix", is_flag=True, help="Exit 1 when files were rewritten (for pre-commit).")
-@click.option("-j", "--jobs", type=int, default=0, help="Worker processes for trees (0: all cores).")
+@click.option("-j", "--jobs", type=int, default=0, help="Worker processes at most (0: one per core); a run whose work is small stays in one process.")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors and the summary.")
 @click.option("--debug", is_flag=True, help="Show Python tracebacks of internal errors.")
 @click.version_option(__version__, prog_name="pt-migrate")
@@ -148,7 +148,7 @@ def migrate_command(paths, target, show_diff, check, output, accelerator, device
         if files == ["-"]:
             yield _stdin(target, options)
             return
-        stream = migrate_paths(files, target, options, jobs=jobs if jobs > 0 else (os.cpu_count() or 1))
+        stream = migrate_paths(files, target, options, jobs=max(jobs, 0))  # 0: from the work (runner)
         tree = any(p != "-" and Path(p).is_dir() for p in paths)
         if tree and len(files) > 1 and not quiet and _isatty(err):
             with click.progressbar(stream, length=len(files), label="pt-migrate", file=err,

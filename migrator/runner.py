@@ -90,17 +90,6 @@ def _unchanged(path: str, src: SourceFile) -> FileOutcome:
     return FileOutcome(path, MigrationResult(text, False), old_text=text)
 
 
-def _read_or_skip(path: str):
-    """Read a file once; the pre-scan settles most files of a tree here, without libcst."""
-    try:
-        src = read_source(Path(path))
-    except SourceError as e:
-        return FileOutcome(path, error=str(e)), None
-    if not may_be_training_script(src.text) and not _maybe_entry(path, src.text):
-        return _unchanged(path, src), None
-    return None, src
-
-
 _IMPORT = re.compile(r"^[ \t]*(?:from[ \t]+([\w.]+)[ \t]+import|import[ \t]+([\w.]+))", re.M)
 
 
@@ -184,30 +173,136 @@ def check_together(outcomes: List[FileOutcome]) -> List[FileOutcome]:
     return outcomes
 
 
+def _scan(path: str) -> Tuple[Optional[FileOutcome], Optional[SourceFile], bool]:
+    """Read a file and pre-scan it: (the outcome of a file that cannot be read, None, False), or (None, its source,
+    whether it goes to the engine)."""
+    try:
+        src = read_source(Path(path))
+    except SourceError as e:
+        return FileOutcome(path, error=str(e)), None, False
+    return None, src, may_be_training_script(src.text) or _maybe_entry(path, src.text)
+
+
+def _finish(path: str, src: SourceFile, candidate: bool, target: str, options: Options) -> FileOutcome:
+    return migrate_source(path, src, target, options) if candidate else _unchanged(path, src)
+
+
+def _one(path: str, target: str, options: Options) -> FileOutcome:
+    done, src, candidate = _scan(path)
+    return done or _finish(path, src, candidate, target, options)
+
+
 def _chunk(paths: List[str], target: str, options: Options) -> List[FileOutcome]:
-    """One worker's share: each file is read, pre-scanned and (if a candidate) migrated here, once."""
-    out = []
-    for p in paths:
-        done, src = _read_or_skip(p)
-        out.append(done or migrate_source(p, src, target, options))
-    return out
+    """A worker's share of files the main process has not read: each is read, pre-scanned and checked or migrated
+    here, once."""
+    return [_one(p, target, options) for p in paths]
 
 
-def migrate_paths(paths: Iterable[str], target: str, options: Options, jobs: int = 1) -> Iterator[FileOutcome]:
-    """Outcomes in the order of `paths`; with jobs != 1, files are read, pre-scanned and migrated in worker
-    processes, in chunks (the main process reads nothing, so it is never the bottleneck)."""
+def _scanned_chunk(items: List[Tuple[str, SourceFile, bool]], target: str, options: Options) -> List[FileOutcome]:
+    """A worker's share of files the main process has read and pre-scanned already."""
+    return [_finish(p, src, candidate, target, options) for p, src, candidate in items]
+
+
+# What one file costs, in CPU seconds, to decide between one process and a pool (measured on this project's
+# fixtures and the torch / lightning / accelerate sources, docs/performance.md): the standard library's syntax check
+# of a file the engine does not see, and an engine run (parse, analysis, ~20 rule passes, self-check) of one it
+# does. A pool costs its start-up (forking, and the engine imported in each worker unless the main process has it)
+# and the transfer of every file's text and outcome: it pays only when the work besides the largest file, which
+# one worker does alone whatever the count, is well above that.
+CHECK_S_PER_BYTE = 1.1e-7
+ENGINE_S = 0.03
+ENGINE_S_PER_BYTE = 1.2e-4
+POOL_MIN_WORK_S = 0.6
+
+
+def _cost(src: SourceFile, candidate: bool) -> float:
+    n = len(src.text)
+    return ENGINE_S + ENGINE_S_PER_BYTE * n if candidate else CHECK_S_PER_BYTE * n
+
+
+def _free_cores(limit: int) -> int:
+    """How many workers can run at once: the cores this process may use, less the load average (what other
+    processes keep busy, as `make -l` reads it), at most `limit`."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    try:
+        busy = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        busy = 0.0
+    return max(1, min(limit, cores, int(cores - busy + 0.5)))
+
+
+def migrate_paths(paths: Iterable[str], target: str, options: Options, jobs: int = 0) -> Iterator[FileOutcome]:
+    """Outcomes in the order of `paths`. jobs 1: in this process. jobs 0 (the default): this process reads and
+    pre-scans the files in order and works out what they cost (`_cost`); it does the work itself while that is
+    small, and hands it to a pool once the work besides the largest file exceeds POOL_MIN_WORK_S, with one worker
+    per free core (`_free_cores`: none free, no pool). jobs N > 1: the same, at most N workers."""
     paths = list(paths)
-    if jobs == 1 or len(paths) < 8:
+    limit = _free_cores(jobs if jobs > 0 else (os.cpu_count() or 1)) if jobs != 1 and len(paths) > 1 else 1
+    if limit == 1:
         for p in paths:
-            done, src = _read_or_skip(p)
-            yield done or migrate_source(p, src, target, options)
+            yield _one(p, target, options)
         return
-    jobs = jobs or (os.cpu_count() or 1)
-    # small chunks: the few files that reach the engine cost 100x a rejected one, and sit together in a tree
-    size = max(1, min(8, len(paths) // (jobs * 64)))
+    held: List[Tuple[str, Optional[FileOutcome], Optional[SourceFile], bool, float]] = []
+    total = largest = 0.0
+    for i, p in enumerate(paths):
+        done, src, candidate = _scan(p)
+        cost = _cost(src, candidate) if src is not None else 0.0
+        held.append((p, done, src, candidate, cost))
+        total += cost
+        largest = max(largest, cost)
+        if total - largest > POOL_MIN_WORK_S:
+            yield from _pool(held, paths[i + 1:], target, options, limit)
+            return
+    for p, done, src, candidate, _ in held:  # little work: a pool would cost more than it saves
+        yield done or _finish(p, src, candidate, target, options)
+
+
+def _pool(held, rest: List[str], target: str, options: Options, limit: int) -> Iterator[FileOutcome]:
+    """The files read so far (`held`, with what they cost) and those not read yet (`rest`), on worker processes;
+    outcomes in order."""
     from concurrent.futures import ProcessPoolExecutor  # here: a one-file run does not need multiprocessing
 
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
-        futures = [pool.submit(_chunk, paths[i:i + size], target, options) for i in range(0, len(paths), size)]
-        for f in futures:
+    if any(candidate for _, _, _, candidate, _ in held):
+        import migrator.engine  # noqa: F401  before the workers fork: they share it instead of each importing it
+    # the costly files first, one per task, so that no worker is left with a big one at the end; the cheap ones in
+    # chunks of about 50 ms of work; files not read yet in small chunks (the few that reach the engine cost 100x
+    # a rejected one, and sit together in a tree)
+    tasks: List[tuple] = []  # (cost, index of the first file, [(path, source, candidate)]): consecutive files
+    chunk: List[tuple] = []
+    chunk_cost, start = 0.0, 0
+    for i, (p, done, src, candidate, cost) in enumerate(held + [("", None, None, False, 1.0)]):
+        if chunk and (done is not None or cost >= 0.05 or chunk_cost >= 0.05):
+            tasks.append((chunk_cost, start, chunk))
+            chunk, chunk_cost = [], 0.0
+        if done is not None or i == len(held):
+            continue
+        if cost >= 0.05:
+            tasks.append((cost, i, [(p, src, candidate)]))
+            continue
+        if not chunk:
+            start = i
+        chunk.append((p, src, candidate))
+        chunk_cost += cost
+    tasks.sort(key=lambda t: -t[0])
+    size = max(1, min(8, len(rest) // (limit * 64)))
+    with ProcessPoolExecutor(max_workers=limit) as pool:
+        by_index = {}
+        for _, start, items in tasks:
+            by_index[start] = pool.submit(_scanned_chunk, items, target, options)
+        raw = [pool.submit(_chunk, rest[k:k + size], target, options) for k in range(0, len(rest), size)]
+        i = 0
+        while i < len(held):
+            p, done, src, candidate, _ = held[i]
+            if done is not None:
+                yield done
+                i += 1
+                continue
+            outcomes = by_index.pop(i).result()
+            yield from outcomes
+            i += len(outcomes)
+        held.clear()
+        for f in raw:
             yield from f.result()
