@@ -99,8 +99,7 @@ class Facts:
         scopes = set(self.fw_functions) | self.fw_own | self.fw_globals
         if self.setup_scope:
             scopes.add(self.setup_scope)
-            if self.setup_scope == MAIN_GUARD:
-                scopes.add(MODULE)
+        # module-level code outside the main guard runs at import time, before a guard's object exists
         return scopes
 
 
