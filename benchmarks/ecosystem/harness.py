@@ -528,8 +528,15 @@ def runtime_check(entry: Dict[str, Any], targets: List[str], work: Path, steps: 
         opts = ["--accelerator", accelerator]
         if target == "fabric":
             opts += ["--devices", str(devices), "--strategy", "ddp"]
+        beforeN = _snapshot(treeN)
         mN = migrate(treeN, target, opts)
-        t["migrate"] = {"rc": mN["rc"], "command": mN["cmd"], "summary": (mN["report"] or {}).get("summary")}
+        afterN = _snapshot(treeN)
+        code_changed = [k for k in afterN if k in beforeN and _strip_todo(afterN[k].decode("utf-8", "replace"))
+                        != _strip_todo(beforeN[k].decode("utf-8", "replace"))]
+        errors = [f"{f['path']}:{d['line']}: {d['code']}" for f in (mN["report"] or {}).get("files", [])
+                  for d in f.get("diagnostics", []) if d.get("severity") == "error"]
+        t["migrate"] = {"rc": mN["rc"], "command": mN["cmd"], "summary": (mN["report"] or {}).get("summary"),
+                        "code_changed": code_changed, "errors": errors}
         t["verify"] = run_verify_entry(recipe, orig_tree, treeN, script_rel, target, devices, steps, accelerator)
         v = t["verify"]
         t["one"], t["parity"] = _one_from_verify(v)

@@ -1,13 +1,21 @@
-"""No models in the ecosystem stub. Names resolve (libraries such as torchmetrics import some at import time when
-they see a torchvision), but building a model raises."""
+"""No models in the ecosystem stub. Every name resolves to a class, to any depth (models.inception.InceptionA), so
+that libraries and scripts that import or subclass torchvision models at import time (torchmetrics, an FID
+Inception) still import; building one raises."""
+
+
+class _MissingMeta(type):
+    def __getattr__(cls, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return _MissingMeta(name, (_Missing,), {})
+
+
+class _Missing(metaclass=_MissingMeta):
+    def __init__(self, *args, **kwargs):
+        raise NotImplementedError(f"torchvision.models.{type(self).__name__} is not in the ecosystem stub")
 
 
 def __getattr__(name):
     if name.startswith("__"):
         raise AttributeError(name)
-
-    def missing(*args, **kwargs):
-        raise NotImplementedError(f"torchvision.models.{name} is not in the ecosystem stub")
-
-    missing.__name__ = name
-    return missing
+    return _MissingMeta(name, (_Missing,), {})
