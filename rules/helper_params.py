@@ -23,6 +23,7 @@ from migrator import matching as m
 
 from migrator.analysis import MODULE
 from migrator.rules.base import Example, Context, Rule, RuleTransformer
+from migrator.rules.print_once import reports_rank
 
 
 class _Transformer(RuleTransformer):
@@ -79,9 +80,19 @@ class _Transformer(RuleTransformer):
             return updated_node
         small = updated_node.body[0]
         if not (isinstance(small, cst.Expr) and isinstance(small.value, cst.Call)
-                and isinstance(small.value.func, cst.Name) and small.value.func.value in self.facts.print_only_calls
-                and self.in_fw_scope() and not (self.scope == MODULE and self.facts.setup_scope != MODULE)):
-            return updated_node  # module-level code outside the setup scope runs before the object exists
+                and isinstance(small.value.func, cst.Name)):
+            return updated_node
+        name = small.value.func.value
+        if self.scope == MODULE and self.facts.setup_scope not in (MODULE, None) and self._class_depth == 0 \
+                and not self._func and (name == "print" or name in self.facts.print_only) \
+                and not reports_rank(small.value):
+            return self._once_at_import(original_node, updated_node, name)
+        if name == "print" and self._class_depth and not self.in_fw_class_method() and self.facts.setup_scope \
+                and not reports_rank(small.value):
+            # a model class printing from __init__ or forward: it runs in every process and has no object to ask
+            return self._once_at_import(original_node, updated_node, name)
+        if not (name in self.facts.print_only_calls and self.in_fw_scope()):
+            return updated_node
         flag = "is_global_zero" if self.ctx.target == "fabric" else "is_main_process"
         outer = self._stmts[-2] if len(self._stmts) > 1 else None
         if isinstance(outer, cst.If) and isinstance(outer.test, cst.Attribute) and outer.test.attr.value == flag:
@@ -92,6 +103,23 @@ class _Transformer(RuleTransformer):
                        body=cst.IndentedBlock(body=[updated_node.with_changes(leading_lines=[])]),
                        leading_lines=updated_node.leading_lines)
         return guard
+
+    def _once_at_import(self, original_node, updated_node, name: str):
+        """Output at import time (module level, above the guard or function that makes the object) runs in every
+        process the launcher starts: it prints on the node's first process only. The object does not exist yet,
+        so the test reads the launcher's LOCAL_RANK (unset in the process a user starts, 1.. in the ones Fabric
+        starts; torchrun and accelerate launch set it in all)."""
+        test = 'int(os.environ.get("LOCAL_RANK", "0")) == 0'
+        outer = self._stmts[-2] if len(self._stmts) > 1 else None
+        if isinstance(outer, cst.If) and cst.Module([]).code_for_node(outer.test) == test:
+            return updated_node
+        self.ctx.imports.add("os")
+        where = "in a class without the framework object" if self._class_depth else "at import time"
+        self.report(original_node, f"`{name}(...)` {where} runs in every process: it runs on the node's first "
+                                   f"process only (LOCAL_RANK 0), like `{self.fw}.print`", True)
+        return cst.If(test=cst.parse_expression(test),
+                      body=cst.IndentedBlock(body=[updated_node.with_changes(leading_lines=[])]),
+                      leading_lines=updated_node.leading_lines)
 
     def leave_Call(self, original_node: cst.Call, updated_node: cst.Call):
         func = updated_node.func
