@@ -288,6 +288,18 @@ def check_parity(orig: Run, single: Run, where: str = "on 1 process") -> Check:
                               f"rtol {RTOL:g}, atol {ATOL:g})", {"original": lo, "migrated": lm})
 
 
+def _parity(orig: Run, single: Run, orig_n: Run, multi: Run, n: int, on_n: bool, unordered: bool) -> Check:
+    """Check a: one process against one process; where the original shuffles through its own DistributedSampler,
+    rank 0 of N processes against the original under torchrun (Fabric), or a skip that says why (Accelerate)."""
+    one = check_parity(orig, single)
+    if one.status == "pass" or not (on_n or unordered):
+        return one
+    if unordered:
+        return Check("a", "skip", "the original shuffles through its own DistributedSampler, whose order Accelerate's "
+                                  "loader does not reproduce: per-step losses cannot be compared (" + one.message + ")")
+    return check_parity(orig_n, multi, f"on rank 0 of {n} processes")
+
+
 def check_multi(multi: Run, n: int, steps: int) -> Check:
     res = multi.results
     data = {"ranks": [r.get("rank") for r in res], "world_sizes": [r.get("world_size") for r in res],
@@ -541,17 +553,22 @@ def run_verify(script: Path, script_args: List[str], target: str, devices: int =
         base_env = _env(accelerator)
         skipped = Run("not run", [], "", "")
         orig = single = multi = skipped
-        # an original that shuffles through its own DistributedSampler takes its order from the sampler's seed: on
-        # one process the framework's loader shuffles otherwise, on N processes Fabric's sampler (seeded by
-        # seed_everything) gives the original's order, so parity compares rank 0 of N processes with the original
-        # under torchrun; Accelerate's sharding orders batches otherwise, so there it cannot be compared
+        # parity on one process first; an original that shuffles through its own DistributedSampler takes its order
+        # from the sampler's seed, which the framework's loader on one process does not reproduce, but Fabric's
+        # sampler on N processes (seeded by seed_everything) does: then rank 0 of N processes is compared with the
+        # original under torchrun. Accelerate's sharding orders batches otherwise: there it is reported as a skip.
         own_sampler = "DistributedSampler" in script.read_text(encoding="utf-8", errors="replace")
-        parity_on_n = own_sampler and target == "fabric" and devices > 1
-        if "a" in checks and not (own_sampler and not parity_on_n):
-            prefix = _torchrun(devices) if parity_on_n else [py]
-            orig = _execute(make("original", prefix, orig_dir, orig_dir / script.name, False), base_env, timeout)
+        orig_n = skipped
+        if "a" in checks:
+            orig = _execute(make("original", [py], orig_dir, orig_dir / script.name, False), base_env, timeout)
         if set(checks) & set("aef"):
             single = _execute(make("migrated-1", [py], mig_dir, mig_script, target == "fabric"), base_env, timeout)
+        parity_on_n = False
+        if "a" in checks and own_sampler and devices > 1 and target == "fabric" and \
+                check_parity(orig, single).status == "fail":
+            parity_on_n = True
+            orig_n = _execute(make(f"original-{devices}procs", _torchrun(devices), orig_dir, orig_dir / script.name,
+                                   False), base_env, timeout)
         if set(checks) & set("bcdef") or parity_on_n:
             multi_env = dict(base_env)
             if target == "fabric":
@@ -566,10 +583,8 @@ def run_verify(script: Path, script_args: List[str], target: str, devices: int =
             multi = _execute(make(f"migrated-{devices}procs", prefix, mig_dir, mig_script, False), multi_env, timeout)
 
         makers = {
-            "a": lambda: (check_parity(orig, multi, f"on rank 0 of {devices} processes") if parity_on_n else
-                          Check("a", "skip", "the original shuffles through its own DistributedSampler, whose order "
-                                             "this target's loader does not reproduce") if own_sampler
-                          else check_parity(orig, single)),
+            "a": lambda: _parity(orig, single, orig_n, multi, devices, own_sampler and parity_on_n,
+                                 own_sampler and target != "fabric"),
             "b": lambda: check_multi(multi, devices, steps),
             "c": lambda: check_sync(multi, devices),
             "d": lambda: check_sharding(multi, devices, script.read_text(encoding="utf-8", errors="replace")),
@@ -578,7 +593,7 @@ def run_verify(script: Path, script_args: List[str], target: str, devices: int =
         }
         results = [makers[c]() for c in CHECKS if c in checks]
         report["checks"] = [c.as_dict() for c in results]
-        report["runs"] = {r.name: r.summary() for r in (orig, single, multi) if r is not skipped}
+        report["runs"] = {r.name: r.summary() for r in (orig, orig_n, single, multi) if r is not skipped}
         report["exit_code"] = 1 if any(c.status == "fail" for c in results) else 0
         return report
     finally:
