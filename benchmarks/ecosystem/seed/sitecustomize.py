@@ -23,3 +23,15 @@ if _seed:
         torch.manual_seed(int(_seed))
     except Exception:
         pass
+
+# modules a recipe asks to import first (PTM_ECO_IMPORTS, comma-separated), e.g. ale_py, which registers the Atari
+# environments with gymnasium 1.x only when imported and registered
+for _name in filter(None, os.environ.get("PTM_ECO_IMPORTS", "").split(",")):
+    try:
+        _mod = __import__(_name)
+        if _name == "ale_py":
+            import gymnasium
+
+            gymnasium.register_envs(_mod)
+    except Exception:
+        pass
