@@ -20,6 +20,10 @@ those ranks would go unobserved: the runner replaces Lightning's ``_basic_subpro
 re-enter this runner with the same options. The options also travel in the environment (PTM_VERIFY_*), for any
 launcher that re-runs the script by path.
 
+The record also says whether a training forward ran under autocast (its dtype) and the models' parameter dtypes,
+from which verify sets check a's tolerance. With ``PTM_VERIFY_DETERMINISTIC=1`` (verify sets it on CUDA) the runner
+turns on deterministic kernels before the script starts.
+
 Each process writes ``DIR/rank{R}-pid{P}.json`` (R from torch.distributed when initialized, else $RANK, else 0).
 """
 from __future__ import annotations
@@ -37,6 +41,7 @@ from typing import Any, Dict, List, Optional
 ENV_STEPS = "PTM_VERIFY_STEPS"
 ENV_OUT = "PTM_VERIFY_OUT"
 ENV_SINGLE = "PTM_VERIFY_SINGLE_DEVICE"
+ENV_DETERMINISTIC = "PTM_VERIFY_DETERMINISTIC"  # "1": deterministic kernels (set by verify, inherited by every rank)
 
 
 class Recorder:
@@ -57,6 +62,7 @@ class Recorder:
         self.in_backward = 0
         self.written = False
         self.scaled: Dict[int, Any] = {}  # id(scaled loss) -> (scaled, loss), from GradScaler.scale
+        self.autocast_dtype: Optional[str] = None  # "bfloat16" / "float16": autocast seen in a training forward
 
     # ---- hooks -------------------------------------------------------------------------------------------------
     def record_loss(self, tensor) -> None:
@@ -119,6 +125,9 @@ class Recorder:
 
     def forward_pre_hook(self, module, args) -> None:
         self.depth += 1
+        if self.autocast_dtype is None and self.steps < self.max_steps:
+            # at any depth: a framework enters its autocast inside the wrapper's forward, below the top-level call
+            self.autocast_dtype = _autocast_dtype()
         if self.depth != 1:
             return
         import torch
@@ -165,6 +174,7 @@ class Recorder:
         seen = set()
         total = 0.0
         count = 0
+        dtypes = set()
         h = hashlib.sha1()
         with torch.no_grad():
             for module in self.models.values():
@@ -177,10 +187,12 @@ class Recorder:
                         full = t.full_tensor() if hasattr(t, "full_tensor") else t  # DTensor (FSDP2)
                     except Exception:
                         full = t
+                    dtypes.add(str(t.dtype).replace("torch.", ""))
                     total += float(full.double().sum())
                     count += full.numel()
                     h.update(_tensor_bytes(full))
-        return {"param_checksum": total, "param_hash": h.hexdigest(), "param_count": count}
+        return {"param_checksum": total, "param_hash": h.hexdigest(), "param_count": count,
+                "param_dtypes": sorted(dtypes)}
 
     def write(self, status: str, error: Optional[str] = None, exit_code: Optional[int] = None) -> None:
         if self.written:
@@ -206,6 +218,8 @@ class Recorder:
             "step_times": self.step_times,
             "elapsed": time.perf_counter() - self.t0,
             "models": sorted({type(m).__name__ for m in self.models.values()}),
+            "autocast_dtype": self.autocast_dtype,
+            "deterministic": os.environ.get(ENV_DETERMINISTIC) == "1",
         }
         try:
             data.update(self.checksum())
@@ -271,6 +285,36 @@ class Recorder:
 
                 __init__._ptm_verify = True
                 Fabric.__init__ = __init__
+
+
+def _autocast_dtype() -> Optional[str]:
+    """The dtype of the autocast region the caller is in ("bfloat16", "float16"), or None outside one."""
+    import torch
+
+    for device in ("cuda", "cpu"):
+        try:
+            if torch.is_autocast_enabled(device):
+                return str(torch.get_autocast_dtype(device)).replace("torch.", "")
+        except (TypeError, AttributeError, RuntimeError):  # older torch: no device argument
+            try:
+                if device == "cuda" and torch.is_autocast_enabled():
+                    return str(torch.get_autocast_gpu_dtype()).replace("torch.", "")
+            except Exception:
+                pass
+    return None
+
+
+def _deterministic() -> None:
+    """Deterministic kernels for this process (verify's parity runs on CUDA): cuDNN picks a deterministic
+    convolution algorithm without benchmarking, cuBLAS a fixed workspace, and operations that have a deterministic
+    implementation use it (those that have none still run, with a warning). Before the script runs, so before CUDA
+    starts: CUBLAS_WORKSPACE_CONFIG is read when cuBLAS is initialised."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    import torch
+
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
 
 
 def _first_tensor(obj, depth: int = 0):
@@ -391,6 +435,8 @@ def main(argv: Optional[List[str]] = None) -> None:
             stream.reconfigure(line_buffering=True, write_through=False)
         except (AttributeError, ValueError):
             pass
+    if os.environ.get(ENV_DETERMINISTIC) == "1":
+        _deterministic()
     rec = Recorder(opts.steps, os.path.abspath(opts.out), child, opts.single_device)
     rec.install(_sources(script))
 
