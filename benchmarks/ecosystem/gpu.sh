@@ -36,10 +36,15 @@ SITE=/tmp/ptm-eco-site
 mkdir -p "$SITE"
 python3 -m pip install -q --no-index --no-deps --find-links "$W" --target "$SITE" libcst pyyaml 2>&1 | tail -2
 for r in $(grep -v '^#' benchmarks/ecosystem/gpu-requirements.txt | sed 's/#.*//'); do
-  mod=$(echo "$r" | tr 'A-Z-' 'a-z_')
+  case $r in
+    absl-py) mod=absl ;; tensorboardX) mod=tensorboardX ;; protobuf) mod=google.protobuf ;;
+    markdown-it-py) mod=markdown_it ;; *) mod=$(echo "$r" | tr 'A-Z-' 'a-z_') ;;
+  esac
   python3 -c "import $mod" 2>/dev/null && continue
-  python3 -m pip install -q --no-index --no-deps --find-links "$W" "$r" 2>&1 | tail -1
+  python3 -m pip install -q --no-index --no-deps --find-links "$W" --target "$SITE" "$r" 2>&1 | tail -1
 done
+# opacus ships a top-level package named `benchmarks`, which would hide this repository's
+rm -rf "$SITE/benchmarks"
 export PYTHONPATH=$ROOT:$SITE${PYTHONPATH:+:$PYTHONPATH}
 python3 -c 'import libcst, click, migrator.cli' || { echo "pt-migrate does not import"; exit 3; }
 python3 - <<'PY'

@@ -119,7 +119,7 @@ def _runtime_totals(data: Dict[str, Any], static: Dict[Any, Dict[str, Any]]) -> 
 
         vpass = sum(1 for _, x in trs_m if clean(x))
         out.append(f"- {t}: the migration runs on 1 process for {one}/{len(trs)} entries ({one_o} of the {orig_ok} "
-                   f"whose original runs); loss parity (a) {par} of {par_n} comparable; left unchanged with TODO {left}; of the "
+                   f"whose original runs); loss parity (a) {par} of {par_n} comparable; left unchanged (TODO or self-check) {left}; of the "
                    f"{len(trs_m)} migrated: {data.get('devices', 2)} processes run (b) {n('b')}, sync (c) {n('c')}, "
                    f"sharding (d) {n('d')}, output once (e) {n('e')}, no failure in b-e {vpass}")
     return out
