@@ -428,7 +428,7 @@ def _imported_external_fw(module: cst.Module, external: frozenset) -> Set[str]:
 
 
 def analyze(wrapper: MetadataWrapper, target: str, external_fw: frozenset = frozenset(),
-            module_name: Optional[str] = None, source: Optional[str] = None) -> Facts:
+            module_name: Optional[str] = None, source: Optional[str] = None, settle_only: bool = False) -> Facts:
     module = wrapper.module
     facts = Facts(target=target, fw=DEFAULT_FW_NAME[target])
     local = _local_function_names(module)
@@ -442,6 +442,8 @@ def analyze(wrapper: MetadataWrapper, target: str, external_fw: frozenset = froz
                          or any(module_name and f"{module_name}.{f}" in external_fw for f in local)
                          or (collector.has_backward and (bool(collector.steps) or backward_reached_from_loop(
                              source if source is not None else module.code, (facts.fw, f"self.{facts.fw}")))))
+    if settle_only and (not facts.is_training or facts.other_framework is not None):
+        return facts  # the engine stops here (not training, or on the other framework): the rest is for the rules
     fw_receivers = {facts.fw, f"self.{facts.fw}"}
     facts.on_target = facts.fw_exists and bool(fw_receivers & collector.fw_method_receivers)
     facts.handed_over = {a for recv, args in collector.handed_over if recv in fw_receivers for a in args if a}

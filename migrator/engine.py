@@ -210,8 +210,9 @@ def _run_rules(source: str, module: cst.Module, target: str, options: Options) -
 
     try:
         wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
-        facts = analyze(wrapper, target, options.external_fw_functions, options.module_name, source)
-        facts.precision = script_precision(wrapper, source) if "autocast" in source or "GradScaler" in source else None
+        facts = analyze(wrapper, target, options.external_fw_functions, options.module_name, source, settle_only=True)
+        facts.precision = (script_precision(wrapper, source) if facts.is_training and facts.other_framework is None
+                           and ("autocast" in source or "GradScaler" in source) else None)
     except Exception:
         raise RuleCrash("the analysis")
     if not facts.is_training:
