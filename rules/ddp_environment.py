@@ -1,7 +1,8 @@
 """PTM130 ddp-environment: hand-written process-group code goes; the framework owns it.
 
 What it does: deletes `dist.init_process_group(...)`, `dist.destroy_process_group()`,
-`torch.cuda.set_device(...)` and `os.environ["MASTER_ADDR"|"MASTER_PORT"] = ...`; turns reads of
+`torch.cuda.set_device(...)`, `os.environ["MASTER_ADDR"|"MASTER_PORT"] = ...` and single-process defaults
+(`os.environ.setdefault("RANK"|"WORLD_SIZE"|"LOCAL_RANK"|"MASTER_ADDR"|..., ...)`); turns reads of
 `LOCAL_RANK` / `RANK` / `WORLD_SIZE` from the environment into framework properties; and turns an
 `mp.spawn(fn, args=(...), nprocs=n)` entry point into a plain call `fn(...)`, dropping `fn`'s first
 parameter (the rank that spawn passed) and rebinding that name to the framework's global rank.
@@ -32,6 +33,9 @@ REMOVED_CALLS = {"torch.distributed.init_process_group", "torch.distributed.dest
                  "torch.cuda.set_device"}
 SPAWN = {"torch.multiprocessing.spawn", "torch.multiprocessing.spawn.spawn"}
 ENV_VARS = {"MASTER_ADDR", "MASTER_PORT"}
+# `os.environ.setdefault("RANK", "0")`: single-process defaults; set after Fabric's launch they made the processes
+# it started each see world size 1 (every rank trained on all the data)
+DEFAULTED_VARS = ENV_VARS | {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"}
 PROPERTIES = {
     "fabric": {"LOCAL_RANK": "local_rank", "RANK": "global_rank", "WORLD_SIZE": "world_size"},
     "accelerate": {"LOCAL_RANK": "local_process_index", "RANK": "process_index", "WORLD_SIZE": "num_processes"},
@@ -75,7 +79,9 @@ class _Transformer(RuleTransformer):
                 return self._spawn(original_node, updated_node, small.value)
             if m.matches(small.value, m.Call(func=m.Attribute(attr=m.Name("setdefault")))) and env_key(
                     cst.Call(func=cst.Attribute(value=cst.Attribute(value=cst.Name("os"), attr=cst.Name("environ")), attr=cst.Name("get")),
-                             args=small.value.args)) in ENV_VARS:
+                             args=small.value.args)) in DEFAULTED_VARS:
+                self.report(original_node, "removed an `os.environ.setdefault(...)` of the process-group environment: "
+                                           "the launcher sets it", True)
                 return self.remove(original_node)
         if isinstance(small, cst.Assign) and len(small.targets) == 1 and env_key(small.targets[0].target) in ENV_VARS:
             self.report(original_node, "removed a MASTER_ADDR/MASTER_PORT assignment: the launcher sets them", True)
