@@ -13,6 +13,7 @@ The few orderings that matter:
   wrapped; both after no-sync, whose loops they leave alone, and before framework-object, which writes the
   constructor arguments they ask for (`Facts.accelerator_kwargs`); dynamo-backend likewise, and after setup so
   that it sees the model prepared;
+- schedule-length after setup-dataloaders: it reads the setup lines to know which `len(...)` counts a sharded loader;
 - main-guard right after framework-object, so the new object goes under the guard with the code;
 - unused-device last: it deletes what the others left unused.
 """
@@ -40,6 +41,7 @@ from migrator.rules.helper_params import HelperParams
 from migrator.rules.main_guard import MainGuard
 from migrator.rules.model_moves import ModelMoves
 from migrator.rules.print_once import PrintOnce
+from migrator.rules.schedule_length import ScheduleLength
 from migrator.rules.seed import Seed
 from migrator.rules.setup_dataloaders import SetupDataloaders
 from migrator.rules.setup_model_optimizer import SetupModelOptimizer
@@ -73,6 +75,7 @@ REGISTRY: List[Rule] = [
     SetupModelOptimizer(),
     SetupDataloaders(),
     DynamoBackend(),
+    ScheduleLength(),
     FrameworkObject(),
     MainGuard(),
     UnusedDevice(),
