@@ -14,6 +14,7 @@ The few orderings that matter:
   constructor arguments they ask for (`Facts.accelerator_kwargs`); dynamo-backend likewise, and after setup so
   that it sees the model prepared;
 - schedule-length after setup-dataloaders: it reads the setup lines to know which `len(...)` counts a sharded loader;
+- rank-seed after setup-model-optimizer and seed: it goes after the last model setup and reads the seed;
 - main-guard right after framework-object, so the new object goes under the guard with the code;
 - unused-device last: it deletes what the others left unused.
 """
@@ -41,6 +42,7 @@ from migrator.rules.helper_params import HelperParams
 from migrator.rules.main_guard import MainGuard
 from migrator.rules.model_moves import ModelMoves
 from migrator.rules.print_once import PrintOnce
+from migrator.rules.rank_seed import RankSeed
 from migrator.rules.schedule_length import ScheduleLength
 from migrator.rules.seed import Seed
 from migrator.rules.setup_dataloaders import SetupDataloaders
@@ -76,6 +78,7 @@ REGISTRY: List[Rule] = [
     SetupDataloaders(),
     DynamoBackend(),
     ScheduleLength(),
+    RankSeed(),
     FrameworkObject(),
     MainGuard(),
     UnusedDevice(),
