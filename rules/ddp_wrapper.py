@@ -19,8 +19,9 @@ Accelerate form: no wrapper; `accelerator.unwrap_model(model).generate(...)`.
 In a script already on the framework (it calls its `setup` / `prepare` itself), a wrapper around a model that it
 does not hand to them (a reference model) is deliberate: it stays, with a note.
 
-Fix safety: safe. On Accelerate, a custom method that computes the training loss bypasses DDP's gradient
-hooks through `unwrap_model`; such a call before a backward gets a TODO.
+Fix safety: safe. On Accelerate, a custom method that computes the training loss (its result goes to a backward in
+the loop around it) would bypass DDP's gradient hooks through `unwrap_model`: such a call stays as written with a
+TODO (it fails loudly on several processes rather than training unsynced replicas).
 """
 from __future__ import annotations
 
@@ -73,6 +74,21 @@ class _Transformer(RuleTransformer):
             return updated_node.args[0].value
         return updated_node
 
+    def _feeds_backward(self) -> bool:
+        """The statement assigns a name that a loop around it passes to backward (the training path)."""
+        stmt = self._stmts[-1] if self._stmts else None
+        small = stmt.body[0] if isinstance(stmt, cst.SimpleStatementLine) and len(stmt.body) == 1 else None
+        if not isinstance(small, cst.Assign) or len(small.targets) != 1 or \
+                not isinstance(small.targets[0].target, cst.Name):
+            return False
+        loss = small.targets[0].target.value
+        for loop in self._stmts:
+            if isinstance(loop, (cst.For, cst.While)):
+                for call in m.findall(loop.body, m.Call(func=m.Attribute(attr=m.Name("backward")))):
+                    if loss in {n.value for n in m.findall(call, m.Name())}:
+                        return True
+        return False
+
     def _handed_over(self, call: cst.Call, inner: cst.BaseExpression) -> bool:
         parent = self.get_metadata(ParentNodeProvider, call, None)
         names = {dotted(inner)}
@@ -108,6 +124,13 @@ class _Transformer(RuleTransformer):
         if attr == "module":
             return cst.parse_expression(f"{self.fw}.unwrap_model({base})")
         if attr in MODULE_API or attr.startswith("__"):
+            return updated_node
+        if isinstance(parent, cst.Call) and parent.func is original_node and self._feeds_backward():
+            # unwrap_model(model).name(...) would bypass DDP's forward: its gradients would not be averaged
+            self.todo(original_node, f"`{base}.{attr}(...)` computes the training loss outside `forward`: Accelerate "
+                                     f"has no mark_forward_method, and through `{self.fw}.unwrap_model({base})` the "
+                                     f"gradients would not sync across processes (on several processes the prepared "
+                                     f"DDP model has no `{attr}`); compute the loss from `{base}(...)` (forward)")
             return updated_node
         self.report(original_node, f"`{base}.{attr}` -> `{self.fw}.unwrap_model({base}).{attr}`: the prepared model "
                                    f"is plain DDP on several processes", True)
