@@ -99,3 +99,14 @@ def test_runner_sees_autocast_in_a_wrapped_forward_and_parameter_dtypes(tmp_path
     record = json.loads(next(tmp_path.glob("rank*.json")).read_text())
     assert record["autocast_dtype"] == "bfloat16"
     assert record["param_dtypes"] == ["float32"] and record["deterministic"] is False
+
+
+def test_parity_of_an_original_that_spawns_its_own_processes_is_a_skip_with_the_reason():
+    from migrator.verify.command import _SPAWNS, _parity
+
+    assert _SPAWNS.search("    mp.spawn(main_worker, args=(world_size,), nprocs=world_size, join=True)\n")
+    assert not _SPAWNS.search("loader = DataLoader(data, sampler=DistributedSampler(data))\n")
+    orig = run({"rank": 0, "losses": [], "loss_steps": [], "steps": 0})
+    single = run({"rank": 0, "losses": [1.0], "loss_steps": [1], "steps": 1})
+    c = _parity(orig, single, orig, single, 2, False, False, spawns=True)
+    assert c.status == "skip" and "mp.spawn" in c.message and "recorded no loss" in c.message

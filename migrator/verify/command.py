@@ -321,10 +321,20 @@ def check_parity(orig: Run, single: Run, where: str = "on 1 process") -> Check:
     return Check("a", "pass", f"{len(lo)} losses match the original {where} (max |diff| {worst:.2g}; {tol})", data)
 
 
-def _parity(orig: Run, single: Run, orig_n: Run, multi: Run, n: int, on_n: bool, unordered: bool) -> Check:
+_SPAWNS = re.compile(r"\b(mp|multiprocessing)\.(spawn|start_processes)\(|\bspawn\(\w+,\s*args=")
+
+
+def _parity(orig: Run, single: Run, orig_n: Run, multi: Run, n: int, on_n: bool, unordered: bool,
+            spawns: bool = False) -> Check:
     """Check a: one process against one process; where the original shuffles through its own DistributedSampler,
-    rank 0 of N processes against the original under torchrun (Fabric), or a skip that says why (Accelerate)."""
+    rank 0 of N processes against the original under torchrun (Fabric), or a skip that says why (Accelerate). An
+    original that starts its own processes (mp.spawn) trains in processes the runner does not observe, and under
+    torchrun it would start them once per rank: a skip that says so."""
     one = check_parity(orig, single)
+    if one.status != "pass" and spawns and orig.results and not _rank0(orig).get("losses"):
+        return Check("a", "skip", "the original starts its own processes (mp.spawn), whose steps the runner does not "
+                                  "observe, and torchrun would start them once per rank: per-step losses cannot be "
+                                  "compared (" + one.message + ")")
     if one.status == "pass" or not (on_n or unordered):
         return one
     if unordered:
@@ -598,13 +608,14 @@ def run_verify(script: Path, script_args: List[str], target: str, devices: int =
         # sampler on N processes (seeded by seed_everything) does: then rank 0 of N processes is compared with the
         # original under torchrun. Accelerate's sharding orders batches otherwise: there it is reported as a skip.
         own_sampler = "DistributedSampler" in script.read_text(encoding="utf-8", errors="replace")
+        spawns = bool(_SPAWNS.search(script.read_text(encoding="utf-8", errors="replace")))
         orig_n = skipped
         if "a" in checks:
             orig = _execute(make("original", [py], orig_dir, orig_dir / script.name, False), base_env, timeout)
         if set(checks) & set("aef"):
             single = _execute(make("migrated-1", [py], mig_dir, mig_script, target == "fabric"), base_env, timeout)
         parity_on_n = False
-        if "a" in checks and own_sampler and devices > 1 and target == "fabric" and \
+        if "a" in checks and own_sampler and not spawns and devices > 1 and target == "fabric" and \
                 check_parity(orig, single).status == "fail":
             parity_on_n = True
             orig_n = _execute(make(f"original-{devices}procs", _torchrun(devices), orig_dir, orig_dir / script.name,
@@ -624,7 +635,7 @@ def run_verify(script: Path, script_args: List[str], target: str, devices: int =
 
         makers = {
             "a": lambda: _parity(orig, single, orig_n, multi, devices, own_sampler and parity_on_n,
-                                 own_sampler and target != "fabric"),
+                                 own_sampler and target != "fabric", spawns),
             "b": lambda: check_multi(multi, devices, steps),
             "c": lambda: check_sync(multi, devices),
             "d": lambda: check_sharding(multi, devices, script.read_text(encoding="utf-8", errors="replace")),
