@@ -106,6 +106,15 @@ def test_static_check(corpus, target):
     corpus.setdefault("static_rows", []).append(r)
 
 
+def test_results_keep_no_source_lines():
+    tb = ('Traceback (most recent call last):\n[rank1]:   File "x.py", line 3, in f\n[rank1]:     y = x.cuda()\n'
+          '[rank1]:         ^^^^^^\nAssertionError: no CUDA')
+    out = H.sanitize({"runs": [{"stderr_tail": tb, "error": "AssertionError: no CUDA"}]})
+    assert out["runs"][0]["stderr_tail"] == ('Traceback (most recent call last):\n[rank1]:   File "x.py", line 3, in f\n'
+                                            'AssertionError: no CUDA')
+    assert out["runs"][0]["error"] == "AssertionError: no CUDA"
+
+
 def test_leftovers_need_a_todo():
     assert H.leftovers("loss.backward()\n") == ["line 1: backward"]
     assert H.leftovers("# TODO(pt-migrate) PTM107: do it\nloss.backward()\n") == []

@@ -600,7 +600,29 @@ def tool_commit() -> str:
     return p.stdout.strip() + ("+uncommitted engine changes" if dirty else "")
 
 
+def _no_source_lines(text: str) -> str:
+    """A traceback without the quoted source lines (they are the corpus' code, which stays out of the results)."""
+    out = []
+    for ln in text.splitlines():
+        body = re.sub(r"^\[(?:rank|default)\d+\]:", "", ln)  # torchrun's rank prefix
+        s = body.strip()
+        if body.startswith("    ") and not s.startswith("File ") or (s and set(s) <= set("^~ ")):
+            continue
+        out.append(ln)
+    return "\n".join(out)
+
+
+def sanitize(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: (_no_source_lines(v) if isinstance(v, str) and k.endswith("_tail") else sanitize(v))
+                for k, v in data.items()}
+    if isinstance(data, list):
+        return [sanitize(x) for x in data]
+    return data
+
+
 def write_json(path: Path, data: Any) -> None:
+    data = sanitize(data)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
