@@ -6,7 +6,6 @@ subprocesses. See benchmarks/ecosystem/README.md.
 from __future__ import annotations
 
 import ast
-import difflib
 import hashlib
 import io
 import json
@@ -15,7 +14,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import tokenize
 from pathlib import Path
@@ -285,7 +283,7 @@ def static_check(entry: Dict[str, Any], target: str, work: Path, cache: Optional
         except SyntaxError as exc:
             failures.append(f"{rel}: output does not parse: {exc.msg} (line {exc.lineno})")
     # a second run changes nothing
-    second = migrate(scratch, target)
+    migrate(scratch, target)
     again = _snapshot(scratch)
     changed_again = sorted(k for k in again if again[k] != after.get(k))
     if changed_again:
