@@ -13,6 +13,8 @@
 #   X_migrated_accelerate.py        --accelerator cuda (torchrun decides the process count)
 #   X_migrated_accelerate_tf32.py   same with --matmul-precision high
 #   X_migrated_accelerate_bf16.py   same with --precision bf16-mixed (-> mixed_precision="bf16")
+#   X_migrated_{fabric,accelerate}[_bf16][_<N>gpu]_ddpopt.py  the same with DDP settings passed through the
+#                                   framework's kwargs (gradient_as_bucket_view, static_graph): ddp_kwargs_variant.py
 #   smoke/X_migrated_fabric.py      --accelerator cpu --devices 2 --strategy ddp: for the CPU smoke test
 #   smoke/X_migrated_accelerate.py  --accelerator cpu
 set -euo pipefail
@@ -58,6 +60,13 @@ for x in gpt cnn; do
   done
   migrate "$src" "$MIG/${x}_migrated_accelerate.py" --target accelerate --accelerator cuda
   migrate "$src" "$MIG/${x}_migrated_accelerate_bf16.py" --target accelerate --accelerator cuda --precision bf16-mixed
+  # the ddpopt variants: DDP settings through the framework's kwargs (ddp_kwargs_variant.py), from the files above
+  for f in "$MIG/${x}_migrated_accelerate.py" "$MIG/${x}_migrated_accelerate_bf16.py" \
+           "$MIG/${x}_migrated_fabric"{,_bf16}{,_*gpu}.py; do
+    [ -f "$f" ] || continue
+    case "$f" in *_tf32*|*_ddpopt*) continue ;; esac
+    python3 "$HERE/ddp_kwargs_variant.py" "$f" "${f%.py}_ddpopt.py" && echo "ddpopt: ${f#$REPO/} -> ${f%.py}_ddpopt.py"
+  done
   migrate "$src" "$MIG/${x}_migrated_accelerate_tf32.py" --target accelerate --accelerator cuda --matmul-precision high
   migrate "$src" "$MIG/smoke/${x}_migrated_fabric.py" --target fabric --accelerator cpu --devices 2 --strategy ddp
   migrate "$src" "$MIG/smoke/${x}_migrated_accelerate.py" --target accelerate --accelerator cpu
