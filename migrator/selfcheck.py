@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import functools
 import warnings
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Set, Tuple
@@ -41,6 +42,7 @@ class Problem:
     input_line: Optional[int] = None  # where the problem is known by its place in the input
 
 
+@functools.lru_cache(maxsize=64)
 def _parse(code: str) -> Optional[ast.Module]:
     try:
         with warnings.catch_warnings():
@@ -370,8 +372,7 @@ def fits_elsewhere(module: str, changed: Dict[str, Signature], caller: str) -> L
             for a in node.names:
                 if a.name in top:
                     local[a.asname or a.name] = a.name
-        elif isinstance(node, ast.ImportFrom) and node.module is None or (
-                isinstance(node, ast.ImportFrom) and node.level and node.module is None):
+        if isinstance(node, ast.ImportFrom):  # `from pkg import trainer`, `from . import trainer`
             for a in node.names:
                 if a.name == short:
                     modules.add(a.asname or a.name)
@@ -515,14 +516,13 @@ def across_files(files: Dict[str, Tuple[str, str]]) -> Dict[str, List[Tuple[int,
     found: Dict[str, List[Tuple[int, str]]] = {}
     for _ in range(len(files) + 1):
         reverted = False
-        sigs = {p: top_signatures(current[p]) for p in modules}
         for callee, stem in modules.items():
             for caller, text in current.items():
                 if caller == callee or (current[callee] == files[callee][0] and text == files[caller][0]):
                     continue
                 if stem not in text:  # cheap: the caller never names the module
                     continue
-                problems = fits_elsewhere(stem, sigs[callee], text)
+                problems = fits_elsewhere(stem, top_signatures(current[callee]), text)
                 if not problems:
                     continue
                 where = ", ".join(f"{caller}:{p.line}" for p in problems[:3])

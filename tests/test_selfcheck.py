@@ -237,3 +237,11 @@ def test_cli_run_over_a_package_and_a_caller_in_another_folder(tmp_path):
         assert "Trainer(fabric, " in after[run], proc.stderr
     else:
         assert "PTM006" in proc.stderr or "Trainer(" in after[run]
+
+
+def test_across_files_through_a_module_imported_from_its_package():
+    trainer_in = "def fit(model):\n    pass\n"
+    trainer_out = "def fit(fabric, model):\n    pass\n"
+    caller = "import torch\nfrom pkg import trainer\ntrainer.fit(torch.nn.Linear(1, 1))\n"
+    found = across_files({"pkg/trainer.py": (trainer_in, trainer_out), "run.py": (caller, caller)})
+    assert list(found) == ["pkg/trainer.py"] and "run.py:3" in found["pkg/trainer.py"][0][1]
