@@ -3,7 +3,8 @@
 # plus the GPU-only fixtures (torchvision, real fp16/bf16 AMP), for both targets.
 #
 # Here (needs libcst): nothing; the migration happens inside verify, on the GPU machine, with the carried wheel.
-# On the GPU machine, from the repository root, with the libcst wheel carried in .whl/ (see docs/verification.md):
+# For the 2-GPU proof of issue #16, benchmarks/gpu/call1_verify.sh runs every fixture in parallel within one device call.
+# On the GPU machine, from the repository root, with the wheels carried in .whl/ (see docs/verification.md):
 #   bash benchmarks/gpu_verify.sh [N_GPUS] [OUT_DIR]
 #   CASES="amp_scaler gpu_amp_fp16" TARGETS=fabric bash benchmarks/gpu_verify.sh 1     # a subset
 # N_GPUS defaults to the GPUs present. With one GPU only checks a (parity) and f (throughput) can run.
@@ -12,12 +13,8 @@ N=${1:-$(python3 -c 'import torch; print(torch.cuda.device_count())')}
 OUT=${2:-${OUT:-gpu-verify-out}}
 STEPS=${STEPS:-20}
 mkdir -p "$OUT"
-export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
-if ! python3 -c 'import libcst' 2>/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/ptm-site .whl/*.whl || exit 3
-  export PYTHONPATH=/tmp/ptm-site${PYTHONPATH:+:$PYTHONPATH}
-fi
-python3 -c 'import migrator.rules' 2>/dev/null || python3 -m pip install -q --no-index --no-deps --no-build-isolation -e . || exit 3
+# libcst, pyflakes and click from the wheels in .whl/ (benchmarks/gpu/fetch_wheels.sh), pt-migrate importable
+. benchmarks/gpu/_setup.sh || exit 3
 CHECKS=abcdef
 [ "$N" -lt 2 ] && CHECKS=af
 # case:entry for every single-device whole-script fixture (hand-written DDP originals are not single-device)

@@ -8,13 +8,13 @@
 #   bash benchmarks/gpu/call1_verify.sh "$OUT"
 # Writes to OUT (4 files): verify-summary.md, verify-summary.tsv, verify-reports.tar.gz (one JSON report and log
 # per fixture and target), call1.log. Turn them into docs/verification.md with benchmarks/gpu/update_docs.py.
-# Knobs (environment): N_GPUS=2 STEPS=20 JOBS=12 BUDGET=500 LAST_START=90 RUN_TIMEOUT=150 TARGETS="fabric accelerate"
+# Knobs (environment): N_GPUS=2 STEPS=20 JOBS=12 BUDGET=480 LAST_START=90 RUN_TIMEOUT=150 TARGETS="fabric accelerate"
 # ACCEL=cpu (a dry run on a CPU machine), CASES="gan vae" (a subset), VERIFY_ARGS="--nondeterministic" (extra verify flags).
 set -uo pipefail
 T0=$(date +%s)
 OUT=${1:-${OUT:-gpu-call1-out}}
 mkdir -p "$OUT"; OUT=$(cd "$OUT" && pwd)
-N=${N_GPUS:-2}; STEPS=${STEPS:-20}; JOBS=${JOBS:-12}; BUDGET=${BUDGET:-500}; LAST_START=${LAST_START:-90}
+N=${N_GPUS:-2}; STEPS=${STEPS:-20}; JOBS=${JOBS:-12}; BUDGET=${BUDGET:-480}; LAST_START=${LAST_START:-90}
 RUN_TIMEOUT=${RUN_TIMEOUT:-150}
 exec > >(tee "$OUT/call1.log") 2>&1
 HERE=benchmarks/gpu

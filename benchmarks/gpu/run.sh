@@ -168,7 +168,7 @@ for round in $(seq 1 "$ROUNDS"); do
       if [ "$round" = 1 ] && [[ " ${PROFILE:-} " == *" $v "* ]]; then  # torch.profiler inside the warm-up, rank 0
         mkdir -p "$PROF_DIR"
         PW=("$HERE/profile_wrap.py" --at "$PROFILE_AT" --steps "${PROFILE_STEPS:-5}" --out "$PROF_DIR/${m}_${v}.txt"
-            --label "$m $v, $N GPUs, steps $PROFILE_AT-$((PROFILE_AT + ${PROFILE_STEPS:-5})) of the warm-up")
+            --label "$m $v, $N GPUs, steps $PROFILE_AT-$((PROFILE_AT + ${PROFILE_STEPS:-5})) of the warm-up" --)
       fi
       variant_cmd "$m" "$v" || { echo "  (no $v for $m here: skipped)"; continue; }
       run_one "$round" "$m" "$v" "$GPUS" "${CMD[@]}"
