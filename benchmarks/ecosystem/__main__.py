@@ -119,7 +119,14 @@ def cmd_prepare_gpu(args) -> int:
                         "manylinux_2_28_x86_64", "-d", str(dest), "libcst", "pyyaml"], check=False)
     reqs = [ln.split("#")[0].strip() for ln in (H.HERE / "gpu-requirements.txt").read_text().splitlines()]
     reqs = [r for r in reqs if r]
-    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(dest)] + reqs, check=False)
+    # one by one (a name with no wheel for that Python only loses itself), for the GPU image's Python (3.12, see
+    # /work/.library/device/KINDS.md)
+    for py in [args.gpu_python]:
+        for r in reqs:
+            subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
+                            "--python-version", py, "--platform", "manylinux2014_x86_64", "--platform",
+                            "manylinux_2_28_x86_64", "--platform", "manylinux_2_17_x86_64", "-d", str(dest), r],
+                           check=False)
     cache = dest / "cache"
     for e in H.load_manifest():
         src = H.src_dir(e)
@@ -166,7 +173,8 @@ def main(argv=None) -> int:
     m.add_argument("into")
     m.add_argument("parts", nargs="+")
     g = sub.add_parser("prepare-gpu", help="wheels and the corpus for gpu.sh, into benchmarks/ecosystem/wheels/")
-    g.add_argument("--python-versions", default="3.10,3.11,3.12,3.13")
+    g.add_argument("--python-versions", default="3.10,3.11,3.12,3.13", help="for libcst and pyyaml")
+    g.add_argument("--gpu-python", default="3.12", help="the GPU image's Python, for the corpus' wheels")
     r = sub.add_parser("report", help="write docs/ecosystem.md from the results")
     r.add_argument("--out", default=str(H.ROOT / "docs" / "ecosystem.md"))
     args = p.parse_args(argv)

@@ -2,7 +2,7 @@
 # The ecosystem check's runtime part on a 2-GPU machine (the device tool's nvidia-h200-x2), in one call.
 #
 # Here, first (needs network to the package index; fills the git-ignored benchmarks/ecosystem/wheels/ with the
-# wheels the GPU image lacks and the extracted corpus, about 10-20 MiB):
+# wheels the GPU image lacks and the extracted corpus, about 50 MiB):
 #   python -m benchmarks.ecosystem fetch --mirror-root /work/.mirror
 #   python -m benchmarks.ecosystem prepare-gpu
 # Then, through the device tool, from the repository root:
