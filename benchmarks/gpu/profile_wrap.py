@@ -40,6 +40,7 @@ def summarise(prof, steps, wall_s, label):
     named = {}
     for e in events:
         for key in ("DistributedDataParallel.forward", "Optimizer.step", "Optimizer.zero_grad", "nccl:all_reduce",
+                    "gloo:all_reduce",
                     "autograd::engine::evaluate_function", "aten::copy_", "aten::to", "enumerate(DataLoader)"):
             if e.key.startswith(key):
                 n = named.setdefault(key, [0.0, 0])

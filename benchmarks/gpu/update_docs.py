@@ -55,7 +55,8 @@ bash benchmarks/gpu/call1_verify.sh "$OUT"     # {took or 'see call1.log'}
 Every fixture with goldens for both targets (noop_* and static_only.json aside), both targets, 20 steps, checks
 a-f, `--accelerator cuda --devices 2`, several verifies at a time. Check a's tolerance follows the precision the runs
 trained in (fp32 rtol 1e-4, atol 1e-5; fp16 rtol 2e-3; bf16 rtol 1e-2) and every run uses deterministic kernels
-(verify's default on CUDA). Raw rows: {', '.join(kept) or 'verify-summary.tsv'}; the JSON reports came back in
+(verify's default on CUDA). Check f's speed-up is for information only: 12 verifies shared the two GPUs and 32
+cores. Raw rows: {', '.join(kept) or 'verify-summary.tsv'}; the JSON reports came back in
 verify-reports.tar.gz (not committed).
 
 {summary}
