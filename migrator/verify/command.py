@@ -49,7 +49,12 @@ CHECKS = {
     "d": "sharding",
     "e": "output once",
     "f": "throughput",
+    "g": "schedule",
+    "h": "initial weights",
+    "i": "noise per rank",
 }
+FULL_CHECKS = "ghi"  # only with --full: the script runs to its end
+FULL_STEPS = 10 ** 9
 
 # Environment of an outer distributed launch that must not leak into the runs.
 _DIST_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE", "ROLE_RANK",
@@ -526,13 +531,16 @@ def check_throughput(single: Run, multi: Run, n: int) -> Check:
               help="Check this already-migrated file instead of migrating SCRIPT.")
 @click.option("--checks", "only", default="abcdef", show_default=True,
               help="The checks to run, as letters; runs that no chosen check needs are skipped.")
+@click.option("--full", is_flag=True, help="Run the scripts to their end (no step limit; use small data) and add "
+              "checks g (last learning rate on N processes = original's), h (equal initial weights on every rank) and "
+              "i (the ranks draw different random numbers where the original draws them in its loop).")
 @click.option("--keep", is_flag=True, help="Keep the temporary folder (its path is printed).")
 @click.option("--deterministic/--nondeterministic", default=None,
               help="Deterministic kernels in every run (torch.use_deterministic_algorithms with warn_only, cuDNN "
                    "deterministic without benchmarking, CUBLAS_WORKSPACE_CONFIG). Default: on with "
                    "--accelerator cuda, off on cpu.")
 def verify(script, script_args, target, devices, accelerator, steps, timeout, as_json, migrated, only, keep,
-           deterministic):
+           deterministic, full):
     """Run SCRIPT and its migration side by side and check that the migration trains the same model.
 
     \b
@@ -544,13 +552,20 @@ def verify(script, script_args, target, devices, accelerator, steps, timeout, as
       d sharding       ranks do not receive identical batches at the same step
       e output once    no stdout line of 1 process appears N times with N processes
       f throughput     samples/s of 1 process vs N processes (information)
+    With --full (the scripts run to their end):
+      g schedule       the learning rate at the last step on N processes equals the original's
+      h initial weights every rank starts from the same parameters
+      i noise per rank the ranks draw different random numbers where the original draws them in its loop
     Arguments after `--` go to the script. The user's files are never written: the script's folder is copied.
     """
+    if full:
+        only = only + FULL_CHECKS if only == "abcdef" else only
+        steps = FULL_STEPS
     chosen = "".join(c for c in only.lower() if c in CHECKS)
     bad = sorted(set(only.lower()) - set(CHECKS) - set(", "))
     if bad or not chosen:
         raise click.BadParameter(f"letters from {''.join(CHECKS)}", param_hint="--checks")
-    if devices < 2 and set(chosen) & set("bcde"):
+    if devices < 2 and set(chosen) & set("bcdeghi"):
         raise click.BadParameter("checks b, c, d and e compare processes: they need --devices 2 or more "
                                  "(with one device, use --checks af)", param_hint="--devices")
     report = run_verify(Path(script), list(script_args), target, devices, accelerator, steps, timeout,
@@ -610,7 +625,7 @@ def run_verify(script: Path, script_args: List[str], target: str, devices: int =
         own_sampler = "DistributedSampler" in script.read_text(encoding="utf-8", errors="replace")
         spawns = bool(_SPAWNS.search(script.read_text(encoding="utf-8", errors="replace")))
         orig_n = skipped
-        if "a" in checks:
+        if set(checks) & set("agi"):
             orig = _execute(make("original", [py], orig_dir, orig_dir / script.name, False), base_env, timeout)
         if set(checks) & set("aef"):
             single = _execute(make("migrated-1", [py], mig_dir, mig_script, target == "fabric"), base_env, timeout)
@@ -620,7 +635,7 @@ def run_verify(script: Path, script_args: List[str], target: str, devices: int =
             parity_on_n = True
             orig_n = _execute(make(f"original-{devices}procs", _torchrun(devices), orig_dir, orig_dir / script.name,
                                    False), base_env, timeout)
-        if set(checks) & set("bcdef") or parity_on_n:
+        if set(checks) & set("bcdefghi") or parity_on_n:
             multi_env = dict(base_env)
             if target == "fabric":
                 mode = _fabric_launch_mode(source)
@@ -634,6 +649,9 @@ def run_verify(script: Path, script_args: List[str], target: str, devices: int =
             multi = _execute(make(f"migrated-{devices}procs", prefix, mig_dir, mig_script, False), multi_env, timeout)
 
         makers = {
+            "g": lambda: check_schedule(orig, multi, devices),
+            "h": lambda: check_initial_weights(multi, devices),
+            "i": lambda: check_noise(orig, multi, devices),
             "a": lambda: _parity(orig, single, orig_n, multi, devices, own_sampler and parity_on_n,
                                  own_sampler and target != "fabric", spawns),
             "b": lambda: check_multi(multi, devices, steps),
@@ -650,6 +668,54 @@ def run_verify(script: Path, script_args: List[str], target: str, devices: int =
     finally:
         if not keep:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_schedule(orig: Run, multi: Run, n: int) -> Check:
+    """g: the learning rate at the last step on N processes equals the original's at its last step."""
+    o = _rank0(orig) if not orig.failure() else None
+    if o is None or o.get("last_lr") is None:
+        return Check("g", "fail" if orig.failure() else "skip", orig.failure() or "the original stepped no optimizer")
+    why = _usable(multi, n)
+    if why:
+        return Check("g", "fail" if multi.failure() else "skip", why)
+    data = {"original": [o["first_lr"], o["last_lr"], o["steps"]],
+            "ranks": {r["rank"]: [r.get("last_lr"), r["steps"]] for r in multi.results}}
+    for r in multi.results:
+        a, b = o["last_lr"], r.get("last_lr")
+        if b is None or abs(a - b) > 1e-6 * max(abs(a), abs(b)) + 1e-12:
+            return Check("g", "fail", f"learning rate at the last step: original {a:.6g} after {o['steps']} steps, "
+                                      f"rank {r['rank']} of {n} {b!r} after {r['steps']} steps: the schedule does not "
+                                      f"end where the original's does", data)
+    return Check("g", "pass", f"last learning rate {o['last_lr']:.6g} on every rank of {n}, as in the original", data)
+
+
+def check_initial_weights(multi: Run, n: int) -> Check:
+    """h: every rank starts from the same parameters (at its first training forward)."""
+    why = _usable(multi, n)
+    if why:
+        return Check("h", "fail" if multi.failure() else "skip", why)
+    hashes = {r["rank"]: r.get("init_param_hash") for r in multi.results}
+    if None in hashes.values():
+        return Check("h", "skip", "no training forward was seen", {"ranks": hashes})
+    if len(set(hashes.values())) > 1:
+        return Check("h", "fail", "the ranks started from different parameters", {"ranks": hashes})
+    return Check("h", "pass", f"all {n} ranks start from the same parameters", {"ranks": hashes})
+
+
+def check_noise(orig: Run, multi: Run, n: int) -> Check:
+    """i: where the original draws random numbers in its loop, the ranks draw different ones."""
+    o = _rank0(orig) if not orig.failure() else None
+    if o is None or not o.get("noise_draws"):
+        return Check("i", "skip", "the original draws no random numbers after its first step")
+    why = _usable(multi, n)
+    if why:
+        return Check("i", "fail" if multi.failure() else "skip", why)
+    hashes = {r["rank"]: r.get("noise_hash") for r in multi.results}
+    data = {"original_draws": o["noise_draws"], "ranks": hashes}
+    if len(set(hashes.values())) < len(hashes):
+        return Check("i", "fail", f"ranks drew identical random numbers in the loop ({o['noise_draws']} draws in "
+                                  f"the original): every process trains on the same noise", data)
+    return Check("i", "pass", f"the {n} ranks drew different random numbers in the loop", data)
 
 
 def _print_table(report: Dict[str, Any]) -> None:

@@ -63,6 +63,11 @@ class Recorder:
         self.written = False
         self.scaled: Dict[int, Any] = {}  # id(scaled loss) -> (scaled, loss), from GradScaler.scale
         self.autocast_dtype: Optional[str] = None  # "bfloat16" / "float16": autocast seen in a training forward
+        self.first_lr: Optional[float] = None  # the clock optimizer's learning rate at its first and last step
+        self.last_lr: Optional[float] = None
+        self.init_param_hash: Optional[str] = None  # the models' parameters at the first training forward
+        self.noise = hashlib.sha1()  # torch.randn/rand/... drawn after the first optimizer step (in the loop)
+        self.noise_draws = 0
 
     # ---- hooks -------------------------------------------------------------------------------------------------
     def record_loss(self, tensor) -> None:
@@ -99,6 +104,30 @@ class Recorder:
 
         scale._ptm_verify = True
         GradScaler.scale = scale
+
+    def wrap_draws(self, torch) -> None:
+        """Hash what torch's random functions return once the first optimizer step is done (the training loop)."""
+        rec = self
+        for name in ("randn", "rand", "randint", "randn_like", "rand_like", "randint_like", "randperm", "normal",
+                     "bernoulli", "multinomial"):
+            original = getattr(torch, name, None)
+            if original is None or getattr(original, "_ptm_verify", False):
+                continue
+
+            def draw(*args, __original=original, **kwargs):
+                out = __original(*args, **kwargs)
+                # an explicit generator (a sampler's) is not the global RNG the check is about
+                if rec.steps >= 1 and isinstance(out, torch.Tensor) and kwargs.get("generator") is None:
+                    try:
+                        rec.noise.update(_tensor_bytes(out))
+                        rec.noise_draws += 1
+                    except Exception:
+                        pass
+                return out
+
+            draw._ptm_verify = True
+            draw.__name__ = name
+            setattr(torch, name, draw)
 
     def wrap_backward(self, owner, name: str, loss_arg: int) -> None:
         original = getattr(owner, name, None)
@@ -141,6 +170,14 @@ class Recorder:
         if not has_params:
             return  # a loss module or a parameter-free helper: not a model
         self.models.setdefault(id(module), module)
+        if self.init_param_hash is None:
+            try:
+                h = hashlib.sha1()
+                for p in module.parameters():
+                    h.update(_tensor_bytes(p))
+                self.init_param_hash = h.hexdigest()
+            except Exception:
+                self.init_param_hash = "unreadable"
         step = self.steps + 1
         if step in self.batch_hashes or step > self.max_steps:
             return
@@ -159,6 +196,12 @@ class Recorder:
         if id(optimizer) != self.clock_optimizer:
             return
         self.steps += 1
+        try:
+            lr = float(optimizer.param_groups[0]["lr"])
+            self.first_lr = lr if self.first_lr is None else self.first_lr
+            self.last_lr = lr
+        except Exception:
+            pass
         self.step_times.append(time.perf_counter() - self.t0)
         # the script may tear its process group down before it ends (destroy_process_group): keep what it was
         self.last_rank_world = _rank_world(None)
@@ -220,6 +263,11 @@ class Recorder:
             "models": sorted({type(m).__name__ for m in self.models.values()}),
             "autocast_dtype": self.autocast_dtype,
             "deterministic": os.environ.get(ENV_DETERMINISTIC) == "1",
+            "first_lr": self.first_lr,
+            "last_lr": self.last_lr,
+            "init_param_hash": self.init_param_hash,
+            "noise_hash": self.noise.hexdigest() if self.noise_draws else None,
+            "noise_draws": self.noise_draws,
         }
         try:
             data.update(self.checksum())
@@ -246,6 +294,7 @@ class Recorder:
             register_module_forward_hook(self.forward_hook)
         self.wrap_backward(torch.Tensor, "backward", 0)
         self.wrap_scaler(torch)
+        self.wrap_draws(torch)
         if "lightning" in sources:
             self._patch_lightning()
         if "accelerate" in sources:
