@@ -16,7 +16,7 @@ from migrator.verify.command import verify
 verify(prog_name="pt-migrate verify")' "fixtures/$case/before/$entry" --target "$target" --accelerator "${PTM_CALL1_ACCEL:-cuda}"
      --devices "$PTM_CALL1_N" --steps "$PTM_CALL1_STEPS" --timeout "$PTM_CALL1_RUN_TIMEOUT" --checks abcdef --json
      $PTM_CALL1_ARGS)
-[ "$lock" != "-" ] && cmd=(flock "/tmp/ptm-port-$lock.lock" "${cmd[@]}")
+if [ "$lock" != "-" ] && command -v flock >/dev/null; then cmd=(flock "/tmp/ptm-port-$lock.lock" "${cmd[@]}"); fi
 start=$(date +%s)
 echo "start $case $target (job $num, GPUs $CUDA_VISIBLE_DEVICES)"
 timeout -k 10 "$left" "${cmd[@]}" > "$base.json" 2> "$base.log"
