@@ -134,9 +134,10 @@ def _assigned(stmt: cst.CSTNode, names) -> Set[str]:
 
 
 def _uses_for_training(stmt: cst.CSTNode, models: Set[str], optimizers: Set[str]) -> bool:
-    """A statement after which a model reassignment is no longer part of the setup: a loop or any compound
-    statement, an expression statement (`fit(model, ...)`), or an assignment that passes a model or an optimizer
-    to a call without rebinding that model (`losses = fit(model, opt)`; `model = torch.compile(model)` is fine)."""
+    """A statement after which a model reassignment is no longer part of the setup: a loop, a compound statement
+    other than an `if` / `with` made of such statements, or a call that is handed a model or an optimizer without
+    rebinding that model (`fit(model, opt)`, `losses = fit(model, opt)`; `model = torch.compile(model)` and
+    `print(model)` are fine)."""
     from migrator import matching as m
     if isinstance(stmt, (cst.If, cst.With)) and not m.findall(stmt, m.For() | m.While() | m.FunctionDef()):
         # `if compile_model: model = torch.compile(model)`: look inside
@@ -148,11 +149,18 @@ def _uses_for_training(stmt: cst.CSTNode, models: Set[str], optimizers: Set[str]
                                                                 for s in b.body) for b in blocks)
     if not isinstance(stmt, cst.SimpleStatementLine):
         return True
+    rebinds = _assigned(stmt, models)
     for small in stmt.body:
-        if not isinstance(small, (cst.Assign, cst.AnnAssign)):
+        if isinstance(small, cst.Expr):
+            value = small.value
+        elif isinstance(small, (cst.Assign, cst.AnnAssign)):
+            value = small.value
+        else:
             return True
-        rebinds = _assigned(stmt, models)
-        for call in m.findall(small.value, m.Call()) if small.value is not None else ():
+        for call in m.findall(value, m.Call()) if value is not None else ():
+            func = dotted(call.func) or ""
+            if func == "print" or func.endswith(".print") or func.startswith(("logging.", "logger.", "log.")):
+                continue  # printing the model is no use of it
             for arg in call.args:
                 name = dotted(arg.value)
                 if name in optimizers or (name in models and name not in rebinds):

@@ -17,8 +17,10 @@ What it does: in the framework scope,
 - `torch.save(model, path)` of a set-up model pickles a whole module (`fabric.save` takes only a dict): Fabric
   `if fabric.is_global_zero: torch.save(model.module, path)` (the plain module), Accelerate
   `accelerator.save(accelerator.unwrap_model(model), path)`; a load of that file restores the plain class;
-- a `torch.load` of a file that only the main process wrote (a whole-module pickle, any `accelerator.save`) gets
-  `fabric.barrier()` / `accelerator.wait_for_everyone()` before it, so no rank reads a file still being written;
+- a `torch.load` of a file that only the main process wrote (a whole-module pickle, any `accelerator.save`; the
+  same path, or any path once such a file was written to one computed at run time) gets `fabric.barrier()` /
+  `accelerator.wait_for_everyone()` before it, so no rank reads a file still being written (not under a rank
+  guard, nor in a function called under one);
 - a model built again after the setup point (a new instance for inference) is plain: its `state_dict` /
   `load_state_dict` are left as written.
 
@@ -64,6 +66,11 @@ from migrator.rules.rank_zero import (
 )
 
 RANKISH = GLOBAL_RANK_NAMES | LOCAL_RANK_NAMES | {"device_id", "gpu_index"}
+
+
+def _literal(code: str) -> bool:
+    """A path written as a plain string literal (its code starts and ends with a quote, no f prefix)."""
+    return code[:1] in "\"'" and code[-1:] in "\"'"
 
 
 def _swap_first_two(call: cst.Call) -> cst.Call:
@@ -224,7 +231,10 @@ class _Transformer(RuleTransformer):
         path = original_node.args[0] if original_node.args and original_node.args[0].keyword is None else next(
             (a for a in original_node.args if a.keyword is not None and a.keyword.value == "f"), None)
         path_code = self._code(path.value) if path is not None else None
-        if path_code in self.saved_paths and not self.guards and self._stmts:
+        # the same path, or any path when the main process wrote to one computed at run time (f"model_{epoch}.pt")
+        written = path_code in self.saved_paths or any(not _literal(p) for p in self.saved_paths)
+        under_guard = self.guards or any(d in self.called_under_guard for d in self.defs)
+        if written and not under_guard and self._stmts:
             self.wait_before.add(id(self._stmts[-1]))
         whole = path_code in self.whole_paths or any(
             a.keyword is not None and a.keyword.value == "weights_only" and dotted(a.value) == "False"
