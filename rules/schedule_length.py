@@ -103,8 +103,8 @@ class _Transformer(RuleTransformer):
             if name == "DataLoader" and a.value.args and a.value.args[0].keyword is None:
                 ds = dotted(a.value.args[0].value)
                 for t in a.targets:
-                    if dotted(t.target) and ds:
-                        datasets[dotted(t.target)] = ds
+                    if dotted(t.target):
+                        datasets[dotted(t.target)] = ds  # None: a dataset built in the call
             if name in ("setup_dataloaders", "prepare") and isinstance(a.value.func, cst.Attribute) and \
                     dotted(a.value.func.value) == fw:
                 for arg in a.value.args:
@@ -113,7 +113,7 @@ class _Transformer(RuleTransformer):
                         setup_at[n] = i
         for l, i in list(datasets.items()):  # loaders the setup rules set up (the rule may run alone)
             if l in self.facts.loaders and l not in setup_at:
-                setup_at[l] = next(k for k, st in enumerate(body) if l in _assigned(st) and datasets.get(l)) + 1
+                setup_at[l] = next(k for k, st in enumerate(body) if l in _assigned(st)) + 1
         if not setup_at:
             return None
         new_body = list(body)
@@ -141,7 +141,7 @@ class _Transformer(RuleTransformer):
             fixed_here = False
             for j in chain:
                 # len(dataset of a set-up loader), or len(loader) read before the loader's setup
-                targets = {datasets[l] for l in setup_at} | {l for l, k in setup_at.items() if j < k}
+                targets = {datasets[l] for l in setup_at if datasets[l]} | {l for l, k in setup_at.items() if j < k}
                 rewritten = self._rewrite_lens(new_body[j], targets)
                 if rewritten is not None:
                     new_body[j] = rewritten
@@ -149,7 +149,7 @@ class _Transformer(RuleTransformer):
                     self.report(orig[j], f"the schedule's length now counts the samples of one process "
                                          f"(`len(...) / {self._fw_count()}`): each process gets 1/N of the "
                                          f"batches, so a length for the whole dataset would not end", True)
-            inline = self._rewrite_lens(new_body[i], {datasets[l] for l in setup_at} |
+            inline = self._rewrite_lens(new_body[i], {datasets[l] for l in setup_at if datasets[l]} |
                                         {l for l, k in setup_at.items() if i < k})
             if inline is not None:
                 new_body[i] = inline
@@ -164,7 +164,9 @@ class _Transformer(RuleTransformer):
                 continue
             target = a.targets[0].target if len(a.targets) == 1 else None
             sname = dotted(target) if target is not None else None
-            if sname and self._steps_per_batch(body[i + 1:], sname, set(setup_at)):
+            names = set().union(*(_reads(e) for e in lengths))
+            bounded = any(_reads(c) & names for st in body[i + 1:] for c in m.findall(st, m.Comparison()))
+            if sname and not bounded and self._steps_per_batch(body[i + 1:], sname, set(setup_at)):
                 msg = (f"`{sched}` is sized by a fixed number of steps, but it steps once per batch of a set-up "
                        f"loader, and each of N processes gets 1/N of the batches: size it from `len(loader)` "
                        f"after setup (or divide by `{self._fw_count()}`) so that it ends when training ends")
