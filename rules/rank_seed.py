@@ -4,8 +4,9 @@ What it does: in the scope that seeds (`fabric.seed_everything(s)` / `set_seed(s
 models up, when the training loop there draws from the global RNG (`torch.randn`, `rand`, `randint`,
 `randn_like`, `rand_like`, `randint_like`, `randperm`, `bernoulli`, `multinomial`, `normal`), adds right after
 the last model setup: `if fabric.global_rank > 0: fabric.seed_everything(s + fabric.global_rank)` /
-`if accelerator.process_index > 0: set_seed(s, device_specific=True)`. A loop that draws without a seed in the
-scope gets a TODO.
+`if accelerator.process_index > 0: set_seed(s, device_specific=True)`. Where nothing in that scope seeds (the
+module or a caller does, or nothing does: torch's default seed is the same in every process), torch's seed is
+offset instead: `torch.manual_seed(torch.initial_seed() + fabric.global_rank)` on ranks above 0.
 
 Why: every process seeds alike, so without it every rank draws the same noise (GAN latents, diffusion timesteps,
 masks) and the N processes train on N copies of one noise batch. The models must still start identical: they
@@ -30,7 +31,7 @@ import libcst as cst
 
 from migrator import matching as m
 from migrator.names import dotted
-from migrator.rules.base import Context, Example, Rule, RuleTransformer, with_todo
+from migrator.rules.base import Context, Example, Rule, RuleTransformer
 
 DRAWS = {"randn", "rand", "randint", "randn_like", "rand_like", "randint_like", "randperm", "bernoulli",
          "multinomial", "normal"}
@@ -93,11 +94,14 @@ class _Transformer(RuleTransformer):
         if any(MARK in code(s) for s in body):
             return None  # done by an earlier run
         seeds = [(i, self._seed(s)) for i, s in enumerate(body[:last]) if self._seed(s) is not None]
-        if not seeds:
-            msg = ("the training loop draws random numbers (torch.randn, ...) and nothing seeds here: every rank "
-                   "draws the same ones; seed before building the models, then per rank after setup")
-            self.report(orig[last] if len(orig) == len(body) else body[last], msg, False)
-            return body[:last] + [with_todo(body[last], self.rule.code, msg)] + body[last + 1:]
+        if not seeds:  # seeded elsewhere (module level, a caller) or not at all: offset torch's current seed
+            rank = f"{self.fw}.global_rank" if self.ctx.target == "fabric" else f"{self.fw}.process_index"
+            text = (f"if {rank} > 0:  # {MARK}\n"
+                    f"    torch.manual_seed(torch.initial_seed() + {rank})\n")
+            self.report(orig[last] if len(orig) == len(body) else body[last],
+                        "the ranks now draw different random numbers in the training loop (torch's seed offset by the "
+                        "rank after the models are set up alike; NumPy and `random` stay as they were)", True)
+            return body[: last + 1] + [cst.parse_statement(text)] + body[last + 1:]
         s = code(seeds[-1][1])
         if self.ctx.target == "fabric":
             text = (f"if {self.fw}.global_rank > 0:  # {MARK}\n"
