@@ -14,6 +14,7 @@ Fix safety: safe; only a bare statement call is rewritten (its return value unus
 from __future__ import annotations
 
 import libcst as cst
+from migrator import matching as m
 from libcst.metadata import QualifiedNameProvider
 
 from migrator.analysis import MAIN_GUARD, MODULE
@@ -32,6 +33,8 @@ class _Transformer(RuleTransformer):
             return updated_node
         if "torch.manual_seed" not in qualified_names(self, original_node.value.func):
             return updated_node
+        if any(n.value == "initial_seed" for n in m.findall(original_node.value, m.Name())):
+            return updated_node  # PTM145's per-rank offset of torch's own seed (a 64-bit seed: not seed_everything)
         if self.ctx.target == "fabric":
             func = cst.Attribute(value=self.fw_expr(), attr=cst.Name("seed_everything"))
         else:
