@@ -682,7 +682,10 @@ def check_schedule(orig: Run, multi: Run, n: int) -> Check:
             "ranks": {r["rank"]: [r.get("last_lr"), r["steps"]] for r in multi.results}}
     for r in multi.results:
         a, b = o["last_lr"], r.get("last_lr")
-        if b is None or abs(a - b) > 1e-6 * max(abs(a), abs(b)) + 1e-12:
+        if b is None:
+            return Check("g", "fail", f"rank {r['rank']} of {n} stepped no optimizer"
+                                      f"{': ' + multi.failure() if multi.failure() else ''}", data)
+        if abs(a - b) > 1e-6 * max(abs(a), abs(b)) + 1e-12:
             return Check("g", "fail", f"learning rate at the last step: original {a:.6g} after {o['steps']} steps, "
                                       f"rank {r['rank']} of {n} {b!r} after {r['steps']} steps: the schedule does not "
                                       f"end where the original's does", data)
