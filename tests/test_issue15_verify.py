@@ -44,6 +44,7 @@ CASES = [  # (original, broken migration, target, check, steps)
     ("gan_noise_in_loop.py", "fabric_gan_same_noise.py", "fabric", "i", 40),
     ("gan_noise_in_loop.py", "accelerate_gan_same_noise.py", "accelerate", "i", 40),
     ("loss_method_on_model.py", "accelerate_loss_unwrapped.py", "accelerate", "c", 5),
+    ("reinstantiate.py", "accelerate_ckpt_wrapped_keys.py", "accelerate", "j", FULL_STEPS),
 ]
 
 
@@ -64,3 +65,17 @@ def test_tool_migration_passes_the_check(original, broken, target, check, steps)
     report = run_verify(BROKEN / original, [], target, 2, "cpu", steps, 120, checks=check + "h")
     assert _status(report, check)["status"] == "pass", report["checks"]
     assert _status(report, "h")["status"] == "pass", report["checks"]
+
+
+@slow
+def test_checkpoint_check_names_the_keys(tmp_path):
+    """j compares what each file holds (key -> shape) in a subprocess run in the script's folder."""
+    import torch
+
+    for name, prefix in (("orig", ""), ("mig", "module.")):
+        (tmp_path / name).mkdir()
+        torch.save({prefix + "w": torch.zeros(2)}, tmp_path / name / "m.pt")
+    c = vc.check_checkpoints(tmp_path / "orig", tmp_path / "mig", 0)
+    assert c.status == "fail" and "module.w" in c.message
+    torch.save({"w": torch.ones(2)}, tmp_path / "mig" / "m.pt")
+    assert vc.check_checkpoints(tmp_path / "orig", tmp_path / "mig", 0).status == "pass"

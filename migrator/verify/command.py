@@ -52,8 +52,9 @@ CHECKS = {
     "g": "schedule",
     "h": "initial weights",
     "i": "noise per rank",
+    "j": "checkpoints",
 }
-FULL_CHECKS = "ghi"  # only with --full: the script runs to its end
+FULL_CHECKS = "ghij"  # only with --full: the script runs to its end
 FULL_STEPS = 10 ** 9
 
 # Environment of an outer distributed launch that must not leak into the runs.
@@ -533,7 +534,8 @@ def check_throughput(single: Run, multi: Run, n: int) -> Check:
               help="The checks to run, as letters; runs that no chosen check needs are skipped.")
 @click.option("--full", is_flag=True, help="Run the scripts to their end (no step limit; use small data) and add "
               "checks g (last learning rate on N processes = original's), h (equal initial weights on every rank) and "
-              "i (the ranks draw different random numbers where the original draws them in its loop).")
+              "i (the ranks draw different random numbers where the original draws them in its loop), j (every checkpoint the "
+              "original writes is written with the same keys and shapes).")
 @click.option("--keep", is_flag=True, help="Keep the temporary folder (its path is printed).")
 @click.option("--deterministic/--nondeterministic", default=None,
               help="Deterministic kernels in every run (torch.use_deterministic_algorithms with warn_only, cuDNN "
@@ -556,6 +558,8 @@ def verify(script, script_args, target, devices, accelerator, steps, timeout, as
       g schedule       the learning rate at the last step on N processes equals the original's
       h initial weights every rank starts from the same parameters
       i noise per rank the ranks draw different random numbers where the original draws them in its loop
+      j checkpoints    every checkpoint the original writes is written by the migration with the same keys,
+                       shapes and classes (it loads into the original model class)
     Arguments after `--` go to the script. The user's files are never written: the script's folder is copied.
     """
     if full:
@@ -565,7 +569,7 @@ def verify(script, script_args, target, devices, accelerator, steps, timeout, as
     bad = sorted(set(only.lower()) - set(CHECKS) - set(", "))
     if bad or not chosen:
         raise click.BadParameter(f"letters from {''.join(CHECKS)}", param_hint="--checks")
-    if devices < 2 and set(chosen) & set("bcdeghi"):
+    if devices < 2 and set(chosen) & set("bcdeghij"):
         raise click.BadParameter("checks b, c, d and e compare processes: they need --devices 2 or more "
                                  "(with one device, use --checks af)", param_hint="--devices")
     report = run_verify(Path(script), list(script_args), target, devices, accelerator, steps, timeout,
@@ -625,7 +629,8 @@ def run_verify(script: Path, script_args: List[str], target: str, devices: int =
         own_sampler = "DistributedSampler" in script.read_text(encoding="utf-8", errors="replace")
         spawns = bool(_SPAWNS.search(script.read_text(encoding="utf-8", errors="replace")))
         orig_n = skipped
-        if set(checks) & set("agi"):
+        started = time.time()  # checkpoints written from here on are the runs'
+        if set(checks) & set("agij"):
             orig = _execute(make("original", [py], orig_dir, orig_dir / script.name, False), base_env, timeout)
         if set(checks) & set("aef"):
             single = _execute(make("migrated-1", [py], mig_dir, mig_script, target == "fabric"), base_env, timeout)
@@ -635,7 +640,7 @@ def run_verify(script: Path, script_args: List[str], target: str, devices: int =
             parity_on_n = True
             orig_n = _execute(make(f"original-{devices}procs", _torchrun(devices), orig_dir, orig_dir / script.name,
                                    False), base_env, timeout)
-        if set(checks) & set("bcdefghi") or parity_on_n:
+        if set(checks) & set("bcdefghij") or parity_on_n:
             multi_env = dict(base_env)
             if target == "fabric":
                 mode = _fabric_launch_mode(source)
@@ -652,6 +657,7 @@ def run_verify(script: Path, script_args: List[str], target: str, devices: int =
             "g": lambda: check_schedule(orig, multi, devices),
             "h": lambda: check_initial_weights(multi, devices),
             "i": lambda: check_noise(orig, multi, devices),
+            "j": lambda: check_checkpoints(orig_dir, mig_dir, started),
             "a": lambda: _parity(orig, single, orig_n, multi, devices, own_sampler and parity_on_n,
                                  own_sampler and target != "fabric", spawns),
             "b": lambda: check_multi(multi, devices, steps),
@@ -719,6 +725,76 @@ def check_noise(orig: Run, multi: Run, n: int) -> Check:
         return Check("i", "fail", f"ranks drew identical random numbers in the loop ({o['noise_draws']} draws in "
                                   f"the original): every process trains on the same noise", data)
     return Check("i", "pass", f"the {n} ranks drew different random numbers in the loop", data)
+
+
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".tar")
+
+# Run in the script's folder (a pickled module needs its class): what each checkpoint holds, as key -> shape.
+_DESCRIBE = r"""
+import json, sys, torch
+def flat(o, prefix="", depth=0, out=None):
+    out = {} if out is None else out
+    if isinstance(o, torch.nn.Module):
+        out[prefix + "<class>"] = type(o).__name__
+        o = o.state_dict()
+    if isinstance(o, torch.Tensor):
+        out[prefix.rstrip(".")] = list(o.shape)
+    elif isinstance(o, dict) and depth < 4:
+        for k, v in o.items():
+            flat(v, f"{prefix}{k}.", depth + 1, out)
+    return out
+res = {}
+for f in sys.argv[1:]:
+    try:
+        res[f] = flat(torch.load(f, map_location="cpu", weights_only=False))
+    except Exception as e:
+        res[f] = {"<error>": f"{type(e).__name__}: {e}"}
+print(json.dumps(res))
+"""
+
+
+def _checkpoints(folder: Path, since: float) -> List[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and
+                  p.suffix in CHECKPOINT_SUFFIXES and p.stat().st_mtime >= since)
+
+
+def _describe(folder: Path, files: List[str], timeout: float = 120) -> Dict[str, Any]:
+    if not files:
+        return {}
+    try:
+        out = subprocess.run([sys.executable, "-c", _DESCRIBE] + files, cwd=str(folder), capture_output=True,
+                             text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+                             env=dict(os.environ, PYTHONPATH=str(folder)))
+        return json.loads(out.stdout.strip().splitlines()[-1])
+    except Exception as e:  # pragma: no cover - reported as the check's failure
+        return {f: {"<error>": repr(e)} for f in files}
+
+
+def check_checkpoints(orig_dir: Path, mig_dir: Path, since: float) -> Check:
+    """j: every checkpoint the original writes, the migration writes too, with the same keys and shapes (so it
+    loads into the original model class: no `module.` prefix, no wrapper pickled, nothing missing)."""
+    want = _checkpoints(orig_dir, since)
+    if not want:
+        return Check("j", "skip", "the original wrote no checkpoint (.pt, .pth, .ckpt, .bin, .tar)")
+    have = set(_checkpoints(mig_dir, since))
+    missing = [f for f in want if f not in have]
+    if missing:
+        return Check("j", "fail", f"the migration did not write {', '.join(missing)}", {"files": want})
+    a, b = _describe(orig_dir, want), _describe(mig_dir, want)
+    for f in want:
+        if "<error>" in b.get(f, {"<error>": "not read"}):
+            return Check("j", "fail", f"{f} does not load: {b.get(f, {}).get('<error>', 'not read')}")
+        oa, ob = a.get(f, {}), b.get(f, {})
+        if "<error>" in oa:
+            continue  # the original's own file does not load here: nothing to compare with
+        if oa != ob:
+            extra, lost = sorted(set(ob) - set(oa))[:3], sorted(set(oa) - set(ob))[:3]
+            shapes = [k for k in set(oa) & set(ob) if oa[k] != ob[k]][:3]
+            return Check("j", "fail", f"{f} differs from the original's: it would not load into the original model "
+                                      f"class (keys only in the migration {extra}, missing {lost}, other shapes or "
+                                      f"classes {shapes})", {"files": want})
+    return Check("j", "pass", f"{len(want)} checkpoint(s) written as the original writes them (same keys, shapes "
+                              f"and classes)", {"files": want})
 
 
 def _print_table(report: Dict[str, Any]) -> None:
