@@ -514,4 +514,8 @@ def main(argv: Optional[List[str]] = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # run this module's functions under its importable name: runpy puts the script in sys.modules["__main__"], and
+    # torch.compile, tracing the global forward hooks, looks their globals up by module name (it found the script's)
+    from migrator.verify import runner as _runner
+
+    _runner.main()
