@@ -738,7 +738,7 @@ def flat(o, prefix="", depth=0, out=None):
         out[prefix + "<class>"] = type(o).__name__
         o = o.state_dict()
     if isinstance(o, torch.Tensor):
-        out[prefix.rstrip(".")] = list(o.shape)
+        out[prefix.rstrip(".").replace("_orig_mod.", "")] = list(o.shape)  # torch.compile's prefix: same class
     elif isinstance(o, dict) and depth < 4:
         for k, v in o.items():
             flat(v, f"{prefix}{k}.", depth + 1, out)
@@ -772,7 +772,8 @@ def _describe(folder: Path, files: List[str], timeout: float = 120) -> Dict[str,
 
 def check_checkpoints(orig_dir: Path, mig_dir: Path, since: float) -> Check:
     """j: every checkpoint the original writes, the migration writes too, with the same keys and shapes (so it
-    loads into the original model class: no `module.` prefix, no wrapper pickled, nothing missing)."""
+    loads into the original model class: no `module.` prefix, no wrapper pickled, nothing missing). torch.compile's
+    `_orig_mod.` prefix is ignored on both sides (Fabric's save drops it; the class underneath is the same)."""
     want = _checkpoints(orig_dir, since)
     if not want:
         return Check("j", "skip", "the original wrote no checkpoint (.pt, .pth, .ckpt, .bin, .tar)")
