@@ -1,4 +1,5 @@
 """The engine's shortcuts for speed change no output: trigger words, import-table names, report positions."""
+import re
 from pathlib import Path
 
 import libcst as cst
@@ -142,4 +143,5 @@ def test_a_group_that_cannot_share_a_traversal_runs_one_by_one(monkeypatch):
 
     monkeypatch.setattr(type(BY_CODE["PTM108"]), "transformer", retyping)
     result = migrate(ALIASED + "\nprint(1)\n", "fabric")
-    assert result.error is None and "\npass\n" in result.code
+    # the import-time print goes under a LOCAL_RANK guard (PTM110), so the retyped statement is indented there
+    assert result.error is None and re.search(r"^\s*pass$", result.code, re.M)
