@@ -19,9 +19,12 @@ Accelerate form: no wrapper; `accelerator.unwrap_model(model).generate(...)`.
 In a script already on the framework (it calls its `setup` / `prepare` itself), a wrapper around a model that it
 does not hand to them (a reference model) is deliberate: it stays, with a note.
 
-Fix safety: safe. On Accelerate, a custom method that computes the training loss (its result goes to a backward in
-the loop around it) would bypass DDP's gradient hooks through `unwrap_model`: such a call stays as written with a
-TODO (it fails loudly on several processes rather than training unsynced replicas).
+Fix safety: safe. On Accelerate, a custom method that computes the training loss (`loss = model.training_loss(x)`,
+whose result a backward in the loop around it takes) would bypass DDP's gradient hooks through `unwrap_model`: it
+runs through the prepared model instead, with the module's `forward` pointed at the method for that call
+(`accelerator.unwrap_model(model).forward = accelerator.unwrap_model(model).training_loss`, `loss = model(x)`,
+`del accelerator.unwrap_model(model).forward`: what Fabric's `mark_forward_method` does). A call in another shape
+(not a one-statement assignment on a model name) keeps a TODO: the gradients would not sync.
 """
 from __future__ import annotations
 
@@ -74,6 +77,10 @@ class _Transformer(RuleTransformer):
             return updated_node.args[0].value
         return updated_node
 
+    def __init__(self, rule, ctx):
+        super().__init__(rule, ctx)
+        self._routes: dict = {}  # id(statement) -> (model, method) to call through the prepared model's forward
+
     def _feeds_backward(self) -> bool:
         """The statement assigns a name that a loop around it passes to backward (the training path)."""
         stmt = self._stmts[-1] if self._stmts else None
@@ -97,6 +104,25 @@ class _Transformer(RuleTransformer):
         return bool(names & self.ctx.facts.handed_over)
 
     def leave_SimpleStatementLine(self, original_node, updated_node):
+        route = self._routes.pop(id(original_node), None) if self._routes else None
+        if route is not None:
+            base, attr = route
+
+            class _Direct(cst.CSTTransformer):  # model.attr(...) -> model(...)
+                def leave_Call(self, o, u):
+                    f = u.func
+                    if isinstance(f, cst.Attribute) and f.attr.value == attr and isinstance(f.value, cst.Name) and \
+                            f.value.value == base:
+                        return u.with_changes(func=cst.Name(base))
+                    return u
+
+            inner = f"{self.fw}.unwrap_model({base})"
+            first = cst.parse_statement(f"{inner}.forward = {inner}.{attr}").with_changes(
+                leading_lines=list(updated_node.leading_lines) + [cst.EmptyLine(comment=cst.Comment(
+                    f"# `{attr}` runs through the prepared model's forward (Accelerate has no mark_forward_method), "
+                    f"so DDP averages its gradients"))])
+            call = updated_node.visit(_Direct()).with_changes(leading_lines=[])
+            return cst.FlattenSentinel([first, call, cst.parse_statement(f"del {inner}.forward")])
         small = updated_node.body[0] if len(updated_node.body) == 1 else None
         if isinstance(small, cst.Assign) and len(small.targets) == 1 and \
                 self._wrapper_inner(original_node.body[0].value) is not None and \
@@ -126,7 +152,16 @@ class _Transformer(RuleTransformer):
         if attr in MODULE_API or attr.startswith("__"):
             return updated_node
         if isinstance(parent, cst.Call) and parent.func is original_node and self._feeds_backward():
-            # unwrap_model(model).name(...) would bypass DDP's forward: its gradients would not be averaged
+            # unwrap_model(model).name(...) would bypass DDP's forward: its gradients would not be averaged. The call
+            # goes through the prepared model's forward with the module's forward pointed at the method for that
+            # call: what Fabric's mark_forward_method does
+            if isinstance(original_node.value, cst.Name) and len(self._stmts) and \
+                    isinstance(self._stmts[-1], cst.SimpleStatementLine) and len(self._stmts[-1].body) == 1:
+                self._routes[id(self._stmts[-1])] = (base, attr)
+                self.report(original_node, f"`{base}.{attr}(...)` computes the training loss outside `forward`: it "
+                                           f"now runs through the prepared model's forward (the module's `forward` "
+                                           f"is `{attr}` for that call), so DDP averages its gradients", True)
+                return updated_node
             self.todo(original_node, f"`{base}.{attr}(...)` computes the training loss outside `forward`: Accelerate "
                                      f"has no mark_forward_method, and through `{self.fw}.unwrap_model({base})` the "
                                      f"gradients would not sync across processes (on several processes the prepared "

@@ -60,8 +60,6 @@ def test_broken_migration_fails_the_named_check(original, broken, target, check,
 @slow
 @pytest.mark.parametrize("original,broken,target,check,steps", CASES, ids=[c[0] + "-" + c[2] for c in CASES])
 def test_tool_migration_passes_the_check(original, broken, target, check, steps):
-    if broken == "accelerate_loss_unwrapped.py":
-        pytest.skip("Accelerate keeps a PTM131 TODO there: the fix is the person's")
     report = run_verify(BROKEN / original, [], target, 2, "cpu", steps, 120, checks=check + "h")
     assert _status(report, check)["status"] == "pass", report["checks"]
     assert _status(report, "h")["status"] == "pass", report["checks"]
