@@ -215,7 +215,7 @@ def _with_todo(stmt, code, message):
 class ScheduleLength(Rule):
     code = "PTM144"
     name = "schedule-length"
-    triggers = ("lr", "schedule")
+    triggers = ("onecyclelr", "cosineannealinglr", "linearlr", "polynomiallr", "schedule_with_warmup", "get_scheduler")
     examples = [
         Example(
             before='import math\nimport torch\nfrom torch.utils.data import DataLoader, TensorDataset\n\n\ndef main():\n    ds = TensorDataset(torch.randn(64, 4))\n    total = 2 * math.ceil(len(ds) / 8)\n    loader = DataLoader(ds, batch_size=8)\n    model = torch.nn.Linear(4, 1)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=0.1, total_steps=total)\n    for epoch in range(2):\n        for (x,) in loader:\n            model(x).sum().backward()\n            optimizer.step()\n            scheduler.step()\n',
