@@ -21,6 +21,7 @@ from __future__ import annotations
 import ast
 import builtins
 import functools
+import re
 import warnings
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Set, Tuple
@@ -502,39 +503,64 @@ def top_signatures(code: str) -> Dict[str, Signature]:
     return {k: _signature(kind, node) for k, (kind, node) in _defs(tree).items() if "." not in k}
 
 
+_IMPORTED = re.compile(r"^[ \t]*(?:from[ \t]+([\w.]+)[ \t]+import[ \t]+\(?([\w, \t]+)|import[ \t]+([\w., \t]+))", re.M)
+
+
+def _imported_names(text: str) -> Set[str]:
+    """Every dotted part of the modules a text imports, and the names it imports from them (cheap, by regex)."""
+    out: Set[str] = set()
+    for frm, names, plain in _IMPORTED.findall(text):
+        for mod in ([frm] if frm else plain.split(",")):
+            out.update(mod.strip().split(" ")[0].split("."))
+        out.update(n.strip().split(" ")[0] for n in names.split(","))
+    return out
+
+
 def across_files(files: Dict[str, Tuple[str, str]]) -> Dict[str, List[Tuple[int, str]]]:
     """The files of one run that must be left unchanged because a call between two of them no longer fits.
 
-    Input: path -> (input text, output text) for the files of the run that mention torch (unchanged ones too: a
-    caller in another folder counts). A call from one file to a top-level function or class of another (imported by
-    module name) is checked against the callee's output signature when either file changed. Both files of a call
-    that does not fit are left unchanged, and so on until every call fits (a caller that passes the framework object
-    to a callee that was left unchanged is itself left unchanged). Output: path -> [(input line, message)] for the
-    files to leave unchanged; {} when all fit."""
+    Input: path -> (input text, output text) for every Python file of the run (unchanged ones too: a caller in
+    another folder, one that never names torch, counts). A call from one file to a top-level function or class of
+    another (imported by module name) is checked against the callee's output signature where either file changed;
+    it fails when the output has more calls that do not fit than the input had (modules are matched by file name,
+    so a same-named module elsewhere must not count against the run). Both files of such a call are left
+    unchanged, and so on until every call fits (a caller that passes the framework object to a callee that was left
+    unchanged is itself left unchanged). Output: path -> [(input line, message)] for the files to leave unchanged;
+    {} when all fit. Cost: only pairs where one side changed and the caller names the callee's module are parsed."""
     current = {p: out for p, (_, out) in files.items()}
-    modules = {p: p.replace("\\", "/").rsplit("/", 1)[-1][:-3] for p in files if p.endswith(".py")}
+    stems = {p: p.replace("\\", "/").rsplit("/", 1)[-1][:-3] for p in files if p.endswith(".py")}
+    by_stem: Dict[str, List[str]] = {}
+    for p, stem in stems.items():
+        by_stem.setdefault(stem, []).append(p)
     found: Dict[str, List[Tuple[int, str]]] = {}
     for _ in range(len(files) + 1):
+        changed = [p for p in files if current[p] != files[p][0]]
+        pairs = set()
+        for callee in changed:
+            if callee in stems:
+                pairs.update((callee, caller) for caller in files
+                             if caller != callee and stems[callee] in current[caller])
+        for caller in changed:
+            for name in _imported_names(current[caller]):
+                pairs.update((callee, caller) for callee in by_stem.get(name, ()) if callee != caller)
         reverted = False
-        for callee, stem in modules.items():
-            for caller, text in current.items():
-                if caller == callee or (current[callee] == files[callee][0] and text == files[caller][0]):
-                    continue
-                if stem not in text:  # cheap: the caller never names the module
-                    continue
-                problems = fits_elsewhere(stem, top_signatures(current[callee]), text)
-                if not problems:
-                    continue
-                where = ", ".join(f"{caller}:{p.line}" for p in problems[:3])
-                for path in (callee, caller):
-                    if current[path] != files[path][0]:
-                        current[path] = files[path][0]
-                        reverted = True
-                        line = problems[0].line if path == caller else 1
-                        found.setdefault(path, []).append(
-                            (line if path != caller else _input_line(files[caller], line),
-                             f"a call between {caller} and {callee} would no longer fit ({where}: "
-                             f"{problems[0].message})"))
+        for callee, caller in sorted(pairs):
+            if current[callee] == files[callee][0] and current[caller] == files[caller][0]:
+                continue  # put back by an earlier pair of this round
+            stem = stems[callee]
+            problems = fits_elsewhere(stem, top_signatures(current[callee]), current[caller])
+            if not problems or len(problems) <= len(fits_elsewhere(stem, top_signatures(files[callee][0]),
+                                                                   files[caller][0])):
+                continue
+            where = ", ".join(f"{caller}:{p.line}" for p in problems[:3])
+            for path in (callee, caller):
+                if current[path] != files[path][0]:
+                    line = _input_line(files[caller], problems[0].line) if path == caller else 1
+                    current[path] = files[path][0]
+                    reverted = True
+                    found.setdefault(path, []).append(
+                        (line, f"a call between {caller} and {callee} would no longer fit ({where}: "
+                               f"{problems[0].message})"))
         if not reverted:
             break
     return found
