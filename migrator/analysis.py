@@ -171,6 +171,7 @@ class _Collector(Visitor):
         self.has_backward = False
         self.fw_method_receivers: Set[str] = set()  # receivers of .backward / .setup / .prepare calls
         self.handed_over: List[tuple] = []  # (receiver, [argument names]) of .setup / .prepare calls
+        self.aliases: Set[str] = set()  # names bound to another name or to an attribute of one
 
     def qnames(self, node: cst.CSTNode) -> Set[str]:
         return qualified_names(self, node)
@@ -261,7 +262,7 @@ class _Collector(Visitor):
                 self.facts.optimizers.setdefault(targets[0], []).extend(
                     mm for mm in _models_in(value) if mm not in self.facts.optimizers.get(targets[0], []))
                 self.optimizer_scopes.append(scope)
-            elif len(targets) == 1 and _built_by_model(value):
+            elif len(targets) == 1 and _built_by_model(value) and dotted(value.func.value) not in self.aliases:
                 # `optimizer = model.configure_optimizers(...)` (nanoGPT): the model builds its own optimizer
                 model_name = dotted(value.func.value)
                 self.facts.optimizers.setdefault(targets[0], [])
@@ -275,6 +276,10 @@ class _Collector(Visitor):
                 self.loaders_by_scope.setdefault(scope, []).extend(targets)
         if is_device_expr(value, self.qnames) and len(targets) == 1:
             self.facts.device_names.add(targets[0])
+        if isinstance(value, (cst.IfExp, cst.Attribute)) or (isinstance(value, cst.Name) and len(targets) == 1):
+            # `raw_model = model.module if ddp else model`: another name for a model; an optimizer it builds is
+            # not a sign of which object trains (the loop calls `model`)
+            self.aliases.update(targets)
 
     def visit_Call(self, node: cst.Call) -> None:
         func = node.func

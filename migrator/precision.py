@@ -70,7 +70,7 @@ class _Finder(Visitor):
     def visit_Call(self, node: cst.Call) -> None:
         q = {n.name for n in self.get_metadata(QualifiedNameProvider, node.func, set())}
         if q & AUTOCASTS:
-            if self.in_ifexp:  # nullcontext() if cpu else autocast(...)
+            if self.in_ifexp or _cuda_only(q, node):  # nullcontext() if cpu else autocast(...); CUDA's own AMP
                 self.conditional = True
             for a in node.args:
                 if a.keyword and a.keyword.value == "dtype":
@@ -84,6 +84,7 @@ class _Finder(Visitor):
                    and a.value.value == "False" for a in node.args):
                 return
             self.scaler = True
+            self.conditional = self.conditional or _cuda_only(q, node)
             for a in node.args:
                 self._enabled(a)
 
@@ -91,6 +92,19 @@ class _Finder(Visitor):
         if arg.keyword and arg.keyword.value == "enabled" and not (
                 isinstance(arg.value, cst.Name) and arg.value.value == "True"):
             self.conditional = True
+
+
+def _cuda_only(q, node: cst.Call) -> bool:
+    """AMP that acts on CUDA only: `torch.cuda.amp.*`, a GradScaler without a device (CUDA's by default), or
+    `torch.autocast("cuda")`. On a CPU run the original then trains in fp32, so the framework's mixed precision must
+    be switched on for CUDA only (`"16-mixed" if torch.cuda.is_available() else "32-true"`)."""
+    if any(n.startswith("torch.cuda.amp.") for n in q):
+        return True
+    first = node.args[0].value if node.args and node.args[0].keyword is None else next(
+        (a.value for a in node.args if a.keyword and a.keyword.value in ("device_type", "device")), None)
+    if first is None:
+        return bool(q & SCALERS)
+    return isinstance(first, cst.SimpleString) and first.evaluated_value == "cuda"
 
 
 def script_precision(wrapper: MetadataWrapper, source: Optional[str] = None) -> Optional[ScriptPrecision]:
