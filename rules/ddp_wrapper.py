@@ -49,9 +49,15 @@ MODULE_API = {
 
 
 def non_forward_methods(module: cst.Module, model: str):
-    """Methods outside nn.Module's API called as `model.name(...)` anywhere in the module."""
+    """Methods outside nn.Module's API called as `model.name(...)` in the module, outside class bodies: inside a
+    class, `model` is some method's own local (a tensor named model in an attention layer's forward), and marking
+    a method the model does not have makes setup fail."""
     found = []
+    in_classes = {id(c) for cls in m.findall(module, m.ClassDef())
+                  for c in m.findall(cls, m.Call(func=m.Attribute(value=m.Name(model))))}
     for call in m.findall(module, m.Call(func=m.Attribute(value=m.Name(model)))):
+        if id(call) in in_classes:
+            continue
         name = call.func.attr.value
         if name not in MODULE_API and not name.startswith("_") and name not in found:
             found.append(name)
