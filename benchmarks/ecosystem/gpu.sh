@@ -46,7 +46,9 @@ done
 # opacus ships a top-level package named `benchmarks`, which would hide this repository's
 rm -rf "$SITE/benchmarks"
 export PYTHONPATH=$ROOT:$SITE${PYTHONPATH:+:$PYTHONPATH}
-python3 -c 'import libcst, click, migrator.cli' || { echo "pt-migrate does not import"; exit 3; }
+# rules/ ships as migrator.rules (pyproject's package-dir); from a plain checkout on the path it needs a link
+python3 -c 'import migrator.rules' 2>/dev/null || ln -sfn ../rules "$ROOT/migrator/rules"
+python3 -c 'import libcst, click, pyflakes, migrator.cli, migrator.rules' || { echo "pt-migrate does not import"; exit 3; }
 python3 - <<'PY'
 from importlib import metadata
 for m in ("torch", "lightning", "accelerate", "torchvision", "libcst", "numpy", "scipy", "matplotlib", "tensorboard"):
