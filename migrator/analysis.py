@@ -73,6 +73,7 @@ class Facts:
     print_only: Set[str] = field(default_factory=set)  # top-level functions that do nothing but format and print
     print_only_calls: Set[str] = field(default_factory=set)  # of those, the ones whose calls get a main-process guard
     fw_classes: Set[str] = field(default_factory=set)  # classes whose methods call backward: they take it in __init__
+    class_candidates: Set[str] = field(default_factory=set)  # the same before asking whether anything hands it one
     model_aliases: Set[str] = field(default_factory=set)  # set-up models under another name (in a factory)
     assign_calls: List[tuple] = field(default_factory=list)  # (scope, local function, [targets]) of `a, b = f()`
     accelerator_kwargs: Dict[str, str] = field(default_factory=dict)  # asked of PTM100 by later rules: kw -> code
@@ -473,6 +474,12 @@ def analyze(wrapper: MetadataWrapper, target: str, external_fw: frozenset = froz
     forced = {f for f in local if module_name and f"{module_name}.{f}" in external_fw}
     facts.print_only = _print_only(module, local)
     _propagate(facts, _uses_other_than_calls(module, local), forced, _handed_to_processes(module, local))
+    facts.class_candidates = set(facts.fw_classes)
+    if not facts.setup_scope:
+        # a trainer class takes the object in __init__ only where something hands it one: this module makes it,
+        # or a sibling that makes it calls the class (migrator.project). Otherwise (an agent built by a config
+        # system, as hydra's instantiate does) its callers are out of sight: the class keeps its signature
+        facts.fw_classes = {c for c in facts.fw_classes if module_name and f"{module_name}.{c}" in external_fw}
     return facts
 
 

@@ -45,7 +45,7 @@ def folder_fw_functions(sources: Dict[str, str], target: str = "fabric") -> Froz
         for fname, info in facts.functions.items():
             if fname not in (MODULE, MAIN_GUARD) and (info.has_backward or info.has_print):
                 candidates.add(f"{name}.{fname}")
-        candidates |= {f"{name}.{c}" for c in facts.fw_classes}
+        candidates |= {f"{name}.{c}" for c in facts.class_candidates}
     chosen = {f"{n}.{f}" for n, facts in infos.items() for f in facts.fw_functions | facts.fw_classes}
     for _ in range(4):  # a fixpoint; folders are small and call chains short
         before = set(chosen)

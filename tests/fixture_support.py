@@ -77,7 +77,10 @@ def _fw_functions(path: Path) -> List[str]:
             if name not in needs and any(isinstance(c.func, ast.Name) and c.func.id in needs for c in calls(fn)):
                 needs.add(name)
                 changed = True
-    return [f"{path.stem}.{n}" for n in sorted(needs)]
+    # classes whose methods call backward take the object in __init__ when a sibling that makes it calls them
+    classes = {n.name for n in tree.body if isinstance(n, ast.ClassDef)
+               and any(isinstance(c.func, ast.Attribute) and c.func.attr == "backward" for c in calls(n))}
+    return [f"{path.stem}.{n}" for n in sorted(needs | classes)]
 
 
 def project_options(case: Path) -> Dict[str, dict]:

@@ -232,11 +232,12 @@ def test_cli_run_over_a_package_and_a_caller_in_another_folder(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "migrator", str(tmp_path), "--target", "fabric"],
                           capture_output=True, text=True)
     after = {p: p.read_text() for p in before}
-    trainer_changed = after[pkg / "trainer.py"] != before[pkg / "trainer.py"]
-    if trainer_changed:  # then the caller must pass the object it now takes
-        assert "Trainer(fabric, " in after[run], proc.stderr
-    else:
-        assert "PTM006" in proc.stderr or "Trainer(" in after[run]
+    added = [line for line in after[pkg / "trainer.py"].splitlines()
+             if line not in before[pkg / "trainer.py"].splitlines()]
+    # the trainer keeps its signature: at most TODO lines are added (its caller is out of the folder's sight)
+    assert all(line.strip().startswith("# TODO(pt-migrate)") for line in added), proc.stderr
+    assert "def __init__(self, model, optimizer):" in after[pkg / "trainer.py"]
+    assert "Trainer(model, " in after[run]
 
 
 def test_across_files_through_a_module_imported_from_its_package():
