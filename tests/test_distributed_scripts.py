@@ -99,6 +99,16 @@ def _original_run(case: Path, spec: dict, runs: dict, tmp_path_factory):
     return runs[case.name]
 
 
+def _reference_ok(code: int, out: str) -> bool:
+    """The original is the reference, not what is tested: mp.spawn's children are beyond the runner's os._exit, and
+    gloo's teardown at their exit sometimes aborts them after every step is done (seen on ddp_spawn's original,
+    about 1 run in 20). Such a run still gives the reference losses and checkpoint."""
+    return code == 0 or ("terminate called without an active exception" in out and bool(STEP_LINE.search(out)))
+
+
+STEP_LINE = re.compile(r"^step \d+ loss ", re.M)
+
+
 @pytest.mark.parametrize("target", ["fabric", "accelerate"])
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_migrated_distributed_script(case, target, tmp_path, tmp_path_factory, runs):
@@ -136,14 +146,14 @@ def test_migrated_distributed_script(case, target, tmp_path, tmp_path_factory, r
         model.load_state_dict(state)  # strict: no `module.` / `_orig_mod.` prefixes
     if spec.get("compare_weights"):
         original, code, ref = _original_run(case, spec, runs, tmp_path_factory)
-        assert code == 0, ref[-3000:]
+        assert _reference_ok(code, ref), ref[-3000:]
         want = torch.load(original / spec["checkpoint"], map_location="cpu", weights_only=False)
         want = want[spec["checkpoint_key"]] if spec.get("checkpoint_key") else want
         worst = max((want[k] - state[k]).abs().max().item() for k in want)
         assert worst <= 1e-5, f"final weights differ from the original's by {worst}"
     if target == "fabric" and spec.get("compare_losses"):
         original, code, ref = _original_run(case, spec, runs, tmp_path_factory)
-        assert code == 0, ref[-3000:]
+        assert _reference_ok(code, ref), ref[-3000:]
         want = [(int(m.group(1)), float(m.group(2))) for m in map(STEP.match, ref.splitlines()) if m]
         got = [(int(m.group(1)), float(m.group(2))) for m in map(STEP.match, out.splitlines()) if m]
         assert [s for s, _ in got] == [s for s, _ in want]
