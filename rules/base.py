@@ -237,6 +237,11 @@ class RuleTransformer(cst.CSTTransformer):
     def on_leave_attribute(self, original_node: cst.CSTNode, attribute: str) -> None:
         pass
 
+    def enclosing_if(self) -> Optional[cst.If]:
+        """The `if` statement right around the statement being left, if any (a guard added by an earlier run)."""
+        outer = self._stmts[-2] if len(self._stmts) > 1 else None
+        return outer if isinstance(outer, cst.If) else None
+
     def remove(self, original_node: cst.BaseStatement) -> cst.RemovalSentinel:
         """Delete a statement but keep its comment lines, on the statement that follows it."""
         comments = [l for l in original_node.leading_lines if l.comment is not None]
@@ -289,6 +294,12 @@ class RuleTransformer(cst.CSTTransformer):
                 line, column = found[id(node)]
                 self.ctx.diagnostics[i] = dataclasses.replace(self.ctx.diagnostics[i], line=line, column=column + 1)
         self._unplaced = []
+
+
+def guarded(stmt: cst.BaseStatement, test: cst.BaseExpression) -> cst.If:
+    """`stmt` under `if test:`, the blank lines and comments above it kept above the `if`."""
+    return cst.If(test=test, body=cst.IndentedBlock(body=[stmt.with_changes(leading_lines=[])]),
+                  leading_lines=stmt.leading_lines)
 
 
 def with_todo(stmt: cst.BaseStatement, code: str, message: str) -> cst.BaseStatement:

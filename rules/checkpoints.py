@@ -53,7 +53,7 @@ from libcst.metadata import QualifiedNameProvider
 from migrator.diagnostics import WARNING
 from migrator.names import dotted, qualified_names
 from migrator.rules._moves import is_device_arg, plain_after_setup, plain_models_here
-from migrator.rules.base import Example, Context, Rule, RuleTransformer, has_todo, with_todo
+from migrator.rules.base import Example, Context, Rule, RuleTransformer, guarded, has_todo, with_todo
 from migrator.rules.rank_zero import (
     rank_flags,
     GLOBAL_RANK_NAMES,
@@ -122,9 +122,7 @@ class _Transformer(RuleTransformer):
     def leave_SimpleStatementLine(self, original_node, updated_node):
         if id(original_node) in getattr(self, "_guard_stmt", ()):
             # the whole-module pickle, written on rank 0 only
-            test = cst.parse_expression(f"{self.fw}.is_global_zero")
-            return cst.If(test=test, body=cst.IndentedBlock(body=[updated_node.with_changes(leading_lines=[])]),
-                          leading_lines=updated_node.leading_lines)
+            return guarded(updated_node, cst.parse_expression(f"{self.fw}.is_global_zero"))
         if id(original_node) not in self.wait_before:
             return updated_node
         wait = "barrier" if self.ctx.target == "fabric" else "wait_for_everyone"

@@ -26,7 +26,7 @@ from migrator import matching as m
 from libcst.metadata import QualifiedNameProvider
 
 from migrator.names import dotted, env_key, qualified_names
-from migrator.rules.base import Context, Example, Rule, RuleTransformer
+from migrator.rules.base import Context, Example, Rule, RuleTransformer, guarded
 from migrator.rules.framework_object import insertion_index
 
 REMOVED_CALLS = {"torch.distributed.init_process_group", "torch.distributed.destroy_process_group",
@@ -94,13 +94,11 @@ class _Transformer(RuleTransformer):
         ("terminate called without an active exception"), which marks a torchrun job failed."""
         func = dotted(call.func) or "destroy_process_group"
         check = func.rsplit(".", 1)[0] + ".is_initialized()" if "." in func else "torch.distributed.is_initialized()"
-        if m.matches(self._stmts[-2] if len(self._stmts) > 1 else None, m.If(test=m.Call(
-                func=m.Attribute(attr=m.Name("is_initialized"))))):
+        if m.matches(self.enclosing_if(), m.If(test=m.Call(func=m.Attribute(attr=m.Name("is_initialized"))))):
             return updated_node
         self.report(original_node, f"`{func}()` kept behind `{check}`: the framework makes the process group only "
                                    f"on several processes, and tearing it down lets the script exit cleanly", True)
-        return cst.If(test=cst.parse_expression(check), body=cst.IndentedBlock(body=[updated_node.with_changes(
-            leading_lines=[])]), leading_lines=updated_node.leading_lines)
+        return guarded(updated_node, cst.parse_expression(check))
 
     def _spawn(self, original_node, updated_node, call: cst.Call):
         fn = call.args[0].value

@@ -22,7 +22,7 @@ import libcst as cst
 from migrator import matching as m
 
 from migrator.analysis import MODULE
-from migrator.rules.base import Example, Context, Rule, RuleTransformer
+from migrator.rules.base import Example, Context, Rule, RuleTransformer, guarded
 from migrator.rules.print_once import reports_rank
 
 
@@ -94,15 +94,12 @@ class _Transformer(RuleTransformer):
         if not (name in self.facts.print_only_calls and self.in_fw_scope()):
             return updated_node
         flag = "is_global_zero" if self.ctx.target == "fabric" else "is_main_process"
-        outer = self._stmts[-2] if len(self._stmts) > 1 else None
-        if isinstance(outer, cst.If) and isinstance(outer.test, cst.Attribute) and outer.test.attr.value == flag:
+        outer = self.enclosing_if()
+        if outer is not None and isinstance(outer.test, cst.Attribute) and outer.test.attr.value == flag:
             return updated_node  # already on the main process only
         self.report(original_node, f"`{small.value.func.value}` only prints: it runs on the main process "
                                    f"(`{self.fw}.{flag}`), like `{self.fw}.print`", True)
-        guard = cst.If(test=cst.Attribute(value=self.fw_expr(), attr=cst.Name(flag)),
-                       body=cst.IndentedBlock(body=[updated_node.with_changes(leading_lines=[])]),
-                       leading_lines=updated_node.leading_lines)
-        return guard
+        return guarded(updated_node, cst.Attribute(value=self.fw_expr(), attr=cst.Name(flag)))
 
     def _once_at_import(self, original_node, updated_node, name: str):
         """Output at import time (module level, above the guard or function that makes the object) runs in every
@@ -110,16 +107,14 @@ class _Transformer(RuleTransformer):
         so the test reads the launcher's LOCAL_RANK (unset in the process a user starts, 1.. in the ones Fabric
         starts; torchrun and accelerate launch set it in all)."""
         test = 'int(os.environ.get("LOCAL_RANK", "0")) == 0'
-        outer = self._stmts[-2] if len(self._stmts) > 1 else None
-        if isinstance(outer, cst.If) and cst.Module([]).code_for_node(outer.test) == test:
+        outer = self.enclosing_if()
+        if outer is not None and cst.Module([]).code_for_node(outer.test) == test:
             return updated_node
         self.ctx.imports.add("os")
         where = "in a class without the framework object" if self._class_depth else "at import time"
         self.report(original_node, f"`{name}(...)` {where} runs in every process: it runs on the node's first "
                                    f"process only (LOCAL_RANK 0), like `{self.fw}.print`", True)
-        return cst.If(test=cst.parse_expression(test),
-                      body=cst.IndentedBlock(body=[updated_node.with_changes(leading_lines=[])]),
-                      leading_lines=updated_node.leading_lines)
+        return guarded(updated_node, cst.parse_expression(test))
 
     def leave_Call(self, original_node: cst.Call, updated_node: cst.Call):
         func = updated_node.func
