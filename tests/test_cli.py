@@ -336,3 +336,58 @@ def test_main_routes_subcommands(capsys):
     with pytest.raises(SystemExit) as e:
         main(["rules"])
     assert e.value.code == 0 and "PTM107" in capsys.readouterr().out
+
+
+ROOT_SCRIPT = '''import sys
+sys.path.insert(0, ".")  # the repository root, as the README says to run it: python tools/train.py
+import torch
+from common.data import make_data
+from model import Net
+
+
+def main():
+    torch.manual_seed(0)
+    x, y = make_data(open("data/n.txt").read())
+    model = Net()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for i in range(0, len(x), 4):
+        optimizer.zero_grad()
+        loss = torch.nn.functional.mse_loss(model(x[i:i + 4]), y[i:i + 4])
+        loss.backward()
+        optimizer.step()
+        print(f"loss {loss.item():.4f}")
+
+
+if __name__ == "__main__":
+    main()
+'''
+
+
+def test_verify_cwd_runs_a_script_from_the_repository_root(tmp_path):
+    """verify --cwd DIR: DIR is staged and the runs start there (data paths relative to it, imports from it); the
+    script's folder stays first on the import path; the user's files are untouched."""
+    (tmp_path / "tools").mkdir()
+    (tmp_path / "common").mkdir()
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "n.txt").write_text("16")
+    (tmp_path / "common" / "__init__.py").write_text("")
+    (tmp_path / "common" / "data.py").write_text(
+        "import torch\n\n\ndef make_data(n):\n    g = torch.Generator().manual_seed(1)\n"
+        "    return torch.randn(int(n), 3, generator=g), torch.randn(int(n), 1, generator=g)\n")
+    (tmp_path / "tools" / "model.py").write_text(
+        "import torch\n\n\nclass Net(torch.nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+        "        self.fc = torch.nn.Linear(3, 1)\n\n    def forward(self, x):\n        return self.fc(x)\n")
+    script = tmp_path / "tools" / "train.py"
+    script.write_text(ROOT_SCRIPT)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    from migrator.verify.command import run_verify
+    alone = run_verify(script, [], "fabric", devices=1, checks="a", timeout=120)
+    assert alone["exit_code"] == 1 and "No module named 'common'" in json.dumps(alone["runs"])  # from its folder
+    report = run_verify(script, [], "fabric", devices=1, checks="a", timeout=120, cwd=tmp_path)
+    assert report["exit_code"] == 0, json.dumps(report, indent=1)[-3000:]
+    assert [c["status"] for c in report["checks"]] == ["pass"]
+    assert report["runs"]["original"]["cwd"].endswith("original")
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+    from migrator.verify.command import verify
+    r = CliRunner().invoke(verify, [str(script), "--target", "fabric", "--cwd", str(tmp_path / "common")])
+    assert r.exit_code == 2 and "is not under" in r.output

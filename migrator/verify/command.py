@@ -134,19 +134,36 @@ def _tail(text: str, n: int = 6) -> str:
 
 # ---- preparing the folders ------------------------------------------------------------------------------------------
 
-def _stage(src_folder: Path, dest: Path) -> None:
-    """Copy the folder's .py files (sibling imports keep working); link everything else (data files, configs)."""
+def _stage(src_folder: Path, dest: Path, inner: Optional[Path] = None) -> None:
+    """Copy the folder's .py files (sibling imports keep working); link everything else (data files, configs).
+    `inner`, a folder below src_folder (the script's, under --cwd), is staged the same way, with each folder on the
+    way to it, instead of being linked: the migration then writes only to copies."""
     dest.mkdir(parents=True)
     for entry in sorted(src_folder.iterdir()):
-        if entry.name.startswith(".") or entry.name == "__pycache__":
+        if inner is not None and (entry == inner or entry in inner.parents):
+            _stage(entry, dest / entry.name, None if entry == inner else inner)
+        elif entry.name.startswith(".") or entry.name == "__pycache__":
             continue
-        if entry.is_file() and entry.suffix == ".py":
+        elif entry.is_file() and entry.suffix == ".py":
             shutil.copy2(entry, dest / entry.name)
         else:
             try:
                 os.symlink(entry.resolve(), dest / entry.name)
             except OSError:
                 pass
+
+
+def _under(path: Path, folder: Path) -> bool:
+    return folder.resolve() in path.resolve().parents
+
+
+def _stage_for(script: Path, cwd: Optional[Path], dest: Path) -> Path:
+    """Stage the script's folder, or `cwd` down to the script, at `dest` (where the runs start); the staged script."""
+    if cwd is None:
+        _stage(script.parent, dest)
+        return dest / script.name
+    _stage(cwd, dest, script.parent if script.parent != cwd else None)
+    return dest / script.relative_to(cwd)
 
 
 def _imported_siblings(folder: Path, script_name: str) -> List[Path]:
@@ -536,12 +553,16 @@ def check_throughput(single: Run, multi: Run, n: int) -> Check:
               "checks g (last learning rate on N processes = original's), h (equal initial weights on every rank) and "
               "i (the ranks draw different random numbers where the original draws them in its loop), j (every checkpoint the "
               "original writes is written with the same keys and shapes).")
+@click.option("--cwd", "cwd", type=click.Path(exists=True, file_okay=False), metavar="DIR",
+              help="Run the scripts from DIR, as `cd DIR && python SCRIPT` does (SCRIPT must lie under DIR): DIR is "
+                   "copied instead of the script's folder (its .py files down to the script's folder; the rest "
+                   "linked). Default: the script's folder.")
 @click.option("--keep", is_flag=True, help="Keep the temporary folder (its path is printed).")
 @click.option("--deterministic/--nondeterministic", default=None,
               help="Deterministic kernels in every run (torch.use_deterministic_algorithms with warn_only, cuDNN "
                    "deterministic without benchmarking, CUBLAS_WORKSPACE_CONFIG). Default: on with "
                    "--accelerator cuda, off on cpu.")
-def verify(script, script_args, target, devices, accelerator, steps, timeout, as_json, migrated, only, keep,
+def verify(script, script_args, target, devices, accelerator, steps, timeout, as_json, migrated, only, cwd, keep,
            deterministic, full):
     """Run SCRIPT and its migration side by side and check that the migration trains the same model.
 
@@ -560,7 +581,8 @@ def verify(script, script_args, target, devices, accelerator, steps, timeout, as
       i noise per rank the ranks draw different random numbers where the original draws them in its loop
       j checkpoints    every checkpoint the original writes is written by the migration with the same keys,
                        shapes and classes (it loads into the original model class)
-    Arguments after `--` go to the script. The user's files are never written: the script's folder is copied.
+    Arguments after `--` go to the script. The user's files are never written: the script's folder (or --cwd's)
+    is copied.
     """
     if full:
         only = only + FULL_CHECKS if only == "abcdef" else only
@@ -572,8 +594,12 @@ def verify(script, script_args, target, devices, accelerator, steps, timeout, as
     if devices < 2 and set(chosen) & set("bcdeghij"):
         raise click.BadParameter("checks b, c, d and e compare processes: they need --devices 2 or more "
                                  "(with one device, use --checks af)", param_hint="--devices")
+    for what, path in (("SCRIPT", script), ("--migrated", migrated)):
+        if cwd and path and not _under(Path(path), Path(cwd)):
+            raise click.BadParameter(f"{what} {path} is not under {cwd}", param_hint="--cwd")
     report = run_verify(Path(script), list(script_args), target, devices, accelerator, steps, timeout,
-                        Path(migrated) if migrated else None, keep, chosen, deterministic)
+                        Path(migrated) if migrated else None, keep, chosen, deterministic,
+                        Path(cwd) if cwd else None)
     if as_json:
         click.echo(json.dumps(report, indent=2, default=str))
     else:
@@ -583,28 +609,31 @@ def verify(script, script_args, target, devices, accelerator, steps, timeout, as
 
 def run_verify(script: Path, script_args: List[str], target: str, devices: int = 2, accelerator: str = "cpu",
                steps: int = 5, timeout: float = 300, migrated: Optional[Path] = None,
-               keep: bool = False, checks: str = "abcdef", deterministic: Optional[bool] = None) -> Dict[str, Any]:
+               keep: bool = False, checks: str = "abcdef", deterministic: Optional[bool] = None,
+               cwd: Optional[Path] = None) -> Dict[str, Any]:
+    """`cwd`: the folder the scripts run from (staged whole; the script must lie under it); default: the script's
+    folder."""
     script = script.resolve()
     migrated = migrated.resolve() if migrated is not None else None
+    cwd = cwd.resolve() if cwd is not None else None
     tmp = Path(tempfile.mkdtemp(prefix="ptm-verify-"))
     report: Dict[str, Any] = {
         "script": str(script), "migrated": str(migrated) if migrated else None, "target": target,
         "devices": devices, "accelerator": accelerator, "steps": steps, "script_args": script_args,
         "notes": [], "checks": [], "runs": {}, "exit_code": 0, "tmp": str(tmp) if keep else None,
-        "deterministic": bool(_deterministic_env(accelerator, deterministic)),
+        "deterministic": bool(_deterministic_env(accelerator, deterministic)), "cwd": str(cwd) if cwd else None,
     }
     try:
+        # the staged folders: the script's (or --cwd's, the folder the runs start in), once as it is, once migrated
         orig_dir, mig_dir = tmp / "original", tmp / "migrated"
-        _stage(script.parent, orig_dir)
+        orig_script = _stage_for(script, cwd, orig_dir)
         if migrated is not None:
-            _stage(migrated.parent, mig_dir)
-            mig_script = mig_dir / migrated.name
+            mig_script = _stage_for(migrated, cwd, mig_dir)
         else:
-            _stage(script.parent, mig_dir)
-            mig_script = mig_dir / script.name
+            mig_script = _stage_for(script, cwd, mig_dir)
             options = Options(accelerator=accelerator, devices=str(devices),
                               strategy="ddp" if target == "fabric" else None)
-            error, notes = _migrate_folder(mig_dir, script.name, target, options)
+            error, notes = _migrate_folder(mig_script.parent, script.name, target, options)
             report["notes"].extend(notes)
             if error:
                 report["error"] = f"{script.name} could not be migrated: {error}"
@@ -620,6 +649,9 @@ def run_verify(script: Path, script_args: List[str], target: str, devices: int =
                        out_dir)
 
         base_env = _env(accelerator, _deterministic_env(accelerator, deterministic))
+        if cwd is not None:
+            from migrator.verify.runner import ENV_KEEP_CWD
+            base_env[ENV_KEEP_CWD] = "1"  # each run starts in its staged --cwd folder and stays there
         skipped = Run("not run", [], "", "")
         orig = single = multi = skipped
         # parity on one process first; an original that shuffles through its own DistributedSampler takes its order
@@ -631,15 +663,15 @@ def run_verify(script: Path, script_args: List[str], target: str, devices: int =
         orig_n = skipped
         started = time.time()  # checkpoints written from here on are the runs'
         if set(checks) & set("agij"):
-            orig = _execute(make("original", [py], orig_dir, orig_dir / script.name, False), base_env, timeout)
+            orig = _execute(make("original", [py], orig_dir, orig_script, False), base_env, timeout)
         if set(checks) & set("aef"):
             single = _execute(make("migrated-1", [py], mig_dir, mig_script, target == "fabric"), base_env, timeout)
         parity_on_n = False
         if "a" in checks and own_sampler and not spawns and devices > 1 and target == "fabric" and \
                 check_parity(orig, single).status == "fail":
             parity_on_n = True
-            orig_n = _execute(make(f"original-{devices}procs", _torchrun(devices), orig_dir, orig_dir / script.name,
-                                   False), base_env, timeout)
+            orig_n = _execute(make(f"original-{devices}procs", _torchrun(devices), orig_dir, orig_script, False),
+                              base_env, timeout)
         if set(checks) & set("bcdefghij") or parity_on_n:
             multi_env = dict(base_env)
             if target == "fabric":
@@ -657,7 +689,7 @@ def run_verify(script: Path, script_args: List[str], target: str, devices: int =
             "g": lambda: check_schedule(orig, multi, devices),
             "h": lambda: check_initial_weights(multi, devices),
             "i": lambda: check_noise(orig, multi, devices),
-            "j": lambda: check_checkpoints(orig_dir, mig_dir, started),
+            "j": lambda: check_checkpoints(orig_dir, mig_dir, started, [orig_script.parent, mig_script.parent]),
             "a": lambda: _parity(orig, single, orig_n, multi, devices, own_sampler and parity_on_n,
                                  own_sampler and target != "fabric", spawns),
             "b": lambda: check_multi(multi, devices, steps),
@@ -758,19 +790,21 @@ def _checkpoints(folder: Path, since: float) -> List[str]:
                   p.suffix in CHECKPOINT_SUFFIXES and p.stat().st_mtime >= since)
 
 
-def _describe(folder: Path, files: List[str], timeout: float = 120) -> Dict[str, Any]:
+def _describe(folder: Path, files: List[str], timeout: float = 120, script_dir: Optional[Path] = None
+              ) -> Dict[str, Any]:
     if not files:
         return {}
+    path = os.pathsep.join(str(p) for p in (script_dir, folder) if p is not None)  # pickled classes import from there
     try:
         out = subprocess.run([sys.executable, "-c", _DESCRIBE] + files, cwd=str(folder), capture_output=True,
                              text=True, timeout=timeout, stdin=subprocess.DEVNULL,
-                             env=dict(os.environ, PYTHONPATH=str(folder)))
+                             env=dict(os.environ, PYTHONPATH=path))
         return json.loads(out.stdout.strip().splitlines()[-1])
     except Exception as e:  # pragma: no cover - reported as the check's failure
         return {f: {"<error>": repr(e)} for f in files}
 
 
-def check_checkpoints(orig_dir: Path, mig_dir: Path, since: float) -> Check:
+def check_checkpoints(orig_dir: Path, mig_dir: Path, since: float, script_dirs: Optional[List[Path]] = None) -> Check:
     """j: every checkpoint the original writes, the migration writes too, with the same keys and shapes (so it
     loads into the original model class: no `module.` prefix, no wrapper pickled, nothing missing). torch.compile's
     `_orig_mod.` prefix is ignored on both sides (Fabric's save drops it; the class underneath is the same)."""
@@ -781,7 +815,8 @@ def check_checkpoints(orig_dir: Path, mig_dir: Path, since: float) -> Check:
     missing = [f for f in want if f not in have]
     if missing:
         return Check("j", "fail", f"the migration did not write {', '.join(missing)}", {"files": want})
-    a, b = _describe(orig_dir, want), _describe(mig_dir, want)
+    dirs = script_dirs or [None, None]  # the staged scripts' folders, when the runs start elsewhere (--cwd)
+    a, b = _describe(orig_dir, want, script_dir=dirs[0]), _describe(mig_dir, want, script_dir=dirs[1])
     for f in want:
         if "<error>" in b.get(f, {"<error>": "not read"}):
             return Check("j", "fail", f"{f} does not load: {b.get(f, {}).get('<error>', 'not read')}")

@@ -2,8 +2,9 @@
 
     python -m migrator.verify.runner --steps K --out DIR [--single-device] -- script.py ARGS...
 
-The script runs through runpy as ``__main__`` with ``sys.argv = [script.py, ARGS...]``, its folder as the working
-directory and first on ``sys.path``. Nothing in it is edited; the runner only observes:
+The script runs through runpy as ``__main__`` with ``sys.argv = [script.py, ARGS...]``, its folder first on
+``sys.path`` and as the working directory (with ``PTM_VERIFY_KEEP_CWD=1``, verify ``--cwd``, the directory it was
+started in instead). Nothing in it is edited; the runner only observes:
 
 * ``torch.optim`` global step post-hook: counts optimizer steps (the clock is the first optimizer that steps, so
   a wrapper optimizer that steps an inner one counts once); after step K it writes the results and ends the
@@ -42,6 +43,7 @@ ENV_STEPS = "PTM_VERIFY_STEPS"
 ENV_OUT = "PTM_VERIFY_OUT"
 ENV_SINGLE = "PTM_VERIFY_SINGLE_DEVICE"
 ENV_DETERMINISTIC = "PTM_VERIFY_DETERMINISTIC"  # "1": deterministic kernels (set by verify, inherited by every rank)
+ENV_KEEP_CWD = "PTM_VERIFY_KEEP_CWD"  # "1": the script runs in the directory it was started in (verify --cwd)
 
 
 class Recorder:
@@ -490,8 +492,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     rec.install(_sources(script))
 
     folder = os.path.dirname(script)
-    os.chdir(folder)
-    if sys.path and sys.path[0] in ("", os.getcwd(), folder):
+    here = os.getcwd()
+    if os.environ.get(ENV_KEEP_CWD) != "1":  # "1": as `cd DIR && python path/to/script.py` (verify --cwd DIR)
+        os.chdir(folder)
+    if sys.path and sys.path[0] in ("", here, os.getcwd(), folder):  # python puts the script's folder first
         sys.path[0] = folder
     else:
         sys.path.insert(0, folder)
