@@ -12,7 +12,7 @@ import click
 
 from migrator import __version__
 from migrator.files import SourceError, decode, encode, write_atomic
-from migrator.launch import launch_lines
+from migrator.launch import is_entry_script, launch_lines
 from migrator import report
 from migrator.config import Config, ConfigError, discover
 from migrator.options import LAUNCHERS, MATMUL_PRECISIONS, TARGETS, Options
@@ -216,7 +216,7 @@ def migrate_command(paths, target, show_diff, check, output, accelerator, device
         click.echo(report.github_annotations(outcomes), nl=False, file=out)
     _summary(outcomes, target, options, err, pending=show_diff or check, color=err_color,
              launch=fmt == "text" and not quiet)
-    if errors:
+    if errors or any(report.error_count(o) for o in outcomes):  # a self-check refusal (PTM006) is an error too
         sys.exit(2)
     if (show_diff or check) and any(o.changed for o in outcomes):
         sys.exit(1)
@@ -259,7 +259,7 @@ def _summary(outcomes: List[FileOutcome], target: str, options: Options, err, pe
              launch: bool = True) -> None:
     changed = [o for o in outcomes if o.changed]
     attention = sum(len(o.result.needs_attention) for o in outcomes if o.result and not o.error)
-    errors = sum(1 for o in outcomes if o.error)
+    errors = sum(report.error_count(o) for o in outcomes)  # as the JSON report's summary counts them
     verb = "would migrate" if pending else "migrated"
     line = (f"pt-migrate: {verb} {len(changed)} of {len(outcomes)} file(s) to {target}; "
             f"{attention} item(s) need attention; {errors} error(s).")
@@ -268,7 +268,10 @@ def _summary(outcomes: List[FileOutcome], target: str, options: Options, err, pe
     click.echo(line, file=err)
     if not launch:
         return
-    scripts = [o for o in changed if o.result.is_training_script and ("Fabric(" in o.result.code or "Accelerator(" in o.result.code)]
+    # only scripts that are started (a main guard, or training at module level), not the helpers they call
+    scripts = [o for o in changed if o.result.is_training_script and ("Fabric(" in o.result.code or
+                                                                      "Accelerator(" in o.result.code)
+               and is_entry_script(o.result.code)]
     for o in scripts[:5]:
         click.echo(f"To run {o.path} on several devices:", file=err)
         for line in launch_lines(o.path, target, options):

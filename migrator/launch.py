@@ -1,9 +1,74 @@
 """How to start a migrated script on several devices, for the summary the CLI prints."""
 from __future__ import annotations
 
+import ast
+import warnings
 from typing import List
 
 from migrator.options import Options
+
+_FRAMEWORK_CALLS = {"Fabric", "Accelerator"}
+_TRAINING_METHODS = {"backward", "step", "launch"}
+
+
+def is_entry_script(code: str) -> bool:
+    """Whether `code` (a migrated module) is started as a script: it has a main guard (`if __name__ ==
+    "__main__":`) or trains at module level (creates the framework object, or calls a backward / step / launch or
+    a function of the module that does, outside any function or class). A helper module that a sibling calls (its functions migrated, with a `fabric`
+    parameter or a framework object of its own) is not: a launch command for it would start nothing.
+    Input: source text; output: bool; a text that does not parse is no entry script."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            tree = ast.parse(code)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return False
+    trainers = _training_functions(tree)
+    for stmt in tree.body:
+        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            continue
+        if isinstance(stmt, ast.If) and _is_main_test(stmt.test):
+            return True
+        if any(_trains(node, trainers) for node in _outside_defs(stmt)):
+            return True
+    return False
+
+
+def _training_functions(tree: ast.Module) -> set:
+    """Names of the module's top-level functions that train, directly or through each other (`main()` called at
+    module level starts the training as much as a loop there does)."""
+    defs = {s.name: s for s in tree.body if isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    found: set = set()
+    while True:
+        more = {name for name, f in defs.items() if name not in found and
+                any(_trains(n, found) for n in ast.walk(f))}
+        if not more:
+            return found
+        found |= more
+
+
+def _is_main_test(test: ast.expr) -> bool:
+    if not (isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq)):
+        return False
+    sides = [test.left, test.comparators[0]]
+    return any(isinstance(s, ast.Name) and s.id == "__name__" for s in sides) and \
+        any(isinstance(s, ast.Constant) and s.value == "__main__" for s in sides)
+
+
+def _outside_defs(node: ast.AST):
+    """`node` and what it holds, but not the bodies of functions, lambdas and classes (code that runs later)."""
+    yield node
+    for child in ast.iter_child_nodes(node):
+        if not isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
+            yield from _outside_defs(child)
+
+
+def _trains(node: ast.AST, trainers: set = frozenset()) -> bool:
+    if not isinstance(node, ast.Call):
+        return False
+    f = node.func
+    return (isinstance(f, ast.Name) and (f.id in _FRAMEWORK_CALLS or f.id in trainers)) or \
+        (isinstance(f, ast.Attribute) and (f.attr in _TRAINING_METHODS or f.attr in _FRAMEWORK_CALLS))
 
 
 def launch_lines(script: str, target: str, options: Options) -> List[str]:

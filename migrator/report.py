@@ -8,6 +8,9 @@ meaning changes (new fields may be added):
                 "diagnostics": [{"code": str, "line": int, "column": int, "severity": "error|warning|info",
                                  "message": str, "fixed": bool, "needs_attention": bool}]}],
      "summary": {"files": int, "changed": int, "errors": int, "fixed": int, "needs_attention": int}}
+
+`errors` counts every error-level diagnostic (parse errors, crashes, self-check refusals) and failed writes; the
+text summary line gives the same number.
 """
 from __future__ import annotations
 
@@ -51,7 +54,7 @@ def unified_diff(path: str, old: str, new: str) -> str:
     if old == new:
         return ""
     a, b = _lines(old), _lines(new)
-    name = display_path(path)
+    name = display_path(path).lstrip("/")  # an absolute path outside the working directory: a/abs/path, as git
     out = []
     for line in difflib.unified_diff(a, b, f"a/{name}", f"b/{name}"):
         if not line.endswith("\n"):
@@ -70,6 +73,15 @@ def outcome_diagnostics(o) -> List[Diagnostic]:
             return [Diagnostic("PTM001", int(m.group(1)), int(m.group(2)), ERROR, m.group(3), False)]
         return [Diagnostic("PTM000", 1, 1, ERROR, o.error, False)]
     return []
+
+
+def error_count(o) -> int:
+    """Errors of an outcome: its error-level diagnostics (a parse error, a crash, each PTM006 problem of a migration
+    that the self-check refused), and a failure no diagnostic carries (a write that failed after the migration)."""
+    n = sum(1 for d in outcome_diagnostics(o) if d.severity == ERROR)
+    if o.error and o.result is not None and o.result.diagnostics and not o.result.error:
+        n += 1
+    return n
 
 
 # -- GitHub workflow commands
@@ -105,7 +117,7 @@ def summary_counts(outcomes) -> dict:
     return {
         "files": len(outcomes),
         "changed": sum(1 for o in outcomes if o.changed),
-        "errors": sum(1 for o in outcomes if o.error),
+        "errors": sum(error_count(o) for o in outcomes),
         "fixed": sum(1 for o in ok for d in o.result.diagnostics if d.fixed),
         "needs_attention": sum(len(o.result.needs_attention) for o in ok),
     }

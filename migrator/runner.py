@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import ast
-import difflib
 import os
 import re
 import warnings
@@ -29,13 +28,9 @@ class FileOutcome:
         return self.result is not None and self.result.changed and self.error is None
 
     def diff(self) -> str:
-        if not self.changed:
-            return ""
-        a, b = self.old_text.splitlines(keepends=True), self.result.code.splitlines(keepends=True)
-        for i, lines in enumerate((a, b)):
-            if lines and not lines[-1].endswith(("\n", "\r")):
-                lines[-1] += "\n\\ No newline at end of file\n"
-        return "".join(difflib.unified_diff(a, b, f"a/{self.path}", f"b/{self.path}"))
+        """The unified diff the CLI prints for this file (migrator.report.unified_diff); "" when unchanged."""
+        from migrator.report import unified_diff
+        return unified_diff(self.path, self.old_text, self.result.code) if self.changed else ""
 
 
 _index_cache = {}

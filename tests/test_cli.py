@@ -391,3 +391,96 @@ def test_verify_cwd_runs_a_script_from_the_repository_root(tmp_path):
     from migrator.verify.command import verify
     r = CliRunner().invoke(verify, [str(script), "--target", "fabric", "--cwd", str(tmp_path / "common")])
     assert r.exit_code == 2 and "is not under" in r.output
+
+
+def test_diff_of_an_absolute_path_outside_the_working_directory(tmp_path, monkeypatch):
+    """`--- a/abs/path` as git writes it (was `a//abs/path`): `git apply` run from / applies it."""
+    (tmp_path / "proj").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    script = tmp_path / "proj" / "train.py"
+    script.write_text(SCRIPT)
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    r = invoke([str(script), "--target", "fabric", "--diff"])
+    assert r.exit_code == 1
+    rel = script.as_posix().lstrip("/")
+    assert r.stdout.startswith(f"--- a/{rel}\n+++ b/{rel}\n"), r.stdout[:200]
+    assert "//" not in r.stdout.splitlines()[0]
+    if shutil.which("git"):
+        p = subprocess.run(["git", "apply", "--check", "-"], input=r.stdout, text=True, capture_output=True, cwd="/")
+        assert p.returncode == 0, p.stderr
+
+
+LOOP_LIB = '''import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+
+def fit(model, x, y, epochs=2):
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    loader = DataLoader(TensorDataset(x, y), batch_size=4)
+    for epoch in range(epochs):
+        for xb, yb in loader:
+            optimizer.zero_grad()
+            loss = torch.nn.functional.cross_entropy(model(xb), yb)
+            loss.backward()
+            optimizer.step()
+'''
+LOOP_CALLER = '''import torch
+from trainer import fit
+
+
+def main():
+    model = torch.nn.Linear(4, 2)
+    fit(model, torch.randn(8, 4), torch.randint(0, 2, (8,)))
+
+
+if __name__ == "__main__":
+    main()
+'''
+
+
+def test_launch_hints_only_for_entry_scripts(tmp_path, monkeypatch):
+    """After a folder run, "To run X on several devices" names the scripts that are started (a main guard, or
+    training at module level), not a helper module migrated because a sibling calls it."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "trainer.py").write_text(LOOP_LIB)
+    (tmp_path / "train.py").write_text(LOOP_CALLER)
+    (tmp_path / "flat.py").write_text(SCRIPT.replace('if __name__ == "__main__":\n    main()\n', "main()\n"))
+    r = invoke([".", "--target", "fabric", "--diff"])
+    assert r.exit_code == 1, r.output
+    assert "To run train.py on several devices:" in r.stderr
+    assert "To run flat.py on several devices:" in r.stderr  # module-level training code
+    assert "To run trainer.py" not in r.stderr
+
+
+@pytest.mark.parametrize("code,entry", [
+    ("import torch\nfabric = Fabric()\nfabric.launch()\n", True),
+    ("def main():\n    fabric = Fabric()\n\n\nif '__main__' == __name__:\n    main()\n", True),
+    ("for x in loader:\n    fabric.backward(loss)\n    optimizer.step()\n", True),
+    ("def fit(fabric, model):\n    fabric.backward(model())\n", False),
+    ("def fit(model):\n    fabric = Fabric()\n    fabric.launch()\n", False),
+    ("class T:\n    def __init__(self):\n        self.a = Accelerator()\n", False),
+    ("run = lambda: Fabric()\n", False),
+    ("def main():\n    go()\n\n\ndef go():\n    Fabric().launch()\n\n\nmain()\n", True),
+    ("def main():\n    go()\n\n\ndef go():\n    Fabric().launch()\n\n\nlog = setup()\n", False),
+    ("def f(:\n", False),
+])
+def test_is_entry_script(code, entry):
+    from migrator.launch import is_entry_script
+    assert is_entry_script(code) is entry
+
+
+def test_errors_count_every_error_level_diagnostic(project, monkeypatch):
+    """A migration the self-check refuses (PTM006, error level) counts as errors in the JSON summary and the text
+    summary line alike, and the exit status is 2 (README: 2 errors)."""
+    from migrator import selfcheck
+    monkeypatch.setattr(selfcheck, "_import_time_order",
+                        lambda a, b: [selfcheck.Problem(7, "`x` is broken"), selfcheck.Problem(8, "`y` is broken")])
+    r = invoke(["train.py", "helper.py", "--target", "fabric", "--check", "--format", "json"])
+    doc = json.loads(r.stdout)
+    diags = [d for f in doc["files"] for d in f["diagnostics"] if d["severity"] == "error"]
+    assert [d["code"] for d in diags] == ["PTM006", "PTM006"]
+    assert doc["summary"]["errors"] == 2 and doc["summary"]["changed"] == 0
+    assert "; 2 error(s)." in r.stderr and r.exit_code == 2
+    assert (project / "train.py").read_text() == SCRIPT
+    r = invoke(["train.py", "--target", "fabric"])
+    assert "; 2 error(s)." in r.stderr and r.exit_code == 2 and (project / "train.py").read_text() == SCRIPT
