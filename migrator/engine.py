@@ -219,6 +219,9 @@ def _run_rules(source: str, module: cst.Module, target: str, options: Options) -
         return MigrationResult(source, False)
     if facts.other_framework is not None:
         return _uses_other_framework(source, module, facts, target)
+    unreplaced = _no_object(source, facts, options)
+    if unreplaced is not None:
+        return unreplaced
     # Already on the target framework (the tool's own output, or code written for it): the core rules leave it
     # alone (Rule.plain_scripts_only)
     on_target = facts.on_target and not _MIGRATE_ON_TARGET
@@ -261,6 +264,27 @@ def _uses_other_framework(source: str, module: cst.Module, facts, target: str) -
                f"another, so it is left unchanged (not migrated to {wanted})")
     return MigrationResult(source, False, [Diagnostic(OTHER_FRAMEWORK, line, column + 1, INFO, message, False)],
                            is_training_script=True)
+
+
+def _no_object(source: str, facts, options: Options) -> Optional[MigrationResult]:
+    """Hand-written DDP machinery in a training module that no framework object would reach (migrator/no_object.py):
+    unchanged but for one TODO that says why. Not when the user left out the object's creation (PTM100) or every
+    rule that removes the machinery (PTM130-PTM132): then what they selected runs."""
+    from migrator import no_object
+    if not _selected("PTM100", options) or not any(_selected(c, options) for c in ("PTM130", "PTM131", "PTM132")):
+        return None
+    reason = no_object.why_no_object(facts)
+    if reason is None:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        found = no_object.machinery(source, ast.parse(source))
+    if not found:
+        return None
+    text = no_object.message(reason, found)
+    code = no_object.with_todo(source, found[0][0], text)
+    return MigrationResult(code, code != source, [Diagnostic(no_object.NO_OBJECT, found[0][0], 1, WARNING, text,
+                                                             False)], is_training_script=True)
 
 
 class _Run:
