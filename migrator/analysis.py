@@ -51,6 +51,7 @@ class FunctionInfo:
     all_params: Set[str] = field(default_factory=set)  # keyword-only and positional-only ones too
     reads_rank_env: bool = False  # os.environ["RANK"] and the like: the framework's properties replace them
     reads_dataset_len: bool = False  # len(x.dataset): a metric over a loader (PTM112 reduces it across ranks)
+    writes_output: bool = False  # an output file or a writer (PTM151 writes it on the main process only)
     binds_fw: Optional[str] = None  # the name it binds the framework object to, when it constructs one
 
 
@@ -289,6 +290,8 @@ class _Collector(Visitor):
             self.facts.other_framework = node
         if info and env_key(node) in RANK_ENV:
             info.reads_rank_env = True
+        if info and not info.writes_output and _writes_output(node, self.qnames):
+            info.writes_output = True
         if isinstance(func, cst.Attribute):
             recv = dotted(func.value)
             if func.attr.value in FW_METHODS and recv:
@@ -324,6 +327,13 @@ class _Collector(Visitor):
         # accelerator.backward(loss) in a helper that is handed the object: not a tensor's backward
         return (isinstance(func, cst.Attribute) and func.attr.value == "backward"
                 and (dotted(func.value) or "").rsplit(".", 1)[-1].lstrip("_") == DEFAULT_FW_NAME[other])
+
+
+def _writes_output(call: cst.Call, qnames) -> bool:
+    """`save_image(...)`, `open(p, "w")`, `SummaryWriter(...)`, `wandb.init(...)`: see migrator/side_effects.py."""
+    from migrator import side_effects as se
+    return bool(se.output_call(call, qnames) or se.open_mode(call, qnames) == "function"
+                or se.writer_ctor(call, qnames) or se.is_wandb_init(call, qnames))
 
 
 def _built_by_model(value: cst.Call) -> bool:
@@ -569,7 +579,8 @@ def _propagate(facts: Facts, not_only_called: Set[str], forced: Set[str] = froze
     base = {n for n, f in funcs.items()
             if n not in roots and n not in has and n not in (MODULE, MAIN_GUARD)
             and ((f.has_backward and (setup or forced))
-                 or ((f.has_print or f.reads_rank_env or f.reads_dataset_len) and n in reach) or n in forced)}
+                 or ((f.has_print or f.reads_rank_env or f.reads_dataset_len or f.writes_output) and n in reach)
+                 or n in forced)}
     global_fw = setup in (MODULE, MAIN_GUARD)
     value_used = {n for n in base if n in not_only_called}
     facts.fw_globals = {n for n in value_used if global_fw and n not in other_process}

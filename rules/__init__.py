@@ -15,6 +15,8 @@ The few orderings that matter:
   that it sees the model prepared;
 - schedule-length after setup-dataloaders: it reads the setup lines to know which `len(...)` counts a sharded loader;
 - rank-seed after setup-model-optimizer and seed: it goes after the last model setup and reads the seed;
+- download-first and write-once before framework-object: at module level the object goes right above the first
+  statement that uses it, and the blocks and guards they add use it;
 - main-guard right after framework-object, so the new object goes under the guard with the code;
 - unused-device last: it deletes what the others left unused.
 """
@@ -35,6 +37,7 @@ from migrator.rules.accumulation_sync import AccumulationSync
 from migrator.rules.base import Context, Example, Rule
 from migrator.rules.batch_moves import BatchMoves
 from migrator.rules.device_selection import DeviceSelection
+from migrator.rules.download_first import DownloadFirst
 from migrator.rules.dynamo_backend import DynamoBackend
 from migrator.rules.eval_dataset_len import ShardedMetric
 from migrator.rules.framework_object import FrameworkObject
@@ -49,6 +52,7 @@ from migrator.rules.setup_dataloaders import SetupDataloaders
 from migrator.rules.setup_model_optimizer import SetupModelOptimizer
 from migrator.rules.tensor_moves import TensorMoves
 from migrator.rules.unused_device import UnusedDevice
+from migrator.rules.write_once import WriteOnce
 from migrator.rules.checkpoints import Checkpoints
 from migrator.rules.collectives import Collectives
 from migrator.rules.rank_zero import RankZero
@@ -79,6 +83,8 @@ REGISTRY: List[Rule] = [
     DynamoBackend(),
     ScheduleLength(),
     RankSeed(),
+    DownloadFirst(),
+    WriteOnce(),
     FrameworkObject(),
     MainGuard(),
     UnusedDevice(),

@@ -39,7 +39,7 @@ def test_good_script_passes_every_check(target):
     report = json.loads(result.output)
     checks = _by_id(report)
     assert result.exit_code == 0, json.dumps(report["checks"], indent=1) + json.dumps(report["runs"], indent=1)
-    assert [c for c in checks] == list("abcdef")
+    assert [c for c in checks] == list("abcdefk")
     assert {c["status"] for c in report["checks"]} <= {"pass", "info"}
     assert checks["a"]["data"]["original"] == pytest.approx(checks["a"]["data"]["migrated"], rel=1e-4, abs=1e-5)
     assert len(checks["a"]["data"]["original"]) == 5

@@ -103,7 +103,9 @@ def _prepare(case: Path, root: Path) -> dict:
 
 
 def _is_entry(f: Path) -> bool:
-    return "__main__" in f.read_text() or len(before_files(f.parent.parent)) == 1
+    from migrator.launch import is_entry_script  # a flat script beside a helper module: training at module level
+    text = f.read_text()
+    return "__main__" in text or len(before_files(f.parent.parent)) == 1 or is_entry_script(text)
 
 
 @pytest.fixture(scope="session")

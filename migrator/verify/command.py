@@ -53,7 +53,9 @@ CHECKS = {
     "h": "initial weights",
     "i": "noise per rank",
     "j": "checkpoints",
+    "k": "written once",
 }
+DEFAULT_CHECKS = "abcdefk"
 FULL_CHECKS = "ghij"  # only with --full: the script runs to its end
 FULL_STEPS = 10 ** 9
 
@@ -477,6 +479,16 @@ def _script_lines(text: str) -> List[str]:
     return [_normalize(ln) for ln in text.splitlines() if ln.strip() and not _FRAMEWORK_LINE.match(ln.strip())]
 
 
+_RANK_IN_LINE = re.compile(r"rank\W{0,3}(\d+)", re.I)
+
+
+def _reports_rank(kind: str, text: str) -> bool:
+    """The lines of this kind name different ranks ("rank 0 saw ...", "[rank 1] ..."): each rank reports itself on
+    purpose, as the original does under torchrun (PTM108 keeps such prints on every rank)."""
+    ranks = {m.group(1) for raw in text.splitlines() if _normalize(raw) == kind for m in _RANK_IN_LINE.finditer(raw)}
+    return len(ranks) > 1
+
+
 def check_output(single: Run, multi: Run, n: int, target: str = "fabric") -> Check:
     if not single.ok():
         return Check("e", "fail", single.failure())
@@ -485,7 +497,8 @@ def check_output(single: Run, multi: Run, n: int, target: str = "fabric") -> Che
     one, many = Counter(_script_lines(single.stdout)), Counter(_script_lines(multi.stdout))
     if not one:
         return Check("e", "pass", "the script printed nothing to standard output")
-    repeated = [(ln, c, many[ln]) for ln, c in one.items() if many[ln] >= n * c and many[ln] > c]
+    repeated = [(ln, c, many[ln]) for ln, c in one.items() if many[ln] >= n * c and many[ln] > c
+                and not _reports_rank(ln, multi.stdout)]
     if repeated:
         ln, c, m = repeated[0]
         example = next((raw for raw in multi.stdout.splitlines() if _normalize(raw) == ln), ln)
@@ -496,6 +509,42 @@ def check_output(single: Run, multi: Run, n: int, target: str = "fabric") -> Che
                                   f"with 1. A plain print runs on every rank; use {fix}",
                      {"lines": [{"line": a, "single": b, "multi": c2} for a, b, c2 in repeated[:20]]})
     return Check("e", "pass", f"{sum(one.values())} script line(s) appear no more often with {n} processes")
+
+
+def check_written_once(multi: Run, n: int, target: str = "fabric") -> Check:
+    """k: no path is written by more than one rank. The runner records, per process, each file opened for writing
+    (`open` in a w/a/x/+ mode, `torch.save`, a SummaryWriter's log folder, a wandb run) and the script line that
+    wrote it; files written inside `fabric.save` / `accelerator.save` are exempt (the framework picks the rank)."""
+    why = _usable(multi, n)
+    if why:
+        return Check("k", "fail" if multi.failure() else "skip", why)
+    by_path: Dict[str, List[Tuple[int, Dict[str, Any]]]] = {}
+    for r in multi.results:
+        for w in r.get("writes") or []:
+            if not w.get("exempt"):
+                by_path.setdefault(w["path"], []).append((r.get("rank", 0), w))
+
+    def shown(path: str) -> str:
+        return os.path.relpath(path, multi.cwd) if multi.cwd and path.startswith(multi.cwd + os.sep) else path
+
+    files = {shown(p): sorted({rank for rank, _ in ws}) for p, ws in sorted(by_path.items())}
+    data = {"files": dict(list(files.items())[:50]), "count": len(files)}
+    shared = [(p, ws) for p, ws in sorted(by_path.items()) if len({rank for rank, _ in ws}) > 1]
+    if shared:
+        path, ws = shared[0]
+        ranks = sorted({rank for rank, _ in ws})
+        w = ws[0][1]
+        guard = "if fabric.is_global_zero:" if target == "fabric" else "if accelerator.is_main_process:"
+        first = ("with fabric.rank_zero_first(local=False):" if target == "fabric"
+                 else "with accelerator.main_process_first():")
+        data["shared"] = [shown(p) for p, _ in shared][:20]
+        return Check("k", "fail", f"{len(shared)} file(s) written by more than one rank: {shown(path)} by ranks "
+                                  f"{', '.join(map(str, ranks))} ({w.get('how')} at {w.get('line')}). Every rank "
+                                  f"writes the same path: write it on the main process only (`{guard}`; a download or "
+                                  f"a file prepared once: `{first}`), or under a path that names the rank", data)
+    limited = any(r.get("status") == "stopped" for r in multi.results)
+    return Check("k", "pass", f"{len(files)} file(s) written, each by one rank"
+                              + (" (up to the step limit; --full sees the end of the run)" if limited else ""), data)
 
 
 def _rate(r: Dict[str, Any]) -> Tuple[Optional[float], Optional[float], float, int]:
@@ -547,7 +596,7 @@ def check_throughput(single: Run, multi: Run, n: int) -> Check:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--migrated", type=click.Path(exists=True, dir_okay=False),
               help="Check this already-migrated file instead of migrating SCRIPT.")
-@click.option("--checks", "only", default="abcdef", show_default=True,
+@click.option("--checks", "only", default=DEFAULT_CHECKS, show_default=True,
               help="The checks to run, as letters; runs that no chosen check needs are skipped.")
 @click.option("--full", is_flag=True, help="Run the scripts to their end (no step limit; use small data) and add "
               "checks g (last learning rate on N processes = original's), h (equal initial weights on every rank) and "
@@ -575,6 +624,9 @@ def verify(script, script_args, target, devices, accelerator, steps, timeout, as
       d sharding       ranks do not receive identical batches at the same step
       e output once    no stdout line of 1 process appears N times with N processes
       f throughput     samples/s of 1 process vs N processes (information)
+      k written once   no file is written by more than one rank (open in a writing mode, torch.save, np.save,
+                       a SummaryWriter's folder, ...; the framework's own save is exempt, a per-rank path is
+                       its own file); files written after the step limit are seen with --full
     With --full (the scripts run to their end):
       g schedule       the learning rate at the last step on N processes equals the original's
       h initial weights every rank starts from the same parameters
@@ -585,13 +637,13 @@ def verify(script, script_args, target, devices, accelerator, steps, timeout, as
     is copied.
     """
     if full:
-        only = only + FULL_CHECKS if only == "abcdef" else only
+        only = only + FULL_CHECKS if only == DEFAULT_CHECKS else only
         steps = FULL_STEPS
     chosen = "".join(c for c in only.lower() if c in CHECKS)
     bad = sorted(set(only.lower()) - set(CHECKS) - set(", "))
     if bad or not chosen:
         raise click.BadParameter(f"letters from {''.join(CHECKS)}", param_hint="--checks")
-    if devices < 2 and set(chosen) & set("bcdeghij"):
+    if devices < 2 and set(chosen) & set("bcdeghijk"):
         raise click.BadParameter("checks b, c, d and e compare processes: they need --devices 2 or more "
                                  "(with one device, use --checks af)", param_hint="--devices")
     for what, path in (("SCRIPT", script), ("--migrated", migrated)):
@@ -609,7 +661,7 @@ def verify(script, script_args, target, devices, accelerator, steps, timeout, as
 
 def run_verify(script: Path, script_args: List[str], target: str, devices: int = 2, accelerator: str = "cpu",
                steps: int = 5, timeout: float = 300, migrated: Optional[Path] = None,
-               keep: bool = False, checks: str = "abcdef", deterministic: Optional[bool] = None,
+               keep: bool = False, checks: str = DEFAULT_CHECKS, deterministic: Optional[bool] = None,
                cwd: Optional[Path] = None) -> Dict[str, Any]:
     """`cwd`: the folder the scripts run from (staged whole; the script must lie under it); default: the script's
     folder."""
@@ -672,7 +724,7 @@ def run_verify(script: Path, script_args: List[str], target: str, devices: int =
             parity_on_n = True
             orig_n = _execute(make(f"original-{devices}procs", _torchrun(devices), orig_dir, orig_script, False),
                               base_env, timeout)
-        if set(checks) & set("bcdefghij") or parity_on_n:
+        if set(checks) & set("bcdefghijk") or parity_on_n:
             multi_env = dict(base_env)
             if target == "fabric":
                 mode = _fabric_launch_mode(source)
@@ -697,6 +749,7 @@ def run_verify(script: Path, script_args: List[str], target: str, devices: int =
             "d": lambda: check_sharding(multi, devices, script.read_text(encoding="utf-8", errors="replace")),
             "e": lambda: check_output(single, multi, devices, target),
             "f": lambda: check_throughput(single, multi, devices),
+            "k": lambda: check_written_once(multi, devices, target),
         }
         results = [makers[c]() for c in CHECKS if c in checks]
         report["checks"] = [c.as_dict() for c in results]

@@ -70,6 +70,10 @@ class Recorder:
         self.init_param_hash: Optional[str] = None  # the models' parameters at the first training forward
         self.noise = hashlib.sha1()  # torch.randn/rand/... drawn after the first optimizer step (in the loop)
         self.noise_draws = 0
+        self.writes: Dict[str, Dict[str, Any]] = {}  # absolute path -> first write: line, how, exempt (check k)
+        self.user_dirs: List[str] = []  # the script's folder and the start directory: files there are the script's
+        self.script = ""
+        self.framework_saving = 0  # inside fabric.save / accelerator.save: the framework decides who writes
 
     # ---- hooks -------------------------------------------------------------------------------------------------
     def record_loss(self, tensor) -> None:
@@ -212,6 +216,134 @@ class Recorder:
             _flush()
             os._exit(0)
 
+    # ---- files written (check k) --------------------------------------------------------------------------------
+    def record_write(self, path, how: str) -> None:
+        """Note that this process opened `path` for writing. Counted: a path under the script's folder or the start
+        directory, or one the script's own code names (its frame calls the writer); a library's cache elsewhere
+        (torch.compile's, a hub download's) is not the script's output. Event files count as their log folder (their
+        names hold the pid, but two writers in one folder double the curves)."""
+        try:
+            p = os.path.abspath(os.fsdecode(os.fspath(path)))
+        except TypeError:
+            return  # a file object or a descriptor: its opener was recorded
+        if p.startswith(("/dev/", "/proc/")) or p == os.devnull or p.startswith(self.out + os.sep):
+            return
+        folder, name = os.path.split(p)
+        if name.startswith("events.out.tfevents."):
+            p = os.path.join(folder, "events.out.tfevents.*")
+        if p in self.writes:
+            return
+        frame, caller, user, script_line = sys._getframe(2), None, None, None
+        while frame is not None:
+            filename = frame.f_code.co_filename
+            if filename != __file__:
+                caller = caller or filename
+                if user is None and self._is_user(filename):
+                    user = f"{os.path.basename(filename)}:{frame.f_lineno}"
+                if filename == self.script:
+                    script_line = f"{os.path.basename(filename)}:{frame.f_lineno}"
+                    break
+            frame = frame.f_back
+        if not (self._is_user(p) or (caller and self._is_user(caller))):
+            return
+        line = user or "?"
+        if script_line and script_line != line:
+            line = f"{line}, called from {script_line}"
+        self.writes[p] = {"line": line, "how": how, "exempt": self.framework_saving > 0, "step": self.steps}
+
+    def _is_user(self, path: str) -> bool:
+        return "site-packages" not in path and any(path.startswith(d + os.sep) for d in self.user_dirs)
+
+    def wrap_writes(self, torch, sources: str) -> None:
+        """Record the files this process writes: `open` (builtins and io, so pathlib, numpy, PIL and matplotlib
+        too) in a mode that writes, `torch.save` (its zip writer does not go through `open`), a SummaryWriter's log
+        folder (its event file is written later, by a thread), a wandb run."""
+        import builtins
+        import io
+
+        rec = self
+        original_open = io.open
+        if not getattr(builtins.open, "_ptm_verify", False):
+            def open_(file, *args, **kwargs):
+                mode = args[0] if args else kwargs.get("mode", "r")
+                if isinstance(mode, str) and ("w" in mode or "a" in mode or "x" in mode or "+" in mode):
+                    rec.record_write(file, "open")
+                return original_open(file, *args, **kwargs)
+
+            open_._ptm_verify = True
+            open_.__doc__ = original_open.__doc__
+            builtins.open = io.open = open_
+        for owner in (torch, torch.serialization):
+            original = getattr(owner, "save", None)
+            if original is None or getattr(original, "_ptm_verify", False):
+                continue
+
+            def save(obj, f, *args, __original=original, **kwargs):
+                rec.record_write(f, "torch.save")
+                return __original(obj, f, *args, **kwargs)
+
+            save._ptm_verify = True
+            save.__doc__ = original.__doc__
+            owner.save = save
+        if "SummaryWriter" in sources:
+            for mod in ("torch.utils.tensorboard.writer", "tensorboardX.writer"):
+                try:
+                    cls = __import__(mod, fromlist=["SummaryWriter"]).SummaryWriter
+                except Exception:
+                    continue
+                self._wrap_writer(cls)
+        if "wandb" in sources:
+            try:
+                import wandb
+            except Exception:
+                return
+            init = wandb.init
+            if not getattr(init, "_ptm_verify", False):
+                def wandb_init(*args, **kwargs):
+                    if kwargs.get("mode") != "disabled":
+                        rec.record_write(os.path.join(kwargs.get("dir") or os.getcwd(), "wandb", "<run>"),
+                                         "wandb.init")
+                    return init(*args, **kwargs)
+
+                wandb_init._ptm_verify = True
+                wandb.init = wandb_init
+
+    def _wrap_writer(self, cls) -> None:
+        original = cls.__init__
+        if getattr(original, "_ptm_verify", False):
+            return
+        rec = self
+
+        def __init__(writer, *args, **kwargs):
+            original(writer, *args, **kwargs)
+            try:
+                folder = writer.get_logdir()
+            except Exception:
+                folder = kwargs.get("log_dir") or (args[0] if args else "runs")
+            rec.record_write(os.path.join(folder, "events.out.tfevents.x"), "SummaryWriter")
+
+        __init__._ptm_verify = True
+        cls.__init__ = __init__
+
+    def wrap_framework_save(self, owner, name: str) -> None:
+        """Files written inside the framework's own save are exempt from check k: it decides which rank writes."""
+        original = getattr(owner, name, None)
+        if original is None or getattr(original, "_ptm_verify", False):
+            return
+        rec = self
+
+        def save(*args, **kwargs):
+            rec.framework_saving += 1
+            try:
+                return original(*args, **kwargs)
+            finally:
+                rec.framework_saving -= 1
+
+        save._ptm_verify = True
+        save.__name__ = getattr(original, "__name__", name)
+        save.__doc__ = getattr(original, "__doc__", None)
+        setattr(owner, name, save)
+
     # ---- results -----------------------------------------------------------------------------------------------
     def checksum(self) -> Dict[str, Any]:
         import torch
@@ -270,6 +402,7 @@ class Recorder:
             "init_param_hash": self.init_param_hash,
             "noise_hash": self.noise.hexdigest() if self.noise_draws else None,
             "noise_draws": self.noise_draws,
+            "writes": [dict(w, path=p) for p, w in self.writes.items()],
         }
         try:
             data.update(self.checksum())
@@ -297,6 +430,7 @@ class Recorder:
         self.wrap_backward(torch.Tensor, "backward", 0)
         self.wrap_scaler(torch)
         self.wrap_draws(torch)
+        self.wrap_writes(torch, sources)
         if "lightning" in sources:
             self._patch_lightning()
         if "accelerate" in sources:
@@ -304,6 +438,8 @@ class Recorder:
                 import accelerate
 
                 self.wrap_backward(accelerate.Accelerator, "backward", 1)
+                for name in ("save", "save_state", "save_model"):
+                    self.wrap_framework_save(accelerate.Accelerator, name)
             except Exception:
                 pass
 
@@ -316,6 +452,7 @@ class Recorder:
                 continue
             Fabric = fabric_mod.Fabric
             self.wrap_backward(Fabric, "backward", 1)
+            self.wrap_framework_save(Fabric, "save")
             rec = self
 
             def child_cmd():
@@ -489,6 +626,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     if os.environ.get(ENV_DETERMINISTIC) == "1":
         _deterministic()
     rec = Recorder(opts.steps, os.path.abspath(opts.out), child, opts.single_device)
+    rec.script = script
+    # files under these are the script's (a start directory of / or home would take in every cache)
+    rec.user_dirs = sorted({d for d in (os.path.dirname(script), os.getcwd())
+                            if d not in ("/", os.path.expanduser("~"))})
     rec.install(_sources(script))
 
     folder = os.path.dirname(script)

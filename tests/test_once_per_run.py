@@ -1,0 +1,185 @@
+"""Issue #18: downloads, data preparation and output files once per run.
+
+PTM150 (download-first) and PTM151 (write-once) on small inputs, including what they leave with a TODO; verify's
+check k on recorded runs; and, slow, on 2 CPU processes: the fixtures' migrations write no path from more than
+one rank and download once (check k passes), while the migrations made without the rules (fixtures/
+verify_broken_issue18/) fail check k and name the path and the line.
+"""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from migrator import Options, migrate
+from migrator.verify import command as vc
+from migrator.verify.command import FULL_STEPS, Run, run_verify
+from tests.fixture_support import FIXTURES, ROOT
+
+BROKEN = ROOT / "fixtures" / "verify_broken_issue18"
+slow = pytest.mark.slow
+
+HEAD = "import torch\n\n\ndef main():\n    model = torch.nn.Linear(4, 1)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n"
+LOOP = "    for step in range(3):\n        loss = model(torch.randn(8, 4)).sum()\n        loss.backward()\n        optimizer.step()\n"
+
+
+def _migrate(body: str, target: str = "fabric", head: str = HEAD, loop: str = LOOP, tail: str = ""):
+    source = head + body + loop + tail
+    result = migrate(source, target, Options(select=frozenset({"PTM150", "PTM151"})))
+    assert result.error is None
+    again = migrate(result.code, target, Options(select=frozenset({"PTM150", "PTM151"})))
+    assert again.code == result.code, "a second run must change nothing"
+    return result
+
+
+def _code(result) -> str:
+    """The output without comment lines (a TODO names the fix it asks for)."""
+    return "\n".join(line for line in result.code.splitlines() if not line.lstrip().startswith("#"))
+
+
+def _todos(result, code):
+    return [d for d in result.diagnostics if d.code == code and not d.fixed]
+
+
+# ---- PTM150 download-first --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("target,header", [("fabric", "with fabric.rank_zero_first(local=False):"),
+                                           ("accelerate", "with accelerator.main_process_first():")])
+def test_download_goes_first_and_says_why_local_is_false(target, header):
+    r = _migrate('    ds = load_dataset("imdb")\n    tok = AutoTokenizer.from_pretrained("gpt2")\n', target,
+                 head="from datasets import load_dataset\nfrom transformers import AutoTokenizer\n" + HEAD)
+    assert f"    {header}\n        ds = load_dataset(\"imdb\")\n        tok = AutoTokenizer" in r.code
+    msg = next(d.message for d in r.diagnostics if d.code == "PTM150")
+    assert "once per run" in msg and ("local=True" in msg or "local_main_process_first" in msg)
+
+
+def test_download_next_to_a_framework_call_gets_a_todo():
+    r = _migrate("    loader = fabric.setup_dataloaders(DataLoader(MNIST('d', download=True)))\n")
+    assert "rank_zero_first" not in _code(r) and _todos(r, "PTM150")
+
+
+def test_download_under_a_rank_guard_or_already_first_is_left_alone():
+    for body in ("    if rank == 0:\n        ds = MNIST('d', download=True)\n",
+                 "    with fabric.rank_zero_first():\n        ds = MNIST('d', download=True)\n"):
+        r = _migrate(body)
+        assert r.code.count("rank_zero_first") == body.count("rank_zero_first")
+
+
+def test_download_at_import_time_gets_a_todo():
+    source = "import torch\nds = MNIST('d', download=True)\n\n\n" + HEAD[len("import torch\n\n\n"):] + LOOP
+    r = migrate(source, "fabric", Options(select=frozenset({"PTM150"})))
+    assert _todos(r, "PTM150") and "import time" in _todos(r, "PTM150")[0].message
+
+
+def test_caching_block_with_torch_save_is_not_put_in_the_block():
+    # PTM136 makes the save fabric.save, whose barrier would wait forever inside rank_zero_first
+    r = _migrate("    if not os.path.exists('cache.pt'):\n        torch.save(build(), 'cache.pt')\n", head="import os\n" + HEAD)
+    assert "rank_zero_first" not in _code(r) and _todos(r, "PTM150")
+
+
+# ---- PTM151 write-once -------------------------------------------------------------------------------------------
+
+def test_output_call_guarded_and_consecutive_ones_share_the_guard():
+    r = _migrate("", tail="    np.save('a.npy', x)\n    plt.savefig('b.png')\n",
+                 head="import numpy as np\nimport matplotlib.pyplot as plt\n" + HEAD)
+    assert "    if fabric.is_global_zero:\n        np.save('a.npy', x)\n        plt.savefig('b.png')\n" in r.code
+
+
+def test_writer_handed_to_a_helper_is_guarded_there_too():
+    head = ("import torch\nfrom torch.utils.tensorboard import SummaryWriter\n\n\ndef log(writer, value):\n"
+            "    writer.add_scalar('loss', value)\n\n\n") + HEAD[len("import torch\n\n\n"):]
+    r = _migrate("    writer = SummaryWriter('runs')\n", head=head, tail="    log(writer, 1.0)\n    writer.close()\n")
+    assert "writer = SummaryWriter('runs') if fabric.is_global_zero else None" in r.code
+    assert "    if writer is not None:\n        writer.add_scalar('loss', value)" in r.code
+    assert "    if writer is not None:\n        writer.close()" in r.code
+
+
+def test_writer_used_where_no_guard_can_follow_gets_a_todo():
+    head = "import torch\nfrom torch.utils.tensorboard import SummaryWriter\n\n\n" + HEAD[len("import torch\n\n\n"):]
+    r = _migrate("    writer = SummaryWriter('runs')\n", head=head, tail="    return writer\n")
+    assert "else None" not in _code(r) and _todos(r, "PTM151")
+
+
+def test_write_that_runs_the_model_or_is_read_back_gets_a_todo():
+    r = _migrate("", tail="    save_image(model(torch.randn(2, 4)), 'x.png')\n",
+                 head="from torchvision.utils import save_image\n" + HEAD)
+    assert "is_global_zero" not in _code(r) and "set-up model" in _todos(r, "PTM151")[0].message
+    r = _migrate("", tail="    np.save('emb.npy', x)\n    y = np.load('emb.npy')\n", head="import numpy as np\n" + HEAD)
+    assert "is_global_zero" not in _code(r) and "reads back" in _todos(r, "PTM151")[0].message
+
+
+def test_per_rank_paths_and_reads_stay_on_every_rank():
+    r = _migrate("    log = open(f'log_{rank}.txt', 'w')\n    cfg = open('cfg.json').read()\n")
+    assert r.code.count("devnull") == 0
+
+
+def test_open_file_kept_open_writes_to_devnull_elsewhere_and_wandb_is_disabled():
+    r = _migrate("    log = open('log.csv', 'a')\n    wandb.init(project='p')\n", "accelerate", head="import wandb\n" + HEAD)
+    assert "open('log.csv' if accelerator.is_main_process else os.devnull, 'a')" in r.code
+    assert "wandb.init(project='p', mode=None if accelerator.is_main_process else \"disabled\")" in r.code
+
+
+def test_writer_class_instance_is_none_on_other_ranks():
+    head = ("import torch\n\n\nclass Logger:\n    def __init__(self, path):\n        self.f = open(path, 'w')\n\n"
+            "    def log(self, x):\n        self.f.write(str(x))\n\n\n") + HEAD[len("import torch\n\n\n"):]
+    r = _migrate("    logger = Logger('log.txt')\n", head=head, tail="    logger.log(1)\n")
+    assert "logger = Logger('log.txt') if fabric.is_global_zero else None" in r.code
+    assert "    if logger is not None:\n        logger.log(1)" in r.code
+    assert "self.f = open(path, 'w')" in r.code  # inside the class: its instance is made on the main process only
+
+
+# ---- check k on recorded runs ------------------------------------------------------------------------------------
+
+def _run(*writes_per_rank, cwd="/w"):
+    run = Run("migrated-2procs", [], cwd, "", rc=0)
+    run.results = [{"rank": r, "world_size": 2, "status": "finished", "writes": ws}
+                   for r, ws in enumerate(writes_per_rank)]
+    return run
+
+
+def test_check_k_on_recorded_runs():
+    w = lambda p, line="train.py:9", exempt=False: {"path": p, "line": line, "how": "open", "exempt": exempt}
+    ok = vc.check_written_once(_run([w("/w/log.csv")], [w("/w/log_1.csv")]), 2)
+    assert ok.status == "pass" and ok.data["files"] == {"log.csv": [0], "log_1.csv": [1]}
+    bad = vc.check_written_once(_run([w("/w/samples/0.png", "train.py:40")], [w("/w/samples/0.png")]), 2)
+    assert bad.status == "fail" and "samples/0.png by ranks 0, 1" in bad.message and "train.py:40" in bad.message
+    exempt = vc.check_written_once(_run([w("/w/c.pt", exempt=True)], [w("/w/c.pt", exempt=True)]), 2)
+    assert exempt.status == "pass"
+    assert vc.check_written_once(_run([w("/w/a")]), 2).status == "skip"
+
+
+# ---- 2 CPU processes ---------------------------------------------------------------------------------------------
+
+CASES = ["once_download_module", "once_download_function", "once_writers_function", "once_writers_class",
+         "once_writers_module"]
+
+
+@slow
+@pytest.mark.parametrize("target", ["fabric", "accelerate"])
+@pytest.mark.parametrize("case", CASES)
+def test_fixture_writes_each_path_once_on_two_processes(case, target):
+    start = time.perf_counter()
+    report = run_verify(FIXTURES / case / "before" / "train.py", [], target, 2, "cpu", FULL_STEPS, 240, checks="bk")
+    checks = {c["id"]: c for c in report["checks"]}
+    assert checks["b"]["status"] == "pass", checks
+    assert checks["k"]["status"] == "pass", checks["k"]
+    files = checks["k"]["data"]["files"]
+    assert files and all(ranks == [0] for ranks in files.values()), files
+    if "download" in case:  # downloaded once, by the main process
+        assert any("FakeMNIST/raw.pt" in p or "corpus.txt" in p for p in files), files
+    print(f"{case} {target}: check k run {time.perf_counter() - start:.1f} s, {len(files)} files")
+
+
+BROKEN_CASES = [("writers.py", "fabric_writers_every_rank.py", "fabric"),
+                ("writers.py", "accelerate_writers_every_rank.py", "accelerate"),
+                ("download.py", "fabric_download_every_rank.py", "fabric"),
+                ("download.py", "accelerate_download_every_rank.py", "accelerate")]
+
+
+@slow
+@pytest.mark.parametrize("original,broken,target", BROKEN_CASES, ids=[b[1] for b in BROKEN_CASES])
+def test_unguarded_migration_fails_check_k(original, broken, target):
+    report = run_verify(BROKEN / original, [], target, 2, "cpu", FULL_STEPS, 240, BROKEN / broken, checks="k")
+    k = report["checks"][0]
+    assert k["status"] == "fail" and report["exit_code"] == 1, k
+    assert "by ranks 0, 1" in k["message"] and ".py:" in k["message"]
