@@ -98,3 +98,20 @@ def test_free_cores_follow_the_load(monkeypatch):
 def test_jobs_1_never_starts_a_pool(tree, monkeypatch):
     monkeypatch.setattr("concurrent.futures.ProcessPoolExecutor", NoPool)
     assert len(list(runner.migrate_paths(tree, "fabric", Options(), jobs=1))) == len(tree)
+
+
+def test_entry_script_and_helper_share_one_project_analysis(monkeypatch):
+    """A folder of an entry script and the helper holding its loop: both files ask the project index about the
+    same two modules, which is worked out once (it parses and analyses every module several times)."""
+    from migrator import project
+    calls = []
+    real = project.folder_fw_functions
+    monkeypatch.setattr(project, "folder_fw_functions", lambda sources, target: calls.append(sorted(sources)) or
+                        real(sources, target))
+    runner._index_cache.clear()
+    case = ROOT / "fixtures" / "trainer_module" / "before"
+    outs = list(runner.migrate_paths([str(case / "train.py"), str(case / "trainer.py")], "fabric", Options(), jobs=1))
+    assert [o.changed for o in outs] == [True, True]
+    assert "def train_epoch(fabric," in outs[1].result.code
+    assert calls == [["train", "trainer"]]
+    runner._index_cache.clear()
