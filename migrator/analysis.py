@@ -46,6 +46,7 @@ class FunctionInfo:
     has_print: bool = False
     calls: List[tuple] = field(default_factory=list)  # (callee, [arg dotted names or None], {kw: dotted})
     returns_loaders: bool = False
+    loader_returns: List[bool] = field(default_factory=list)  # per returned value: a loader? (`return loader, sampler`)
     returns: Optional[List[Optional[str]]] = None  # names a top-level `return a, b` gives back
     loader_fors: List[tuple] = field(default_factory=list)  # (iterated name, [target names])
     all_params: Set[str] = field(default_factory=set)  # keyword-only and positional-only ones too
@@ -237,10 +238,10 @@ class _Collector(Visitor):
             values = node.value.elements if isinstance(node.value, cst.Tuple) else [cst.Element(node.value)]
             self.facts.functions[self.func].returns = [dotted(el.value) for el in values]
             loaders = self.loaders_by_scope.get(self.func, [])
-            for el in values:
-                v = el.value
-                if (isinstance(v, cst.Call) and is_dataloader_ctor(self.qnames(v.func))) or dotted(v) in loaders:
-                    self.facts.functions[self.func].returns_loaders = True
+            info = self.facts.functions[self.func]
+            info.loader_returns = [(isinstance(el.value, cst.Call) and is_dataloader_ctor(self.qnames(el.value.func)))
+                                   or dotted(el.value) in loaders for el in values]
+            info.returns_loaders = info.returns_loaders or any(info.loader_returns)
 
     def visit_Subscript(self, node: cst.Subscript) -> None:
         info = self.info()
@@ -273,9 +274,13 @@ class _Collector(Visitor):
                 self.optimizer_scopes.append(scope)
             elif dotted(value.func) in self.local_functions and self.class_depth == 0:
                 self.facts.assign_calls.append((scope, dotted(value.func), targets))
-            if is_dataloader_ctor(q) or (
-                    dotted(value.func) in self.facts.functions and self.facts.functions[dotted(value.func)].returns_loaders):
-                self.loaders_by_scope.setdefault(scope, []).extend(targets)
+            made = self.facts.functions.get(dotted(value.func)) if not is_dataloader_ctor(q) else None
+            loader_targets = targets
+            if made is not None and made.returns_loaders and len(made.loader_returns) == len(targets) > 1:
+                # `loader, sampler = make_loader(...)`: only the positions the function returns a loader at
+                loader_targets = [t for t, is_loader in zip(targets, made.loader_returns) if is_loader]
+            if is_dataloader_ctor(q) or (made is not None and made.returns_loaders):
+                self.loaders_by_scope.setdefault(scope, []).extend(loader_targets)
         if is_device_expr(value, self.qnames) and len(targets) == 1:
             self.facts.device_names.add(targets[0])
         if isinstance(value, (cst.IfExp, cst.Attribute)) or (isinstance(value, cst.Name) and len(targets) == 1):

@@ -4,9 +4,11 @@ What it does: in the framework scope,
 - `torch.save(state, path)` -> `fabric.save(path, state)` / `accelerator.save(state, path)`;
 - Fabric: `fabric.save` contains a barrier and must run on every rank, so a save under a rank-0 guard
   (`if rank == 0:`, `if dist.get_rank() == 0:`, `if args.rank == 0:`, `if fabric.is_global_zero:`, ...) is
-  moved after the guard, together with the plain assignments that build its state; other statements stay
-  under the guard, an emptied guard is dropped, and the rest of an `and` condition
-  (`if epoch % 5 == 0 and rank == 0:`) is kept around the save. A save that cannot be moved gets a TODO;
+  taken out of the guard where it stands, together with the plain assignments that build its state: the guard
+  is split around them, so every statement keeps its order (a reload after the save in the same guard still
+  follows it; `fabric.save` ends with a barrier, so the file is complete by then). An emptied guard is dropped,
+  and the rest of an `and` condition (`if epoch % 5 == 0 and rank == 0:`) is kept around the save. A save that
+  cannot be moved gets a TODO; a helper called under a rank guard keeps its `torch.save` (rank 0 writes);
 - `model.module.state_dict()` / `model.module.load_state_dict(...)` of a set-up model ->
   `model.state_dict()` (Fabric) / `accelerator.unwrap_model(model).state_dict()` (Accelerate);
 - Accelerate: `model.state_dict()` and `model.load_state_dict(...)` of a set-up model go through
@@ -17,10 +19,11 @@ What it does: in the framework scope,
 - `torch.save(model, path)` of a set-up model pickles a whole module (`fabric.save` takes only a dict): Fabric
   `if fabric.is_global_zero: torch.save(model.module, path)` (the plain module), Accelerate
   `accelerator.save(accelerator.unwrap_model(model), path)`; a load of that file restores the plain class;
-- a `torch.load` of a file that only the main process wrote (a whole-module pickle, any `accelerator.save`; the
-  same path, or any path once such a file was written to one computed at run time) gets `fabric.barrier()` /
-  `accelerator.wait_for_everyone()` before it, so no rank reads a file still being written (not under a rank
-  guard, nor in a function called under one);
+- a `torch.load` of a file that only the main process wrote (a whole-module pickle, any `accelerator.save`, under
+  a rank guard or not, a `torch.save` kept in a helper called under a guard; the same path, or any path once such
+  a file was written to one computed at run time) gets `fabric.barrier()` / `accelerator.wait_for_everyone()`
+  before it, so no rank reads a file still being written (not when the load is itself under a rank guard, nor in
+  a function called under one);
 - a model built again after the setup point (a new instance for inference) is plain: its `state_dict` /
   `load_state_dict` are left as written.
 
@@ -62,7 +65,6 @@ from migrator.rules.rank_zero import (
     names_bound,
     names_read,
     rank_source,
-    replace_if,
 )
 
 RANKISH = GLOBAL_RANK_NAMES | LOCAL_RANK_NAMES | {"device_id", "gpu_index"}
@@ -174,6 +176,7 @@ class _Transformer(RuleTransformer):
             self.todo(original_node, f"`{self.defs[-1]}` is called under a rank-0 guard: `{self.fw}.save` there would "
                                      f"hang the other ranks, so `torch.save` stays (right for DDP); for sharded "
                                      f"strategies call `{self.fw}.save(path, state)` on every rank")
+            self.saved_paths.add(self._code(keywords["f"].value if "f" in keywords else positional[-1].value))
             return updated_node
         if self.ctx.target == "fabric":
             obj = keywords["obj"].value if "obj" in keywords else positional[0].value
@@ -185,8 +188,7 @@ class _Transformer(RuleTransformer):
             return call
         self.report(original_node, f"`torch.save` -> `{self.fw}.save`, written once by the main process", True)
         path = keywords["f"].value if "f" in keywords else positional[-1].value
-        if not self.guards:
-            self.saved_paths.add(self._code(path))  # a later load of it waits for the main process
+        self.saved_paths.add(self._code(path))  # a later load of it outside a rank guard waits for the main process
         return updated_node.with_changes(func=cst.Attribute(value=self.fw_expr(), attr=cst.Name("save")))
 
     def _save_module(self, original_node, updated_node, obj_arg, path_arg):
@@ -203,8 +205,7 @@ class _Transformer(RuleTransformer):
                 args=[a.with_changes(value=self._unwrapped(model)) if a is obj_arg else a for a in updated_node.args])
         if path_arg is not None:
             self.whole_paths.add(self._code(path_arg.value))
-            if not self.guards:
-                self.saved_paths.add(self._code(path_arg.value))
+            self.saved_paths.add(self._code(path_arg.value))
         if self.ctx.target == "fabric":
             stmt = self._stmts[-1] if self._stmts else None
             if self.guards:
@@ -337,37 +338,49 @@ class _Transformer(RuleTransformer):
                         break
                     hoist.add(j)
                     needed |= self._reads(obody[j])
-        if ok:
-            hoisted_names = set().union(*(names_bound(obody[i]) for i in hoist))
-            remaining = [i for i in range(len(obody)) if i not in hoist]
-            if any(names_read(obody[i]) & hoisted_names for i in remaining):
-                # a statement kept under the guard reads the state: hoist before the guard if nothing precedes
-                ok = all(i > max(hoist) for i in remaining)
-                where = "before"
-            else:
-                where = "after"
         todo_at = set(nested) | (set() if ok else set(saves))
-        new_body = []
+        marked = []
         for i, s in enumerate(body):
-            if ok and i in hoist:
-                continue
-            if i in todo_at and not has_todo(s, self.rule.code):
+            if i in todo_at and not (ok and i in hoist) and not has_todo(s, self.rule.code):
                 msg = (f"`{self.fw}.save` has a barrier and must run on every rank: take it out of the rank "
                        "guard (it writes on rank 0 only)")
                 self.report(obody[i], msg, False, WARNING)
                 s = with_todo(s, self.rule.code, msg)
-            new_body.append(s)
+            marked.append(s)
         if not ok or not hoist:
-            return result.with_changes(body=result.body.with_changes(body=new_body))
-        moved = [body[i] for i in sorted(hoist)]
-        moved[0] = moved[0].with_changes(leading_lines=[l for l in moved[0].leading_lines if l.comment is not None])
-        if rest is not None:
-            moved = [cst.If(test=rest, body=cst.IndentedBlock(body=moved))]
+            return result.with_changes(body=result.body.with_changes(body=marked))
         self.report(obody[saves[0]], f"`{self.fw}.save` moved out of the rank guard: it runs on every rank and "
-                                     "writes on rank 0", True)
-        if where == "before":
-            return replace_if(result, moved, new_body, [])
-        return replace_if(result, [], new_body, moved)
+                                     "writes on rank 0; the guard's other statements keep their order around it", True)
+        return self._split(result, marked, hoist, rest)
+
+    def _split(self, guard: cst.If, body: List[cst.BaseStatement], hoist: Set[int], rest):
+        """The guard's statements in their order: runs of statements that stay are guarded (one `if` per run), the
+        save and what builds its state run on every rank between them (under the rest of an `and` condition).
+        A reload after the save in the same guard so still follows it (`fabric.save` ends with a barrier)."""
+        runs: List[tuple] = []  # (hoisted?, statements)
+        for i, stmt in enumerate(body):
+            if runs and runs[-1][0] == (i in hoist):
+                runs[-1][1].append(stmt)
+            else:
+                runs.append((i in hoist, [stmt]))
+        out: List[cst.BaseStatement] = []
+        header = guard.body.header if isinstance(guard.body, cst.IndentedBlock) else None
+        for hoisted, stmts in runs:
+            if hoisted:
+                stmts[0] = stmts[0].with_changes(leading_lines=[l for l in stmts[0].leading_lines if l.comment])
+                if rest is not None:
+                    stmts = [cst.If(test=rest, body=cst.IndentedBlock(body=stmts))]
+                if not out:  # the guard's own comments go above what now comes first
+                    comment = header.comment if header is not None else None
+                    lines = list(guard.leading_lines) + ([cst.EmptyLine(indent=True, comment=comment)] if comment else [])
+                    stmts[0] = stmts[0].with_changes(leading_lines=lines + list(stmts[0].leading_lines))
+                out.extend(stmts)
+            elif not out:
+                out.append(guard.with_changes(body=guard.body.with_changes(body=stmts)))
+            else:  # a second copy of the guard: no blank lines or comments of its own
+                block = guard.body.with_changes(body=stmts, header=cst.TrailingWhitespace())
+                out.append(guard.with_changes(leading_lines=[], body=block))
+        return out[0] if len(out) == 1 else cst.FlattenSentinel(out)
 
     def _is_save(self, call: cst.CSTNode) -> bool:
         return isinstance(call, cst.Call) and not self._pickles_module(call) and (
@@ -406,7 +419,7 @@ class Checkpoints(Rule):
         Example(
             before='import torch\nimport torch.distributed as dist\n\n\ndef main(rank):\n    model = torch.nn.Linear(4, 1)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    model(torch.randn(8, 4)).sum().backward()\n    optimizer.step()\n    if rank == 0:\n        print("saving")\n        state = {"model": model.module.state_dict(), "optimizer": optimizer.state_dict()}\n        torch.save(state, "ckpt.pt")\n    state = torch.load("ckpt.pt", map_location={"cuda:0": f"cuda:{rank}"})\n    model.module.load_state_dict(state["model"])\n',
             fabric='import torch\n\n\ndef main(rank):\n    model = torch.nn.Linear(4, 1)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    model(torch.randn(8, 4)).sum().backward()\n    optimizer.step()\n    if rank == 0:\n        print("saving")\n    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict()}\n    fabric.save("ckpt.pt", state)\n    state = torch.load("ckpt.pt", map_location=fabric.device)\n    model.load_state_dict(state["model"])\n',
-            accelerate='import torch\n\n\ndef main(rank):\n    model = torch.nn.Linear(4, 1)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    model(torch.randn(8, 4)).sum().backward()\n    optimizer.step()\n    if rank == 0:\n        print("saving")\n        state = {"model": accelerator.unwrap_model(model).state_dict(), "optimizer": optimizer.state_dict()}\n        accelerator.save(state, "ckpt.pt")\n    state = torch.load("ckpt.pt", map_location="cpu")\n    accelerator.unwrap_model(model).load_state_dict(state["model"])\n',
+            accelerate='import torch\n\n\ndef main(rank):\n    model = torch.nn.Linear(4, 1)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    model(torch.randn(8, 4)).sum().backward()\n    optimizer.step()\n    if rank == 0:\n        print("saving")\n        state = {"model": accelerator.unwrap_model(model).state_dict(), "optimizer": optimizer.state_dict()}\n        accelerator.save(state, "ckpt.pt")\n    accelerator.wait_for_everyone()\n    state = torch.load("ckpt.pt", map_location="cpu")\n    accelerator.unwrap_model(model).load_state_dict(state["model"])\n',
         )
     ]
 

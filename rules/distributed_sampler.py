@@ -3,7 +3,9 @@
 What it does: deletes `sampler = DistributedSampler(ds, ...)`, removes `sampler=sampler` from the
 DataLoader and gives the loader the sampler's shuffle setting instead (`shuffle=True` by default, or the
 `shuffle=` the sampler had; a `shuffle=(sampler is None)` argument becomes that value); deletes
-`sampler.set_epoch(epoch)` and `loader.sampler.set_epoch(epoch)`. For both targets.
+`sampler.set_epoch(epoch)` and `loader.sampler.set_epoch(epoch)`. A loader factory that returns its sampler
+(`return loader, sampler`) returns None in its place, so its callers unpack as many values as before; their
+`set_epoch` calls on what it returned go too, and only the loader is set up. For both targets.
 
 Why: Accelerate shards a loader AGAIN when it already has a DistributedSampler: each rank silently loses
 data (2 ranks, 10 samples: 4 each instead of 5). Fabric would keep the sampler and call `set_epoch` itself;
@@ -43,6 +45,7 @@ class _Transformer(RuleTransformer):
         super().__init__(rule, ctx)
         self.samplers: Dict[str, cst.BaseExpression] = {}  # name -> its shuffle expression
         self.loaders: Dict[str, str] = {}  # sampler name -> the loader built on it
+        self.removed: Dict[str, set] = {}  # top-level function -> sampler names whose assignment went
 
     def _sampler_call(self, node) -> bool:
         return isinstance(node, cst.Call) and bool(qualified_names(self, node.func) & SAMPLERS)
@@ -83,7 +86,11 @@ class _Transformer(RuleTransformer):
         if len(original_node.body) != 1:
             return updated_node
         small = original_node.body[0]
-        if isinstance(small, cst.Assign) and any(n in self.samplers for t in small.targets for n in assigned_names(t.target)):
+        built = isinstance(small, cst.Assign) and (self._sampler_call(small.value) or m.matches(
+            small.value, m.Name("None")) or (isinstance(small.value, cst.IfExp) and (
+                self._sampler_call(small.value.body) or self._sampler_call(small.value.orelse))))
+        # the statements that build the sampler (or start it at None) go; `loader, sampler = make_loader(...)` stays
+        if built and any(n in self.samplers for t in small.targets for n in assigned_names(t.target)):
             value = small.value.body if isinstance(small.value, cst.IfExp) else small.value
             if not self._sampler_call(value) and isinstance(small.value, cst.IfExp):
                 value = small.value.orelse
@@ -92,10 +99,12 @@ class _Transformer(RuleTransformer):
                     self.report(original_node, f"DistributedSampler `{a.keyword.value}=` is not carried over: "
                                                f"the framework's sampler uses its own", False)
             self.report(original_node, "removed the DistributedSampler: setup/prepare shards the loader", True)
+            self.removed.setdefault(self.scope, set()).update(
+                n for t in small.targets for n in assigned_names(t.target) if n in self.samplers)
             return self.remove(original_node)
         if isinstance(small, cst.Expr) and m.matches(small.value, m.Call(func=m.Attribute(attr=m.Name("set_epoch")))):
             owner = dotted(small.value.func.value) or ""
-            if owner in self.samplers or owner.endswith(".sampler") or owner.endswith("_sampler"):
+            if owner in self.samplers or owner.lower().endswith("sampler"):
                 self.report(original_node, "removed `set_epoch`: the framework's sampler is advanced for you", True)
                 if self._passes_per_epoch(owner) > 1:
                     self.note(original_node, "the loader is iterated more than once per epoch here: the framework "
@@ -103,6 +112,27 @@ class _Transformer(RuleTransformer):
                                              "order differs from set_epoch(epoch) from the second epoch on")
                 return self.remove(original_node)
         return updated_node
+
+    def leave_Return(self, original_node: cst.Return, updated_node: cst.Return):
+        """`return loader, sampler` from a loader factory whose sampler went: `return loader, None`, so callers
+        unpack as many values as before (their `set_epoch` calls go too)."""
+        gone = self.removed.get(self.scope, set())
+        value = updated_node.value
+        if not gone or value is None:
+            return updated_node
+        if isinstance(value, cst.Name) and value.value in gone:
+            self.report(original_node, f"returns None for `{value.value}`: the DistributedSampler went", True)
+            return updated_node.with_changes(value=cst.Name("None"))
+        if not isinstance(value, cst.Tuple):
+            return updated_node
+        names = [el.value.value for el in value.elements if isinstance(el.value, cst.Name) and el.value.value in gone]
+        if not names:
+            return updated_node
+        self.report(original_node, f"returns None for `{', '.join(names)}`: the DistributedSampler went; callers "
+                                   f"unpack as many values as before", True)
+        return updated_node.with_changes(value=value.with_changes(elements=[
+            el.with_changes(value=cst.Name("None")) if isinstance(el.value, cst.Name) and el.value.value in gone
+            else el for el in value.elements]))
 
     def leave_Call(self, original_node: cst.Call, updated_node: cst.Call):
         args = list(updated_node.args)

@@ -77,3 +77,128 @@ def test_checkpoint_check_names_the_keys(tmp_path):
     assert c.status == "fail" and "module.w" in c.message
     torch.save({"w": torch.ones(2)}, tmp_path / "mig" / "m.pt")
     assert vc.check_checkpoints(tmp_path / "orig", tmp_path / "mig", 0).status == "pass"
+
+
+# ---- static checks of the kinds (no processes) ----------------------------------------------------------------------
+
+def _migrate(source, target, **kw):
+    from migrator import Options, migrate
+
+    opts = Options(accelerator="cpu", devices="2", strategy="ddp", **kw) if target == "fabric" else \
+        Options(accelerator="cpu", **kw)
+    result = migrate(source, target, opts)
+    assert result.error is None and result.changed, result.diagnostics
+    return result.code
+
+
+FACTORY = '''import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+
+
+def make_loader(dataset, batch_size):
+    sampler = DistributedSampler(dataset, shuffle=True)
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler)
+    return loader, sampler
+
+
+def make_eval(dataset):
+    eval_sampler = DistributedSampler(dataset, shuffle=False)
+    return eval_sampler, DataLoader(dataset, batch_size=4, sampler=eval_sampler)
+
+
+def main():
+    dist.init_process_group("gloo")
+    ds = TensorDataset(torch.randn(32, 4))
+    loader, sampler = make_loader(ds, batch_size=8)
+    ev_sampler, ev_loader = make_eval(ds)
+    model = torch.nn.Linear(4, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for epoch in range(2):
+        sampler.set_epoch(epoch)
+        for (x,) in loader:
+            model(x).sum().backward()
+            optimizer.step()
+    for (x,) in ev_loader:
+        print(model(x).sum().item())
+
+
+if __name__ == "__main__":
+    main()
+'''
+
+
+@pytest.mark.parametrize("target", ["fabric", "accelerate"])
+def test_sampler_from_a_factory_goes_with_its_uses(target):
+    """`loader, sampler = make_loader(...)`: the sampler goes in the factory (it returns None in its place, so
+    callers unpack as many values) and in the caller (set_epoch); only the loader is set up."""
+    code = _migrate(FACTORY, target)
+    assert "return loader, None" in code and "return None, DataLoader(" in code
+    assert "set_epoch" not in code and "DistributedSampler" not in code
+    call = "fabric.setup_dataloaders" if target == "fabric" else "accelerator.prepare"
+    assert f"    loader = {call}(loader)\n" in code and f"    ev_loader = {call}(ev_loader)\n" in code
+    assert f"sampler = {call}" not in code
+
+
+GUARD = '''import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, TensorDataset
+
+
+def main():
+    dist.init_process_group("gloo")
+    rank = dist.get_rank()
+    model = torch.nn.Linear(4, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    loader = DataLoader(TensorDataset(torch.randn(8, 4)), batch_size=4)
+    for (x,) in loader:
+        model(x).sum().backward()
+        optimizer.step()
+    if rank == 0:
+        print("saving")
+        final = {"model": model.module.state_dict()}
+        torch.save(final, "final.pt")
+        reloaded = torch.nn.Linear(4, 1)
+        reloaded.load_state_dict(torch.load("final.pt")["model"])
+        print("reloaded")
+    state = torch.load("final.pt")
+
+
+if __name__ == "__main__":
+    main()
+'''
+
+
+def test_fabric_save_keeps_its_place_in_the_guard():
+    """The guard is split where the save stands: the reload in the same guard still follows the save."""
+    code = _migrate(GUARD, "fabric")
+    lines = [ln.strip() for ln in code.splitlines()]
+    order = [lines.index(s) for s in ('fabric.print("saving")', 'final = {"model": model.state_dict()}',
+                                      'fabric.save("final.pt", final)', "reloaded = torch.nn.Linear(4, 1)",
+                                      'fabric.print("reloaded")')]
+    assert order == sorted(order), code
+    assert code.count("if fabric.is_global_zero:") == 2, code
+    assert lines[lines.index('fabric.save("final.pt", final)') - 1] == 'final = {"model": model.state_dict()}'
+
+
+def test_accelerate_load_after_a_guarded_save_waits():
+    code = _migrate(GUARD, "accelerate")
+    lines = [ln.strip() for ln in code.splitlines()]
+    i = lines.index('state = torch.load("final.pt")')
+    assert lines[i - 1] == "accelerator.wait_for_everyone()", code
+    # the reload inside the guard does not wait (the other ranks never get there)
+    assert code.count("wait_for_everyone") == 1
+
+
+def test_output_check_accepts_rank_reports():
+    """A line that names its rank ("rank 0 trained on ...") is printed by every rank on purpose (PTM108 keeps it)."""
+    single = Run("1", [], "", "", rc=0, stdout="epoch 0: rank 0 trained on 256 samples\nloss 1.5\n")
+    single.results = [_rec(0, world=1)]
+    multi = Run("2", [], "", "", rc=0, stdout="epoch 0: rank 0 trained on 128 samples\nepoch 0: rank 1 trained on 128 "
+                                               "samples\nloss 1.5\n")
+    multi.results = [_rec(0), _rec(1)]
+    assert vc.check_output(single, multi, 2).status == "pass"
+    twice = Run("2", [], "", "", rc=0, stdout="epoch 0: rank 0 trained on 128 samples\nepoch 0: rank 0 trained on 128 "
+                                              "samples\nloss 1.5\n")
+    twice.results = multi.results
+    assert vc.check_output(single, twice, 2).status == "fail"
