@@ -75,9 +75,9 @@ def _migrate(source: str, target: str, options: Optional[Options]) -> MigrationR
     module = _parse(source)
     if isinstance(module, MigrationResult):
         return module
-    hogwild = _hogwild(source)
-    if hogwild is not None:
-        return hogwild
+    declined = _hogwild(source) or _foreign_engine(source)
+    if declined is not None:
+        return declined
     result = _run_rules(source, _majority_newline(source, module), target, options)
     if result.changed and skip.has_skip_lines(source):  # `# pt-migrate: skip` statements stay as written
         result = skip.protect(source, result)
@@ -114,6 +114,24 @@ def _hogwild(source: str) -> Optional[MigrationResult]:
         return None
     code = with_todo(source, line)
     return MigrationResult(code, code != source, [Diagnostic(NOT_DATA_PARALLEL, line, 1, WARNING, MESSAGE, False)],
+                           is_training_script=True)
+
+
+def _foreign_engine(source: str) -> Optional[MigrationResult]:
+    """Model and optimizer taken over by another library (migrator/foreign_engine.py): unchanged but for one
+    TODO that says why."""
+    from migrator.foreign_engine import FOREIGN_ENGINE, MESSAGE, engine_call, with_todo
+    if "parameters" not in source:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        found = engine_call(ast.parse(source))
+    if found is None:
+        return None
+    line, callee = found
+    message = MESSAGE.format(call=callee)
+    code = with_todo(source, line, message)
+    return MigrationResult(code, code != source, [Diagnostic(FOREIGN_ENGINE, line, 1, WARNING, message, False)],
                            is_training_script=True)
 
 
