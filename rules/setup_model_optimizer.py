@@ -35,7 +35,7 @@ from migrator import matching as m
 
 from migrator.names import assigned_names, dotted
 from migrator.rules.ddp_wrapper import non_forward_methods
-from migrator.rules._moves import setup_point
+from migrator.rules._moves import _assigned, _uses_for_training, setup_point
 from migrator.rules.base import Context, Example, Rule, RuleTransformer, with_todo
 from migrator.rules.framework_object import _Transformer as _FrameworkPlacement
 
@@ -120,6 +120,9 @@ class _Transformer(_FrameworkPlacement):
         last = setup_point(body, self.facts)
         if last is None:
             return list(body)
+        inner = self._descend(body, last, module_level)
+        if inner is not None:
+            return inner
         new = [cst.parse_statement(line) for line in setup_lines(self.ctx, optimizers)]
         if self.ctx.target == "fabric" and getattr(self, "_module", None) is not None:
             for model in self.facts.models:
@@ -128,6 +131,37 @@ class _Transformer(_FrameworkPlacement):
         what = ", ".join(self.facts.models + list(optimizers))
         self.report(self.where(last, body), f"set up {what} with {self.fw}", True)
         return list(body[: last + 1]) + new + list(body[last + 1:])
+
+
+    def _descend(self, body, last: int, module_level: bool):
+        """When the statement that creates the last optimizer is a loop, `with` or `if` that also trains
+        (`for run in range(n): model = Net(); opt = SGD(...); train(model, opt)`), the setup goes inside it,
+        after the creation: after the statement it would train unset-up models. Returns the new block, or None
+        when the statement does not train inside."""
+        stmt = body[last]
+        models, optimizers = set(self.facts.models), set(self.facts.optimizers)
+        if isinstance(stmt, cst.SimpleStatementLine) or not _uses_for_training(stmt, models, optimizers):
+            return None
+        originals = getattr(self, "_originals", None)
+        original = originals[last] if originals is not None and len(originals) == len(body) else None
+        for field in ("body", "orelse", "finalbody"):
+            block, old = getattr(stmt, field, None), getattr(original, field, None)
+            if isinstance(block, cst.Else):
+                block, old = block.body, getattr(old, "body", None)
+            if not isinstance(block, cst.IndentedBlock) or not _assigned(block, optimizers):
+                continue
+            self._originals = list(old.body) if isinstance(old, cst.IndentedBlock) else None
+            try:
+                new_inner = self._insert(list(block.body), module_level)
+            finally:
+                self._originals = originals
+            new_block = block.with_changes(body=new_inner)
+            if field == "orelse" and isinstance(stmt.orelse, cst.Else):
+                new_stmt = stmt.with_changes(orelse=stmt.orelse.with_changes(body=new_block))
+            else:
+                new_stmt = stmt.with_changes(**{field: new_block})
+            return list(body[:last]) + [new_stmt] + list(body[last + 1:])
+        return None
 
 
 class SetupModelOptimizer(Rule):
