@@ -53,8 +53,10 @@ def local_downloaders(module: cst.Module, qn) -> Set[str]:
     """Functions and classes of the module that download or prepare a file once, directly or through each other."""
     defs: Dict[str, cst.CSTNode] = {}
     for stmt in module.body:
-        if isinstance(stmt, (cst.FunctionDef, cst.ClassDef)):
+        if isinstance(stmt, cst.FunctionDef):
             defs[stmt.name.value] = stmt
+        elif isinstance(stmt, cst.ClassDef):  # what constructing it runs: __init__ and the methods it calls
+            defs[stmt.name.value] = cst.Module(body=_run_by_init(stmt))
     found = {name for name, node in defs.items()
              if se.downloads(node, qn) or any(se.caching_if(i, qn) for i in m.findall(node, m.If()))}
     calls = {name: {dotted(c.func) for c in m.findall(node, m.Call())} for name, node in defs.items()}
@@ -66,6 +68,20 @@ def local_downloaders(module: cst.Module, qn) -> Set[str]:
                 found.add(name)
                 changed = True
     return found
+
+
+def _run_by_init(cls: cst.ClassDef) -> List[cst.FunctionDef]:
+    """A class's `__init__` and the methods it calls through `self.` (directly or through each other): a class
+    whose `from_pretrained` downloads does not download when it is constructed."""
+    methods = {s.name.value: s for s in cls.body.body if isinstance(s, cst.FunctionDef)}
+    todo, seen = ["__init__"], []
+    while todo:
+        name = todo.pop()
+        if name in methods and name not in seen:
+            seen.append(name)
+            todo += [c.func.attr.value for c in m.findall(methods[name], m.Call())
+                     if isinstance(c.func, cst.Attribute) and dotted(c.func.value) == "self"]
+    return [methods[n] for n in seen]
 
 
 class _Transformer(RuleTransformer):

@@ -71,6 +71,17 @@ def test_download_at_import_time_gets_a_todo():
     assert _todos(r, "PTM150") and "import time" in _todos(r, "PTM150")[0].message
 
 
+def test_class_that_downloads_only_in_a_classmethod_is_not_a_download():
+    head = ("import torch\nfrom transformers import GPT2LMHeadModel\n\n\nclass GPT(torch.nn.Module):\n"
+            "    def __init__(self):\n        super().__init__()\n        self.head = self.build()\n\n"
+            "    def build(self):\n        return torch.nn.Linear(4, 1)\n\n    @classmethod\n"
+            "    def from_pretrained(cls, name):\n        return GPT2LMHeadModel.from_pretrained(name)\n\n\n"
+            "def main():\n")
+    r = _migrate("    model = GPT()\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n", head=head,
+                 loop=LOOP.replace("model(", "model.head("))
+    assert "rank_zero_first" not in r.code
+
+
 def test_caching_block_with_torch_save_is_not_put_in_the_block():
     # PTM136 makes the save fabric.save, whose barrier would wait forever inside rank_zero_first
     r = _migrate("    if not os.path.exists('cache.pt'):\n        torch.save(build(), 'cache.pt')\n", head="import os\n" + HEAD)

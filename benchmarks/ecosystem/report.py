@@ -45,7 +45,7 @@ def _runtime_rows(data: Dict[str, Any], entries: List[Dict[str, Any]], static: D
     rows = {r["entry"]: r for r in data.get("rows", [])}
     n = data.get("devices", 2)
     out = [f"| entry | target | original, 1 process | migrated, 1 process | a parity | b {n} processes | c sync | "
-           f"d sharding | e once |", "|---|---|---|---|---|---|---|---|---|"]
+           f"d sharding | e once | k written once |", "|---|---|---|---|---|---|---|---|---|---|"]
     for e in entries:
         r = rows.get(e["name"])
         if r is None or not r.get("runnable", True):
@@ -68,11 +68,11 @@ def _runtime_rows(data: Dict[str, Any], entries: List[Dict[str, Any]], static: D
             elif H.load_recipe(e["name"]).get("no_parity") and v.get("checks"):
                 a = "n/a: original not deterministic"
             if not v.get("checks"):
-                cells = [f"not run: {_short(v.get('error') or '', 60)}"] + ["—"] * 4
+                cells = [f"not run: {_short(v.get('error') or '', 60)}"] + ["—"] * 5
             elif left:
-                cells = [a, "n/a: left unchanged", "—", "—", "—"]
+                cells = [a, "n/a: left unchanged", "—", "—", "—", "—"]
             else:
-                cells = [a] + [_check(v, k) for k in "bcde"]
+                cells = [a] + [_check(v, k) for k in "bcdek"]
             out.append("| " + " | ".join(_cell(x) for x in [e["name"], t, o, m] + cells) + " |")
     return out
 
@@ -121,7 +121,9 @@ def _runtime_totals(data: Dict[str, Any], static: Dict[Any, Dict[str, Any]]) -> 
         out.append(f"- {t}: the migration runs on 1 process for {one}/{len(trs)} entries ({one_o} of the {orig_ok} "
                    f"whose original runs); loss parity (a) {par} of {par_n} comparable; left unchanged (TODO or self-check) {left}; of the "
                    f"{len(trs_m)} migrated: {data.get('devices', 2)} processes run (b) {n('b')}, sync (c) {n('c')}, "
-                   f"sharding (d) {n('d')}, output once (e) {n('e')}, no failure in b-e {vpass}")
+                   f"sharding (d) {n('d')}, output once (e) {n('e')}, no failure in b-e {vpass}; every file written "
+                   f"by one rank (k) {n('k')} of {sum(1 for _, x in trs_m if 'k' in x.get('verify', {}).get('checks', {}))} "
+                   f"checked")
     return out
 
 
@@ -229,7 +231,8 @@ def render(results: Path, entries: Optional[List[Dict[str, Any]]] = None, findin
               f"{data.get('accelerator', 'cpu')} --devices {data.get('devices', 2)} --strategy ddp`; Accelerate: "
               f"`--accelerator {data.get('accelerator', 'cpu')}`, launched under torchrun): *migrated, 1 process* "
               f"is its check (a) run (Fabric held to one device), *a parity* its per-step losses against the "
-              f"original's (rtol 1e-4, atol 1e-5); b-e as `pt-migrate verify --help` says.", ""]
+              f"original's (rtol 1e-4, atol 1e-5); b-e and k as `pt-migrate verify --help` says (k: no file written by "
+              f"more than one rank, in the steps run; results from before check k existed show —).", ""]
         smap = {(r["entry"], r["target"]): r for r in static["rows"]} if static else {}
         L += _runtime_totals(data, smap) + [""]
         L += _runtime_rows(data, entries, smap, label) + [""]
