@@ -161,6 +161,8 @@ def _uses_for_training(stmt: cst.CSTNode, models: Set[str], optimizers: Set[str]
             func = dotted(call.func) or ""
             if func == "print" or func.endswith(".print") or func.startswith(("logging.", "logger.", "log.")):
                 continue  # printing the model is no use of it
+            if _is_load(func):
+                continue  # a checkpoint load into it (see _loads_into)
             for arg in call.args:
                 name = dotted(arg.value)
                 if name in optimizers or (name in models and name not in rebinds):
@@ -181,9 +183,28 @@ def setup_point(body, facts: Facts) -> Optional[int]:
     for i in range(last + 1, len(body)):
         if _uses_for_training(body[i], models, optimizers):
             break
-        if _assigned(body[i], models):
+        if _assigned(body[i], models) or _loads_into(body[i], models):
             last = i
     return last
+
+
+def _is_load(func: str) -> bool:
+    leaf = func.split(".")[-1].lower()
+    return "load" in leaf or "restore" in leaf or "resume" in leaf
+
+
+def _loads_into(stmt: cst.CSTNode, models: Set[str]) -> bool:
+    """A checkpoint load into a model before training: `model.load_state_dict(...)`, `load_checkpoint(path,
+    model, opt)`. The setup comes after it: Accelerate's prepared model is a DDP wrapper on several processes,
+    whose state_dict keys start with `module.`, so a plain checkpoint no longer loads into it."""
+    from migrator import matching as m
+    for call in m.findall(stmt, m.Call()):
+        func = dotted(call.func) or ""
+        if not _is_load(func):
+            continue
+        if func.rsplit(".", 1)[0] in models or any(dotted(a.value) in models for a in call.args):
+            return True
+    return False
 
 
 def plain_after_setup(module: cst.Module, facts: Facts) -> Dict[int, Set[str]]:
