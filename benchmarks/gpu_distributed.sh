@@ -3,7 +3,7 @@
 # `python` for mp.spawn), and its Fabric and Accelerate migrations, N processes each, NCCL and real CUDA AMP.
 # Reports whether each run finished and, for Fabric, how far rank 0's per-step losses are from the original's.
 #
-# On the GPU machine, from the repository root, with the libcst wheel carried in .whl/ (docs/verification.md):
+# On the GPU machine, from the repository root, with the wheels carried in .whl/ (benchmarks/gpu/fetch_wheels.sh):
 #   bash benchmarks/gpu_distributed.sh [N_GPUS] [OUT_DIR]
 #   CASES="amp_ddp ddp_torchrun" bash benchmarks/gpu_distributed.sh 2 "$OUT"
 set -uo pipefail
@@ -12,11 +12,7 @@ OUT=${2:-${OUT:-gpu-distributed-out}}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
-if ! python3 -c 'import libcst' 2>/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/ptm-site .whl/*.whl || exit 3
-  export PYTHONPATH=/tmp/ptm-site${PYTHONPATH:+:$PYTHONPATH}
-fi
-python3 -c 'import migrator.rules' 2>/dev/null || python3 -m pip install -q --no-index --no-deps --no-build-isolation -e . || exit 3
+. "$(dirname "$0")/gpu/_setup.sh" || exit 3  # libcst, pyflakes, click from .whl/ (the one for this Python)
 WORK=$(mktemp -d)
 for d in fixtures/*/; do
   c=$(basename "$d")
