@@ -338,7 +338,8 @@ def _writes_output(call: cst.Call, qnames) -> bool:
     """`save_image(...)`, `open(p, "w")`, `SummaryWriter(...)`, `wandb.init(...)`: see migrator/side_effects.py."""
     from migrator import side_effects as se
     return bool(se.output_call(call, qnames) or se.open_mode(call, qnames) == "function"
-                or se.writer_ctor(call, qnames) or se.is_wandb_init(call, qnames))
+                or se.writer_ctor(call, qnames) or se.is_wandb_init(call, qnames)
+                or se.log_file_arg(call, qnames) is not None)
 
 
 def _built_by_model(value: cst.Call) -> bool:

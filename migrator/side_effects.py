@@ -110,6 +110,22 @@ def opened_path(call: cst.Call) -> Optional[cst.Arg]:
     return positional[0] if positional else None
 
 
+LOG_FILE_CALLS = {"logging.FileHandler": 0, "logging.handlers.RotatingFileHandler": 0,
+                  "logging.handlers.TimedRotatingFileHandler": 0, "logging.basicConfig": None}
+
+
+def log_file_arg(call: cst.Call, qn: QN) -> Optional[cst.Arg]:
+    """The file argument of `logging.FileHandler(path)` / `logging.basicConfig(filename=path)`, or None."""
+    for name, index in LOG_FILE_CALLS.items():
+        if name in qn(call.func):
+            arg = _kw(call, "filename")
+            positional = [a for a in call.args if a.keyword is None and not a.star]
+            if arg is None and index is not None and len(positional) > index:
+                arg = positional[index]
+            return arg
+    return None
+
+
 def output_call(call: cst.Call, qn: QN) -> Optional[str]:
     """A call that writes one output file: `save_image`, `plt.savefig`, `np.save`, `torch.onnx.export`,
     `json.dump(x, open(p, "w"))`, `df.to_csv(p)` ...; its name, or None. `torch.save` is PTM136's."""
@@ -147,7 +163,7 @@ def writes(node: cst.CSTNode, qn: QN, writer_classes: Iterable[str] = ()) -> boo
     """The code opens a file for writing, writes an output file, makes a writer, or starts a wandb run."""
     for call in m.findall(node, m.Call()):
         if open_mode(call, qn) or output_call(call, qn) or writer_ctor(call, qn, writer_classes) \
-                or is_wandb_init(call, qn):
+                or is_wandb_init(call, qn) or log_file_arg(call, qn) is not None:
             return True
     return False
 

@@ -12,7 +12,8 @@ What it does: in the framework scope,
   main process only, `writer = SummaryWriter(...) if fabric.is_global_zero else None`, and each of its uses goes
   under `if writer is not None:`, in the function that makes it and in the functions of the module it is handed
   to; `self.writer` of a trainer class likewise in its methods;
-- `wandb.init(...)` gets `mode=None if fabric.is_global_zero else "disabled"`: the other ranks' runs log nothing.
+- `wandb.init(...)` gets `mode=None if fabric.is_global_zero else "disabled"`: the other ranks' runs log nothing;
+- `logging.FileHandler(path)` / `logging.basicConfig(filename=path)` log to `os.devnull` on the other ranks.
 Reading files stays on every rank; `torch.save` is PTM136's.
 
 Why: every process runs the whole script: each rank would write `images/400.png`, open a SummaryWriter on the same
@@ -297,8 +298,9 @@ class _Transformer(RuleTransformer):
         if opens and self.in_fw_scope() and self._write_only(node.body, {dotted(i.asname.name) for i in node.items
                                                                           if i.asname is not None}):
             if self._may_guard(node, opens[0], "the block that writes it"):
+                metric = f"; {LOGS_METRICS}" if _logs_metric(node.body) else ""
                 self.decided[id(node)] = (self._flag(), f"`with {_code(opens[0])}` only writes: it runs on the main "
-                                                         f"process only")
+                                                         f"process only{metric}")
             self._cover(node)
         return True
 
@@ -343,24 +345,35 @@ class _Transformer(RuleTransformer):
             return False
         hazard = self._hazard(node)
         if hazard:
-            self.todo(node, f"{what} writes on every rank; it should run on the main process only, but it also calls "
-                            f"{hazard}, which every rank must run: compute that first, then write under "
-                            f"`if {self._flag()}:`")
+            self.todo(node, f"{what} writes the same file on every rank; the main process alone should, but {hazard}")
             return False
         return True
 
     def _hazard(self, node) -> Optional[str]:
+        """Why the write may not run on the main process alone (the rest of the TODO's sentence), or None."""
+        flag = f"`if {self._flag()}:`"
         found = collectives_in(node, self.qn, self.fw, self.ctx.target)
         if found:
-            return f"`{dotted(found[0].func)}`"
+            return (f"it also calls `{dotted(found[0].func)}`, which every rank must reach: call that first, then "
+                    f"write under {flag}")
         for call in m.findall(node, m.Call()):
             name = dotted(call.func) or ""
             head, _, rest = name.partition(".")
+            if "torch.onnx.export" in self.qn(call.func) and call.args \
+                    and (dotted(call.args[0].value) or "").split(".")[0] in self.models:
+                return (f"it traces the set-up model, whose forward may synchronize buffers with the other ranks: "
+                        f"export the plain module (`{self._plain(call.args[0].value)}`) under {flag}")
             if name.startswith(self.fw + ".") and not name.endswith((".print", ".is_global_zero")):
-                return f"`{name}`"
+                return f"it also calls `{name}`, which every rank must run: call that first, then write under {flag}"
             if head in self.models and (not rest or rest.split(".")[-1] not in _SAFE_MODEL_METHODS):
-                return f"the set-up model (`{name}(...)`; its forward may synchronize buffers)"
+                return (f"it also runs the set-up model (`{name}(...)`), whose forward may synchronize buffers with "
+                        f"the other ranks: compute it on every rank first, then write under {flag}")
         return None
+
+    def _plain(self, model: cst.BaseExpression) -> str:
+        if self.ctx.target == "fabric":
+            return f"{_code(model)}.module"
+        return f"{self.fw}.unwrap_model({_code(model)})"
 
     def _write_only(self, body, handles: Set[str]) -> bool:
         """A block that does nothing but write: calls of its handles' methods, formatting, print, json.dump."""
@@ -408,9 +421,11 @@ class _Transformer(RuleTransformer):
         if se.is_wandb_init(original_node, self.qn):
             return self._wandb(original_node, updated_node)
         kind = se.open_mode(original_node, self.qn)
+        if kind is None and se.log_file_arg(original_node, self.qn) is not None:
+            kind = "log"
         if kind is None:
             return updated_node
-        path = se.opened_path(updated_node)
+        path = se.log_file_arg(updated_node, self.qn) if kind == "log" else se.opened_path(updated_node)
         if path is None or (isinstance(path.value, cst.IfExp) and dotted(path.value.orelse) == "os.devnull") \
                 or se.rankish(path.value):
             return updated_node
@@ -511,6 +526,14 @@ def _blocks(stmt: cst.CSTNode) -> List[list]:
     return out
 
 
+def _logs_metric(node: cst.CSTNode) -> bool:
+    """The code writes a number computed in training: `.item()`, or a name like loss, acc, metric, score."""
+    for n in m.findall(node, m.Name()):
+        if any(w in n.value.lower() for w in ("item", "loss", "acc", "metric", "score", "stats")):
+            return True
+    return False
+
+
 def _writer_guard(node: cst.If) -> bool:
     """`if writer is not None:` around calls of the writer's methods only (this rule's guard)."""
     test = node.test
@@ -566,6 +589,7 @@ class WriteOnce(Rule):
     name = "write-once"
     plain_scripts_only = True  # a script on the framework chose who writes
     triggers = ("open", "save", "summarywriter", "wandb", "export", "dump", "to_csv", "write_text", "write_bytes",
+                "filehandler", "basicconfig",
                 "imwrite", "imsave", "savemat", "logger", "writer")
     examples = [
         Example(

@@ -119,6 +119,18 @@ def test_write_that_runs_the_model_or_is_read_back_gets_a_todo():
     assert "is_global_zero" not in _code(r) and "reads back" in _todos(r, "PTM151")[0].message
 
 
+def test_onnx_export_of_the_set_up_model_asks_for_the_plain_module():
+    r = _migrate("", tail="    torch.onnx.export(model, torch.randn(1, 4), 'model.onnx')\n")
+    assert "is_global_zero" not in _code(r) and "model.module" in _todos(r, "PTM151")[0].message
+    r = _migrate("", "accelerate", tail="    torch.onnx.export(model, torch.randn(1, 4), 'model.onnx')\n")
+    assert "accelerator.unwrap_model(model)" in _todos(r, "PTM151")[0].message
+
+
+def test_log_file_handlers_log_to_devnull_elsewhere():
+    r = _migrate("    logging.basicConfig(filename='train.log', level=logging.INFO)\n", head="import logging\n" + HEAD)
+    assert "filename='train.log' if fabric.is_global_zero else os.devnull" in r.code
+
+
 def test_per_rank_paths_and_reads_stay_on_every_rank():
     r = _migrate("    log = open(f'log_{rank}.txt', 'w')\n    cfg = open('cfg.json').read()\n")
     assert r.code.count("devnull") == 0
