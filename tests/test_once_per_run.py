@@ -174,7 +174,7 @@ def test_check_k_on_recorded_runs():
 # ---- 2 CPU processes ---------------------------------------------------------------------------------------------
 
 CASES = ["once_download_module", "once_download_function", "once_writers_function", "once_writers_class",
-         "once_writers_module"]
+         "once_writers_module", "once_writers_trainer"]
 
 
 @slow
