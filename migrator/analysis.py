@@ -88,6 +88,12 @@ class Facts:
     on_target: bool = False
     handed_over: Set[str] = field(default_factory=set)  # names the script itself passes to setup / prepare
     bare_models: List[str] = field(default_factory=list)  # trained by hand, no optimizer (migrator/manual_updates.py)
+    # asked of PTM100 by PTM114 / PTM115: the device the object picks ("cpu", or (flag code, checks CUDA itself)),
+    # a comment above its creation, and a name bound in its block that the creation must follow
+    device_choice: object = None
+    device_comment: Optional[str] = None
+    create_after: Optional[str] = None
+    device_flags: List[str] = field(default_factory=list)  # flags that chose the device (PTM101 records them)
 
     @property
     def models(self) -> List[str]:

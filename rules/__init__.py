@@ -17,6 +17,9 @@ The few orderings that matter:
 - rank-seed after setup-model-optimizer and seed: it goes after the last model setup and reads the seed;
 - download-first and write-once before framework-object: at module level the object goes right above the first
   statement that uses it, and the blocks and guards they add use it;
+- input-device (PTM114) after the move rules: it acts only where the script places nothing itself;
+- device-flag (PTM115) right before framework-object: it reads where the object will be created (after every rule
+  that adds a use of it above) and asks PTM100 for the device (`Facts.device_choice`, shared with PTM114);
 - main-guard right after framework-object, so the new object goes under the guard with the code;
 - unused-device last: it deletes what the others left unused.
 """
@@ -36,12 +39,14 @@ from migrator.rules.accumulate import Accumulate
 from migrator.rules.accumulation_sync import AccumulationSync
 from migrator.rules.base import Context, Example, Rule
 from migrator.rules.batch_moves import BatchMoves
+from migrator.rules.device_flag import DeviceFlag
 from migrator.rules.device_selection import DeviceSelection
 from migrator.rules.download_first import DownloadFirst
 from migrator.rules.dynamo_backend import DynamoBackend
 from migrator.rules.eval_dataset_len import ShardedMetric
 from migrator.rules.framework_object import FrameworkObject
 from migrator.rules.helper_params import HelperParams
+from migrator.rules.input_device import InputDevice
 from migrator.rules.main_guard import MainGuard
 from migrator.rules.model_moves import ModelMoves
 from migrator.rules.print_once import PrintOnce
@@ -77,6 +82,7 @@ REGISTRY: List[Rule] = [
     ModelMoves(),
     BatchMoves(),
     TensorMoves(),
+    InputDevice(),
     ShardedMetric(),
     SetupModelOptimizer(),
     SetupDataloaders(),
@@ -85,6 +91,7 @@ REGISTRY: List[Rule] = [
     RankSeed(),
     DownloadFirst(),
     WriteOnce(),
+    DeviceFlag(),
     FrameworkObject(),
     MainGuard(),
     UnusedDevice(),

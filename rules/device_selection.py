@@ -13,6 +13,9 @@ a device kept as a string (`device = "cuda" if ... else "cpu"`) stays one: `devi
 the script uses as a device *type* (`f"{device}:{rank}"`, `device == "cuda"`, `device_type=device`) becomes
 `device = fabric.device.type` ("cuda", never "cuda:0", which would give `cuda:0:0`).
 
+A flag of the script's own that picked the device (`"cuda" if use_cuda else "cpu"`, `if args.cuda: device = ...`)
+is recorded (`Facts.device_flags`): PTM115 creates the framework object to follow it, so `--no-cuda` still means CPU.
+
 Fabric form: `fabric.device`. Accelerate form: `accelerator.device`.
 
 A device chosen at module level above `if __name__ == "__main__":`, where the training is set up, is picked at
@@ -30,6 +33,7 @@ from libcst.metadata import QualifiedNameProvider
 from migrator.analysis import MAIN_GUARD, MODULE, device_if_target, is_device_expr, is_main_guard
 from migrator.names import dotted, qualified_names
 from migrator.rules.base import Example, Context, Rule, RuleTransformer
+from migrator.rules.device_flag import flag_of, flag_of_if
 
 
 class _Transformer(RuleTransformer):
@@ -83,12 +87,14 @@ class _Transformer(RuleTransformer):
         if self._before_object():
             if "." not in target and not self._elif_depth():
                 self._rebind_later(original_node, target, _is_string(original_node.value))
+                self._record_flag(flag_of(original_node.value))
             return updated_node
         if not self.in_fw_scope():
             if is_device_expr(original_node.value, self.qn):
                 self.todo(original_node, f"device chosen by hand, out of reach of `{self.fw}`: use `{self.fw}.device`")
             return updated_node
         new = self._fw_device()
+        self._record_flag(flag_of(original_node.value))
         if _is_string(original_node.value) and target in getattr(self, "_type_names", ()):
             # a device *type* ("cuda"): f"{device}:{rank}", device == "cuda", device_type=device use it as one
             new = cst.Attribute(value=new, attr=cst.Name("type"))
@@ -99,6 +105,11 @@ class _Transformer(RuleTransformer):
             new = cst.Call(func=cst.Name("str"), args=[cst.Arg(new)])
         self.report(original_node, f"`{target}` now names `{self.fw}.device`", True)
         return updated_node.with_changes(value=new)
+
+    def _record_flag(self, flag) -> None:
+        """The script's own flag that chose the device (`use_cuda`): PTM115 makes the object follow it."""
+        if flag is not None and flag not in self.facts.device_flags:
+            self.facts.device_flags.append(flag)
 
     def _with_rebinding(self, guard: cst.If) -> cst.If:
         body = list(guard.body.body)
@@ -133,9 +144,11 @@ class _Transformer(RuleTransformer):
         if target is not None and self._before_object():
             self._in_chain -= 1
             self._rebind_later(original_node, target, False)
+            self._record_flag(flag_of_if(original_node))
             return updated_node
         if target is None or not self.in_fw_scope():
             return updated_node
+        self._record_flag(flag_of_if(original_node))
         self.report(original_node, f"device selection -> `{target} = {self.fw}.device`", True)
         stmt = cst.parse_statement(f"{target} = {self.fw}.device")
         return stmt.with_changes(leading_lines=original_node.leading_lines)

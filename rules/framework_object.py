@@ -15,7 +15,13 @@ command-line options, then `fabric.launch()`, so `python train.py` and `torchrun
 `GROUP_WORLD_SIZE`), so a torchrun start never trains each process alone. With `--launcher fabric-run`
 the script is meant for `fabric run ...`: `Fabric()` takes no values and there is no `launch()`.
 
-Accelerate form: `Accelerator(cpu=True, mixed_precision=...)` from `--accelerator cpu` and `--precision`.
+Without `--accelerator`, the device can come from the script (`Facts.device_choice`): PTM115 makes the object
+follow the script's own CUDA flag (`Fabric(accelerator="cuda" if args.cuda else "cpu", ...)`, created right after
+the flag's line in a function or the main guard when nothing above uses the object), and PTM114 asks for CPU
+processes (`accelerator="cpu"`) where a hand-made input cannot be put on the device; a comment above says why.
+
+Accelerate form: `Accelerator(cpu=True, mixed_precision=...)` from `--accelerator cpu` and `--precision`;
+`cpu=not args.cuda` for the script's flag, `cpu=True` for PTM114.
 The process count comes from the launcher (`accelerate launch`, `torchrun`). Without `--accelerator`,
 `cpu=` is true exactly when torchrun started several processes on a machine without CUDA: a plain
 `Accelerator()` there lets each process train alone (accelerate 1.15). On a machine whose accelerator is not
@@ -41,8 +47,14 @@ def fabric_ctor(ctx: Context) -> str:
         args = []
     else:
         args = []
+        choice = ctx.facts.device_choice  # PTM114 (CPU processes) or PTM115 (the script's own device flag)
         if o.accelerator:
             args.append(f'accelerator="{o.accelerator}"')
+        elif choice == "cpu":
+            args.append('accelerator="cpu"')
+        elif choice is not None:
+            flag, checks_cuda = choice
+            args.append(f'accelerator="{"cuda" if checks_cuda else "auto"}" if {flag} else "cpu"')
         if o.devices is not None:
             dev = o.devices
             args.append(f"devices={dev}" if str(dev).lstrip("-").isdigit() else f'devices="{dev}"')
@@ -67,8 +79,14 @@ ACC_ENV_COMMENT = "# without --accelerator, CPU-only machines need cpu=True for 
 
 def accelerator_ctor(ctx: Context) -> str:
     args = []
-    if ctx.options.accelerator == "cpu":
+    choice = ctx.facts.device_choice  # PTM114 (CPU processes) or PTM115 (the script's own device flag)
+    if ctx.options.accelerator == "cpu" or (ctx.options.accelerator is None and choice == "cpu"):
         args.append("cpu=True")
+    elif ctx.options.accelerator is None and choice is not None:
+        flag, checks_cuda = choice
+        # a flag that checks torch.cuda.is_available() itself is false on a CPU-only machine
+        args.append(f"cpu=not {_operand(flag)}" if checks_cuda else
+                    f"cpu=not {_operand(flag)} or ({CPU_UNDER_TORCHRUN.split('=', 1)[1]})")
     elif ctx.options.accelerator is None:
         args.append(CPU_UNDER_TORCHRUN)
     precision = ctx.precision_code()
@@ -78,19 +96,30 @@ def accelerator_ctor(ctx: Context) -> str:
     return f"{ctx.fw} = Accelerator({', '.join(args)})"
 
 
+def _operand(code: str) -> str:
+    """`code` as the operand of `not`: parenthesized unless it is a name, an attribute or a call."""
+    expr = cst.parse_expression(code)
+    return code if isinstance(expr, (cst.Name, cst.Attribute, cst.Call)) else f"({code})"
+
+
+def _comments(*texts) -> List[cst.EmptyLine]:
+    return [cst.EmptyLine(comment=cst.Comment(t)) for t in texts if t]
+
+
 def creation_statements(ctx: Context) -> List[cst.BaseStatement]:
+    # why the object picks the CPU, or follows the script's flag (unless --accelerator decided)
+    note = ctx.facts.device_comment if ctx.options.accelerator is None and ctx.facts.device_choice else None
     if ctx.target == "fabric":
         code = fabric_ctor(ctx)
         stmts = [cst.parse_statement(code)]
-        if "os.environ" in code:
-            stmts[0] = stmts[0].with_changes(leading_lines=[cst.EmptyLine(comment=cst.Comment(ENV_COMMENT))])
+        stmts[0] = stmts[0].with_changes(leading_lines=_comments(ENV_COMMENT if "os.environ" in code else None,
+                                                                 note if "accelerator=" in code else None))
         if ctx.options.launcher != "fabric-run":
             stmts.append(cst.parse_statement(f"{ctx.fw}.launch()"))
         return stmts + _matmul_precision(ctx)
     code = accelerator_ctor(ctx)
     stmt = cst.parse_statement(code)
-    if "os.environ" in code:
-        stmt = stmt.with_changes(leading_lines=[cst.EmptyLine(comment=cst.Comment(ACC_ENV_COMMENT))])
+    stmt = stmt.with_changes(leading_lines=_comments(ACC_ENV_COMMENT if "os.environ" in code else None, note))
     return [stmt] + _matmul_precision(ctx)
 
 
@@ -149,6 +178,10 @@ class _Transformer(RuleTransformer):
         idx = insertion_index(body, module_level)
         if module_level:
             idx = max(idx, first_use_index(body, self.fw, idx))
+        elif self.facts.create_after:  # PTM115: right after the flag the object's device follows
+            from migrator.rules.device_flag import binding_index
+            where = binding_index(body, self.facts.create_after)
+            idx = idx if where is None else max(idx, where + 1)
         new = creation_statements(self.ctx)
         if module_level and idx < len(body):
             # keep the blank lines that separated imports from code, above our block instead
@@ -166,8 +199,10 @@ class _Transformer(RuleTransformer):
                 self.ctx.imports.add("os")
         else:
             self.ctx.imports.add("accelerate", "Accelerator")
-            if self.ctx.options.accelerator is None:
+            code = accelerator_ctor(self.ctx)
+            if "os.environ" in code:
                 self.ctx.imports.add("os")
+            if "torch." in code:
                 self.ctx.imports.add("torch")
         if "torch.cuda.is_available()" in (self.ctx.precision_code() or "") or self.ctx.options.matmul_precision:
             self.ctx.imports.add("torch")

@@ -137,7 +137,9 @@ def test_a_note_is_placed_and_needs_no_attention():
     notes = [d for d in result.diagnostics if d.code == "PTM139"]
     assert len(notes) == 1 and notes[0].severity == "info" and not notes[0].fixed
     assert (notes[0].line, notes[0].column) == (8, 5)  # the `for` loop
-    assert not notes[0].needs_attention and not result.needs_attention
+    # PTM114 marks the loader handed in from outside the file (its batches are not set up, so they stay on the CPU)
+    assert not notes[0].needs_attention and not [d for d in result.diagnostics
+                                                 if d.needs_attention and d.code != "PTM114"]
     assert "TODO(pt-migrate) PTM139" not in result.code
     assert "::notice file=train.py,line=8" in github_annotations([FileOutcome("train.py", result)])
 

@@ -1,0 +1,816 @@
+"""Where hand-made tensors reach a set-up model: the tracing behind PTM114 (input-device).
+
+A script that never places anything on a device trains on the CPU. After the migration the framework moves the
+set-up model and the batches of set-up loaders to the process's device, and every other tensor stays where the
+script makes it. `Tracer` follows, inside one file, what reaches a set-up model's call and what meets a device
+tensor (arithmetic, a torch function, a loss module) back to where it is made, and says how to put it on the
+device (`Fix`):
+
+- `Kw(call)`: a tensor factory without `device=` (torch.randn, zeros, arange, ...) gets `device=<fw>.device`; on
+  the CPU this draws the very same numbers as before;
+- `Wrap(node)`: `.to(<fw>.device)` after a constructor (torch.tensor, from_numpy, FloatTensor, ...), after a
+  factory that takes a `generator=` (a CPU generator cannot make CUDA tensors), after a call of a helper of the
+  module, or, where the binding cannot be changed (made at import time or out of reach of the framework object,
+  also used as numpy or by a Dataset), after the name where it is used;
+- `After(statement, name)`: `a, b = helper()` is followed by `a = a.to(<fw>.device)`.
+
+What cannot be followed (a call into another module, a method of an object, a parameter whose callers are out of
+sight, a loader that is not set up) is `unknown`, with a reason.
+
+Flow: a name's value at a use is the last binding before it in the same block or an enclosing one, the bindings
+between that one and the use, and, in a loop, the bindings later in the loop (the next iteration). Names are
+followed in top-level functions and module-level code (the main guard included), and into the callers of a
+function for its parameters; class bodies are not followed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, FrozenSet, List, Optional, Set, Tuple
+
+import libcst as cst
+
+from migrator.analysis import MAIN_GUARD, MODULE, Facts, batch_names, is_main_guard
+from migrator.imports import ImportTable
+from migrator.names import assigned_names, dotted
+
+FACTORIES = {"randn", "rand", "randint", "randperm", "zeros", "ones", "full", "empty", "arange", "linspace",
+             "logspace", "eye", "tril_indices", "triu_indices", "empty_strided", "normal", "bartlett_window",
+             "hann_window", "hamming_window"}
+LIKE = {"randn_like", "rand_like", "randint_like", "zeros_like", "ones_like", "full_like", "empty_like"}
+MAKERS = {"tensor", "as_tensor", "from_numpy", "Tensor", "FloatTensor", "LongTensor", "IntTensor", "DoubleTensor",
+          "HalfTensor", "BoolTensor", "ByteTensor", "ShortTensor", "CharTensor", "BFloat16Tensor", "asarray"}
+# tensor methods whose result is not a tensor
+NOT_TENSOR_METHODS = {"item", "tolist", "numpy", "size", "dim", "numel", "nelement", "element_size", "data_ptr",
+                      "is_contiguous", "get_device", "stride", "ndimension", "__len__", "storage", "type",
+                      "backward", "register_hook"}
+NOT_TENSOR_ATTRS = {"shape", "dtype", "device", "ndim", "requires_grad", "is_cuda", "is_leaf", "names", "layout"}
+# calls on a set-up model that are not its forward
+MODEL_NOT_FORWARD = {"parameters", "named_parameters", "buffers", "named_buffers", "modules", "named_modules",
+                     "children", "named_children", "state_dict", "load_state_dict", "train", "eval", "zero_grad",
+                     "to", "cuda", "cpu", "half", "float", "double", "bfloat16", "apply", "requires_grad_",
+                     "register_buffer", "register_parameter", "register_forward_hook", "register_forward_pre_hook",
+                     "register_full_backward_hook", "add_module", "get_submodule", "get_parameter", "type",
+                     "extra_repr", "share_memory", "mark_forward_method", "configure_optimizers", "make_optimizer"}
+# builtins whose result is the thing passed in (`next(iter(loader))`)
+PASS_THROUGH = {"next", "iter"}
+BUILTINS = {"len", "int", "float", "str", "bool", "range", "list", "tuple", "dict", "set", "zip", "enumerate",
+            "sorted", "reversed", "min", "max", "sum", "abs", "round", "print", "isinstance", "open", "map", "filter",
+            "any", "all", "type", "vars", "getattr", "hasattr", "repr", "format", "divmod", "pow", "hash", "id",
+            "input", "ord", "chr", "hex", "bin", "oct", "callable", "issubclass", "super", "object", "slice",
+            "frozenset", "bytes", "complex", "setattr", "globals", "locals", "exit", "quit"} | PASS_THROUGH
+# libraries whose values are never torch tensors (a tensor handed to them must stay on the CPU)
+NOT_TORCH = {"numpy", "math", "random", "os", "sys", "time", "argparse", "json", "yaml", "collections", "itertools",
+             "functools", "pathlib", "gym", "gymnasium", "matplotlib", "pandas", "PIL", "re", "string", "pickle",
+             "csv", "logging", "warnings", "datetime", "copy", "typing", "tqdm", "wandb", "scipy", "sklearn", "shutil",
+             "glob", "operator", "statistics", "dataclasses", "configparser", "omegaconf", "hydra", "tyro", "seaborn",
+             "cv2", "imageio", "h5py", "socket", "platform", "subprocess", "uuid", "hashlib", "contextlib", "click",
+             "absl", "tensorboardX", "torch.utils.tensorboard"}
+# parameter names that hold the script's settings
+CONFIG_NAMES = {"args", "opt", "opts", "cfg", "config", "conf", "hparams", "hp", "params", "settings", "flags",
+                "FLAGS", "options"}
+INIT_METHODS = {"__init__", "reset_parameters", "_reset_parameters", "init_weights", "_init_weights", "extra_repr",
+                "__repr__", "__str__"}
+TENSOR, MODULE_VALUE, OBJECT, VALUE = "tensor", "module", "object", "value"
+
+
+@dataclass(frozen=True)
+class Kw:
+    call: cst.Call
+
+
+@dataclass(frozen=True)
+class Wrap:
+    node: cst.BaseExpression
+
+
+@dataclass(frozen=True)
+class After:
+    stmt: cst.SimpleStatementLine
+    name: str
+    index: int = 0
+
+
+@dataclass(frozen=True)
+class Res:
+    """What an expression holds (a tensor, an nn.Module, another object, a plain value), whether part of it comes
+    from the device (a set-up loader's batch, a set-up model's output), the fixes that put the rest there, and what
+    could not be followed."""
+    what: str = VALUE
+    dev: bool = False
+    fixes: FrozenSet = frozenset()
+    unknown: Tuple[str, ...] = ()
+    set_up: bool = False  # a set-up model
+    container: bool = False  # a tuple, list or dict (of tensors): `.to()` cannot follow it
+
+    @property
+    def tensor(self) -> bool:
+        return self.what == TENSOR
+
+    def __or__(self, other: "Res") -> "Res":
+        what = TENSOR if TENSOR in (self.what, other.what) else self.what if self.what == other.what else VALUE
+        return Res(what, self.dev or other.dev, self.fixes | other.fixes, _merge(self.unknown, other.unknown),
+                   container=self.container or other.container)
+
+
+PLAIN = Res()
+ON_DEVICE = Res(TENSOR, dev=True)
+
+
+def unknown(reason: str) -> Res:
+    return Res(unknown=(reason,))
+
+
+def _merge(a: Tuple[str, ...], b: Tuple[str, ...]) -> Tuple[str, ...]:
+    return a + tuple(r for r in b if r not in a)
+
+
+@dataclass
+class Binding:
+    kind: str  # value | item | for | aug | param | import | opaque | def
+    value: Optional[cst.CSTNode]
+    index: Optional[int]
+    stmt: Optional[cst.CSTNode]
+    order: int
+    blocks: Tuple[int, ...]  # ids of the enclosing blocks
+    loops: Tuple[int, ...]  # ids of the enclosing loops
+    scope: str
+    name: str
+
+
+@dataclass
+class Use:
+    node: cst.Name
+    order: int
+    blocks: Tuple[int, ...]
+    loops: Tuple[int, ...]
+    scope: str
+
+
+class _Walker(cst.CSTVisitor):
+    """Scopes, bindings, uses, model calls and mixing nodes of a module, with their places in the flow."""
+
+    def __init__(self, facts: Facts):
+        super().__init__()
+        self.models = set(facts.models) | set(facts.model_aliases)
+        self.bindings: Dict[Tuple[str, str], List[Binding]] = {}
+        self.uses: Dict[int, Use] = {}
+        self.uses_of: Dict[Tuple[str, str], List[Use]] = {}
+        self.parent: Dict[int, cst.CSTNode] = {}
+        self.scope_of: Dict[int, str] = {}
+        self.in_guard: Set[int] = set()
+        self.sinks: List[cst.Call] = []  # calls of a set-up model
+        self.mixes: List[cst.CSTNode] = []  # arithmetic, comparisons and other calls
+        self.numpy: List[cst.Call] = []
+        self.functions: Dict[str, cst.FunctionDef] = {}
+        self.classes: Dict[str, cst.ClassDef] = {}
+        self.calls_of: Dict[str, List[cst.Call]] = {}
+        self.not_called: Set[str] = set()  # names used other than as the callee of a call
+        self._scope: List[str] = [MODULE]
+        self._blocks: List[int] = []
+        self._loops: List[List[int]] = [[]]
+        self._stmts: List[cst.CSTNode] = []
+        self._nodes: List[cst.CSTNode] = []
+        self._order = 0
+        self._guard = 0
+        self._callee: Set[int] = set()
+        self.seq: Dict[int, int] = {}
+
+    @property
+    def scope(self) -> str:
+        return self._scope[-1]
+
+    def statement(self, node: cst.CSTNode) -> Optional[cst.CSTNode]:
+        """The innermost statement around a node of the walk."""
+        while node is not None and not isinstance(node, (cst.SimpleStatementLine, cst.BaseCompoundStatement)):
+            node = self.parent.get(id(node))
+        return node
+
+    def order_of(self, node: cst.CSTNode) -> int:
+        return self.seq.get(id(node), 0)
+
+    # -- the walk
+    def on_visit(self, node: cst.CSTNode) -> bool:
+        if self._nodes:
+            self.parent[id(node)] = self._nodes[-1]
+        self._nodes.append(node)
+        self.seq[id(node)] = len(self.seq)
+        if isinstance(node, (cst.SimpleStatementLine, cst.BaseCompoundStatement)):
+            self._stmts.append(node)
+            self._order += 1
+        self.scope_of[id(node)] = self.scope
+        if self._guard:
+            self.in_guard.add(id(node))
+        return super().on_visit(node)
+
+    def on_leave(self, original_node: cst.CSTNode) -> None:
+        super().on_leave(original_node)  # libcst calls it for a node whose children were skipped too
+        self._nodes.pop()
+        if isinstance(original_node, (cst.SimpleStatementLine, cst.BaseCompoundStatement)):
+            self._stmts.pop()
+
+    # -- scopes and blocks
+    def visit_ClassDef(self, node: cst.ClassDef) -> bool:
+        if len(self._scope) == 1:
+            self.classes[node.name.value] = node
+        self._bind(node.name.value, "def", None, None)
+        return False  # class bodies are not followed
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> bool:
+        self._callee.add(id(node.name))  # its own name is no use of it
+        self._bind(node.name.value, "def", None, None)
+        params = list(node.params.posonly_params) + list(node.params.params) + list(node.params.kwonly_params)
+        stars = [s for s in (node.params.star_arg, node.params.star_kwarg) if isinstance(s, cst.Param)]
+        if len(self._scope) == 1:
+            self.functions.setdefault(node.name.value, node)
+            self._scope.append(node.name.value)
+            self._loops.append([])
+            self._blocks.append(id(node.body))
+            for p in params:
+                self._bind(p.name.value, "param", p, None, order=-1)
+            for s in stars:
+                self._bind(s.name.value, "opaque", None, None, order=-1)
+            self._blocks.pop()
+        else:  # a function in a function: its parameters are not followed, its body reads the enclosing names
+            for p in params + stars:
+                self._bind(p.name.value, "opaque", None, None)
+        return True
+
+    def leave_FunctionDef(self, node: cst.FunctionDef) -> None:
+        if len(self._scope) > 1 and self.functions.get(self._scope[-1]) is node:
+            self._scope.pop()
+            self._loops.pop()
+
+    def visit_Lambda(self, node: cst.Lambda) -> bool:
+        return False
+
+    def visit_If(self, node: cst.If) -> None:
+        if len(self._scope) == 1 and is_main_guard(node):
+            self._guard += 1
+
+    def leave_If(self, node: cst.If) -> None:
+        if len(self._scope) == 1 and is_main_guard(node):
+            self._guard -= 1
+
+    def visit_IndentedBlock(self, node: cst.IndentedBlock) -> None:
+        self._blocks.append(id(node))
+
+    def leave_IndentedBlock(self, node: cst.IndentedBlock) -> None:
+        self._blocks.pop()
+
+    def visit_For(self, node: cst.For) -> None:
+        self._loops[-1].append(id(node))
+        for n in assigned_names(node.target):
+            self._bind(n, "for", node, None)
+
+    def leave_For(self, node: cst.For) -> None:
+        self._loops[-1].pop()
+
+    def visit_While(self, node: cst.While) -> None:
+        self._loops[-1].append(id(node))
+
+    def leave_While(self, node: cst.While) -> None:
+        self._loops[-1].pop()
+
+    # -- bindings
+    def _bind(self, name: str, kind: str, value, index, order: Optional[int] = None) -> None:
+        if "." in name:
+            return
+        b = Binding(kind, value, index, self._stmts[-1] if self._stmts else None,
+                    self._order if order is None else order, tuple(self._blocks), tuple(self._loops[-1]),
+                    self.scope, name)
+        self.bindings.setdefault((self.scope, name), []).append(b)
+
+    def visit_Assign(self, node: cst.Assign) -> None:
+        for t in node.targets:
+            target = t.target
+            if isinstance(target, (cst.Tuple, cst.List)):
+                for i, el in enumerate(target.elements):
+                    if isinstance(el.value, cst.Name) and not isinstance(el, cst.StarredElement):
+                        self._bind(el.value.value, "item", node.value, i)
+                    else:
+                        for n in assigned_names(el.value):
+                            self._bind(n, "opaque", None, None)
+            elif isinstance(target, cst.Name):
+                self._bind(target.value, "value", node.value, None)
+
+    def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
+        if node.value is not None and isinstance(node.target, cst.Name):
+            self._bind(node.target.value, "value", node.value, None)
+
+    def visit_AugAssign(self, node: cst.AugAssign) -> None:
+        if isinstance(node.target, cst.Name):
+            self._bind(node.target.value, "aug", node.value, None)
+        self.mixes.append(node)  # `total += model(x).sum()`: the target meets the value
+
+    def visit_NamedExpr(self, node: cst.NamedExpr) -> None:
+        if isinstance(node.target, cst.Name):
+            self._bind(node.target.value, "value", node.value, None)
+
+    def visit_WithItem(self, node: cst.WithItem) -> None:
+        if node.asname is not None:
+            for n in assigned_names(node.asname.name):
+                self._bind(n, "opaque", None, None)
+
+    def visit_ExceptHandler(self, node: cst.ExceptHandler) -> None:
+        if node.name is not None:
+            for n in assigned_names(node.name.name):
+                self._bind(n, "opaque", None, None)
+
+    def visit_CompFor(self, node: cst.CompFor) -> None:
+        for n in assigned_names(node.target):
+            self._bind(n, "for", node, None)
+
+    def visit_Global(self, node: cst.Global) -> None:
+        for item in node.names:
+            self._bind(item.name.value, "opaque", None, None)
+
+    def visit_Import(self, node: cst.Import) -> bool:
+        for a in node.names:
+            name = a.asname.name.value if a.asname and isinstance(a.asname.name, cst.Name) else (
+                dotted(a.name) or "").split(".")[0]
+            self._bind(name, "import", None, None)
+        return False
+
+    def visit_ImportFrom(self, node: cst.ImportFrom) -> bool:
+        if not isinstance(node.names, cst.ImportStar):
+            for a in node.names:
+                name = a.asname.name.value if a.asname and isinstance(a.asname.name, cst.Name) else dotted(a.name)
+                self._bind(name or "", "import", None, None)
+        return False
+
+    # -- uses and calls
+    def visit_Name(self, node: cst.Name) -> None:
+        use = Use(node, self._order, tuple(self._blocks), tuple(self._loops[-1]), self.scope)
+        self.uses[id(node)] = use
+        self.uses_of.setdefault((self.scope, node.value), []).append(use)
+        if id(node) not in self._callee:
+            self.not_called.add(node.value)
+
+    def visit_Attribute(self, node: cst.Attribute) -> None:
+        self._callee.add(id(node.attr))
+
+    def visit_Arg(self, node: cst.Arg) -> None:
+        if node.keyword is not None:
+            self._callee.add(id(node.keyword))
+
+    def visit_Param(self, node: cst.Param) -> None:
+        self._callee.add(id(node.name))
+
+    def visit_Call(self, node: cst.Call) -> None:
+        if isinstance(node.func, cst.Name):
+            self._callee.add(id(node.func))
+            self.calls_of.setdefault(node.func.value, []).append(node)
+        if self.is_model_call(node):
+            self.sinks.append(node)
+        else:
+            self.mixes.append(node)
+        if isinstance(node.func, cst.Attribute) and node.func.attr.value == "numpy" and not node.args:
+            self.numpy.append(node)
+
+    def visit_BinaryOperation(self, node: cst.BinaryOperation) -> None:
+        self.mixes.append(node)
+
+    def visit_Comparison(self, node: cst.Comparison) -> None:
+        self.mixes.append(node)
+
+    def is_model_call(self, node: cst.Call) -> bool:
+        func = node.func
+        if isinstance(func, cst.Name):
+            return func.value in self.models
+        if isinstance(func, cst.Attribute):
+            return dotted(func.value) in self.models and func.attr.value not in MODEL_NOT_FORWARD
+        return False
+
+
+class Tracer:
+    """Classifies the expressions of one module (see the module docstring). `facts` are the analysis' facts."""
+
+    def __init__(self, module: cst.Module, facts: Facts, source: str):
+        self.facts = facts
+        self.table = ImportTable(source)
+        self.w = _Walker(facts)
+        module.visit(self.w)
+        self.memo: Dict[int, Res] = {}
+        self.busy: Set[int] = set()
+        self.nn_classes = self._nn_classes()
+        self.batch: Dict[str, Set[str]] = {f: batch_names(facts, f) for f in self.w.functions}
+        self.batch[MODULE] = batch_names(facts, MODULE) | batch_names(facts, MAIN_GUARD)
+        self.loaders = set(facts.loaders)
+        self.reachable_scopes = facts.fw_scopes()
+
+    # -- where the framework object is in reach
+    def reachable(self, node: cst.CSTNode) -> bool:
+        scope = self.w.scope_of.get(id(node))
+        if scope is None:
+            return False
+        if scope != MODULE:
+            return scope in self.reachable_scopes
+        setup = self.facts.setup_scope
+        return setup == MODULE or (setup == MAIN_GUARD and id(node) in self.w.in_guard)
+
+    def fix_node(self, fix) -> cst.CSTNode:
+        return fix.call if isinstance(fix, Kw) else fix.node if isinstance(fix, Wrap) else fix.stmt
+
+    # -- expressions
+    def classify(self, node: cst.BaseExpression) -> Res:
+        key = id(node)
+        if key in self.memo:
+            return self.memo[key]
+        if key in self.busy:
+            return PLAIN  # a cycle (`h = model(x, h)` in a loop): the other bindings decide
+        self.busy.add(key)
+        try:
+            res = self._classify(node)
+        finally:
+            self.busy.discard(key)
+        self.memo[key] = res
+        return res
+
+    def _classify(self, node: cst.BaseExpression) -> Res:
+        if isinstance(node, cst.Name):
+            return self.name(node)
+        if isinstance(node, cst.Attribute):
+            if node.attr.value in NOT_TENSOR_ATTRS:
+                return PLAIN
+            inner = self.classify(node.value)
+            if inner.what == MODULE_VALUE:  # a model's weight: on the device once the model is set up or moved
+                return ON_DEVICE if inner.set_up else Res(TENSOR, fixes=inner.fixes, unknown=inner.unknown)
+            return self._chain(node, node.value, inner) if inner.tensor else Res(inner.what, unknown=inner.unknown)
+        if isinstance(node, cst.Subscript):
+            inner = self.classify(node.value)
+            return self._chain(node, node.value, inner) if inner.tensor else Res(unknown=inner.unknown)
+        if isinstance(node, cst.Call):
+            return self.call(node)
+        if isinstance(node, cst.BinaryOperation):
+            return self.classify(node.left) | self.classify(node.right)
+        if isinstance(node, cst.UnaryOperation):
+            return self.classify(node.expression)
+        if isinstance(node, cst.Comparison):
+            res = self.classify(node.left)
+            for c in node.comparisons:
+                res = res | self.classify(c.comparator)
+            return res
+        if isinstance(node, cst.IfExp):
+            return self.classify(node.body) | self.classify(node.orelse)
+        if isinstance(node, (cst.Tuple, cst.List, cst.Set, cst.Dict)):
+            res = PLAIN
+            for el in node.elements:
+                if isinstance(el, (cst.Element, cst.StarredElement, cst.DictElement)):
+                    res = res | self.classify(el.value)
+            return Res(res.what, res.dev, res.fixes, res.unknown, container=True)
+        if isinstance(node, (cst.ListComp, cst.GeneratorExp, cst.SetComp)):
+            res = self.classify(node.elt)
+            return Res(res.what, res.dev, res.fixes, res.unknown, container=True)
+        if isinstance(node, cst.StarredElement):
+            return self.classify(node.value)
+        return PLAIN
+
+    def _chain(self, node, child, inner: Res) -> Res:
+        """`x[i]`, `x.T`, `x.float()`: where `x` is; a wrap of `x` itself moves out to the whole chain."""
+        if len(inner.fixes) == 1:
+            fix = next(iter(inner.fixes))
+            if isinstance(fix, Wrap) and fix.node is child:
+                return Res(TENSOR, inner.dev, frozenset({Wrap(node)}), inner.unknown)
+        return Res(TENSOR, inner.dev, inner.fixes, inner.unknown)
+
+    def torch_name(self, func: cst.BaseExpression) -> Optional[str]:
+        for q in self.table.names(func):
+            if q.startswith("torch."):
+                return q
+        return None
+
+    def not_torch(self, func: cst.BaseExpression) -> bool:
+        return any(q.split(".")[0] in NOT_TORCH or q.startswith("torch.utils.tensorboard")
+                   for q in self.table.names(func))
+
+    def imported(self, func: cst.BaseExpression) -> bool:
+        return bool(self.table.names(func))
+
+    def call(self, node: cst.Call) -> Res:
+        func = node.func
+        if self.w.is_model_call(node):
+            return ON_DEVICE
+        kws = {a.keyword.value for a in node.args if a.keyword is not None}
+        q = self.torch_name(func)
+        if q is not None:
+            return self._torch_call(node, q, kws)
+        if self.not_torch(func):
+            return PLAIN
+        if isinstance(func, cst.Name):
+            name = func.value
+            local = self._global_kind(name)
+            if local == "class":
+                if name in self.nn_classes:  # a module that is not set up: moved where it is made
+                    return Res(MODULE_VALUE, fixes=frozenset({Wrap(node)}))
+                return Res(OBJECT)
+            if local == "function":
+                return self.helper(node, name)
+            if name in BUILTINS and local is None:
+                if name in PASS_THROUGH and node.args:
+                    return self.classify(node.args[0].value)
+                return PLAIN
+        if isinstance(func, cst.Attribute) and not self.imported(func):
+            recv = self.classify(func.value)
+            method = func.attr.value
+            if recv.tensor:
+                if method in NOT_TENSOR_METHODS:
+                    return Res(unknown=recv.unknown)
+                if method == "cpu":
+                    return Res(TENSOR, unknown=_merge(recv.unknown, (f"`{_code(node)}`",)))
+                if method == "to" and node.args and dotted(node.args[0].value) == f"{self.facts.fw}.device":
+                    return ON_DEVICE
+                if method.startswith("new_"):
+                    return Res(TENSOR, recv.dev, frozenset(), recv.unknown)
+                res = self._chain(node, func.value, recv)
+                for a in node.args:  # `x.masked_fill(mask, 0)`: a tensor argument goes along
+                    arg = self.classify(a.value)
+                    res = Res(TENSOR, res.dev or arg.dev, res.fixes | arg.fixes, res.unknown)
+                return res
+            if recv.what == MODULE_VALUE:
+                if method in MODEL_NOT_FORWARD:
+                    return PLAIN
+                return ON_DEVICE if recv.set_up else self._module_call(node, recv)
+            if recv.what == OBJECT or recv.unknown:
+                return Res(unknown=recv.unknown or (f"`{_code(node)}`",))
+            return PLAIN  # a method of a plain value: `args.x`, `"a b".split()`, `parser.parse_args()`
+        callee = self.classify(func)
+        if callee.what == MODULE_VALUE:
+            return ON_DEVICE if callee.set_up else self._module_call(node, callee)
+        return unknown(f"`{_code(node)}`")
+
+    def _module_call(self, node: cst.Call, module: Res) -> Res:
+        """A module that is not set up (a target network, a loss): its weights go where its inputs go."""
+        res = self._args(node)
+        return Res(TENSOR, res.dev, res.fixes | module.fixes, _merge(res.unknown, module.unknown))
+
+    def _torch_call(self, node: cst.Call, q: str, kws: Set[str]) -> Res:
+        last = q.rsplit(".", 1)[-1]
+        top = q.count(".") == 1
+        if top and last in FACTORIES:
+            if "device" in kws or "out" in kws:
+                return ON_DEVICE
+            return Res(TENSOR, fixes=frozenset({Wrap(node) if "generator" in kws else Kw(node)}))
+        if top and last in LIKE:
+            if "device" in kws or not node.args:
+                return ON_DEVICE
+            inner = self.classify(node.args[0].value)
+            return Res(TENSOR, inner.dev, inner.fixes, inner.unknown)
+        if top and last in MAKERS:
+            if "device" in kws:
+                return ON_DEVICE
+            return Res(TENSOR, fixes=frozenset({Wrap(node)}))
+        if last in ("Variable", "Parameter"):  # torch.autograd.Variable(x): x itself
+            return self.classify(node.args[0].value) if node.args else PLAIN
+        if last == "DataLoader":
+            return Res(OBJECT, unknown=(f"the batches of `{_code(node)}`, a loader that is not set up",))
+        if last[:1].isupper():
+            if not q.startswith("torch.nn."):
+                return Res(OBJECT)
+            # a layer made outside the model (not set up): moved where it is made; a loss has no weights
+            return Res(MODULE_VALUE, fixes=frozenset() if last.endswith("Loss") else frozenset({Wrap(node)}))
+        if q.startswith(("torch.utils.", "torch.distributed.", "torch.cuda.", "torch.backends.", "torch.save",
+                         "torch.load", "torch.manual_seed", "torch.set_", "torch.get_", "torch.is_", "torch.no_grad",
+                         "torch.enable_grad", "torch.inference_mode", "torch.compile", "torch.optim.")):
+            return PLAIN
+        return self._args(node)
+
+    def _args(self, node: cst.Call) -> Res:
+        """A torch function or a loss module: a tensor where its tensor arguments are."""
+        res = Res(TENSOR)
+        for a in node.args:
+            if a.keyword is not None and a.keyword.value in ("dim", "dtype", "keepdim", "device", "out"):
+                continue
+            r = self.classify(a.value)
+            res = Res(TENSOR, res.dev or r.dev, res.fixes | r.fixes, _merge(res.unknown, r.unknown))
+        return res
+
+    def _global_kind(self, name: str) -> Optional[str]:
+        """"function" / "class" for a def of this module that nothing else binds; "other" when bound otherwise."""
+        bindings = self.w.bindings.get((MODULE, name), [])
+        if not bindings:
+            return None
+        if all(b.kind == "def" for b in bindings):
+            if name in self.w.classes:
+                return "class"
+            if name in self.w.functions:
+                return "function"
+        return "other"
+
+    # -- helpers of this module
+    def helper(self, node: cst.Call, name: str) -> Res:
+        """A call of a function of this module: what it returns; a tensor made on the CPU is moved at the call."""
+        res = self.returns(name)
+        if res.tensor and res.fixes and not res.dev:  # made on the CPU only (a result of the model is not moved)
+            return Res(TENSOR, False, frozenset({Wrap(node)}), res.unknown)
+        return res
+
+    def returns(self, name: str, index: Optional[int] = None) -> Res:
+        fn = self.w.functions[name]
+        res: Optional[Res] = None
+        for v in _return_values(fn):
+            if isinstance(v, cst.Tuple):
+                if index is None or index >= len(v.elements):
+                    return unknown(f"what `{name}()` returns")
+                v = v.elements[index].value
+            elif index is not None:
+                return unknown(f"what `{name}()` returns")
+            r = self.classify(v)
+            res = r if res is None else res | r
+        return res if res is not None else PLAIN
+
+    # -- names
+    def name(self, node: cst.Name) -> Res:
+        n = node.value
+        use = self.w.uses.get(id(node))
+        if use is None:
+            return PLAIN
+        if n in self.w.models:
+            return Res(MODULE_VALUE, set_up=True)
+        if n in self.batch.get(use.scope, ()):
+            return ON_DEVICE
+        scope = use.scope if (use.scope, n) in self.w.bindings else MODULE
+        if scope == MODULE and n in self.batch[MODULE] and use.scope == MODULE:
+            return ON_DEVICE
+        if n in self.loaders and scope in (MODULE, self.facts.setup_scope):
+            return ON_DEVICE  # a set-up loader: `next(iter(loader))` is a batch on the device
+        bindings = self.w.bindings.get((scope, n), [])
+        if not bindings:
+            return PLAIN  # a builtin, or a name the module never binds
+        if any(b.kind == "def" for b in bindings):
+            kind = self._global_kind(n)
+            if kind == "class":
+                return Res(MODULE_VALUE if n in self.nn_classes else OBJECT)
+            if kind == "function":
+                return PLAIN
+        reaching = _reaching(bindings, use) if scope == use.scope else bindings
+        res: Optional[Res] = None
+        for b in reaching:
+            r = self.binding(b)
+            res = r if res is None else res | r
+        res = res or PLAIN
+        if not res.fixes:
+            return res
+        if res.what == MODULE_VALUE:  # a module is moved where it is made, or not at all
+            if all(self.reachable(self.fix_node(f)) for f in res.fixes):
+                return res
+            return Res(MODULE_VALUE, unknown=_merge(res.unknown, (f"`{n}`, a module made out of reach of the "
+                                                                  f"framework object",)))
+        # the fixes go where the tensor is made; where that cannot be, the name is moved where it is used
+        if all(self.reachable(self.fix_node(f)) for f in res.fixes) and not self._cpu_uses(scope, n):
+            return res
+        if self.reachable(node) and not res.container:
+            return Res(TENSOR, res.dev, frozenset({Wrap(node)}), res.unknown)
+        return Res(TENSOR, res.dev, frozenset(), _merge(res.unknown, (f"`{n}`",)))
+
+    def _cpu_uses(self, scope: str, n: str) -> bool:
+        """The name is also used where a CPU tensor is needed: `.numpy()`, numpy and other non-torch calls, a
+        Dataset or a DataLoader (the set-up loader moves its batches)."""
+        for use in self.w.uses_of.get((scope, n), ()):
+            parent = self.w.parent.get(id(use.node))
+            if isinstance(parent, cst.Attribute) and parent.attr.value == "numpy":
+                return True
+            if isinstance(parent, cst.Arg):
+                call = self.w.parent.get(id(parent))
+                if isinstance(call, cst.Call) and call.func is not use.node:
+                    q = self.torch_name(call.func) or ""
+                    if self.not_torch(call.func) or q.startswith("torch.utils.data"):
+                        return True
+                    if isinstance(call.func, cst.Name) and self._global_kind(call.func.value) == "class" \
+                            and call.func.value not in self.nn_classes:
+                        return True  # a Dataset of this module
+        return False
+
+    def binding(self, b: Binding) -> Res:
+        key = id(b)
+        if key in self.memo:
+            return self.memo[key]
+        if key in self.busy:
+            return PLAIN
+        self.busy.add(key)
+        try:
+            res = self._binding(b)
+        finally:
+            self.busy.discard(key)
+        self.memo[key] = res
+        return res
+
+    def _binding(self, b: Binding) -> Res:
+        if b.kind in ("value", "aug"):
+            return self.classify(b.value)
+        if b.kind == "param":
+            return self.param(b)
+        if b.kind == "for":
+            it = b.value.iter
+            if isinstance(it, cst.Call) and dotted(it.func) in ("range", "enumerate", "zip") \
+                    and self._global_kind(dotted(it.func)) is None:
+                if dotted(it.func) == "range":
+                    return PLAIN
+                res = PLAIN
+                for a in it.args:
+                    res = res | self.classify(a.value)
+                return _rows(res)
+            return _rows(self.classify(it))
+        if b.kind == "item":
+            v = b.value
+            if isinstance(v, (cst.Tuple, cst.List)):
+                if b.index < len(v.elements):
+                    return self.classify(v.elements[b.index].value)
+                return unknown(f"`{b.name}`")
+            if isinstance(v, cst.Call) and isinstance(v.func, cst.Name) and self._global_kind(v.func.value) == "function":
+                res = self.returns(v.func.value, b.index)
+                if res.tensor and res.fixes and not res.dev:
+                    return Res(TENSOR, res.dev, frozenset({After(b.stmt, b.name, b.index)}), res.unknown)
+                return res
+            return _rows(self.classify(v))
+        if b.kind == "import":
+            return unknown(f"`{b.name}`, imported")
+        return unknown(f"`{b.name}`")
+
+    def param(self, b: Binding) -> Res:
+        fn = self.w.functions.get(b.scope)
+        name = b.name
+        if fn is None or name in CONFIG_NAMES or name in self.facts.loader_params.get(b.scope, set()):
+            return PLAIN if fn is not None else unknown(f"`{name}`")
+        calls = self.w.calls_of.get(b.scope, [])
+        if not calls or b.scope in self.w.not_called:
+            return unknown(f"`{name}`, a parameter of `{b.scope}()` whose callers pt-migrate cannot see")
+        positional = [p.name.value for p in list(fn.params.posonly_params) + list(fn.params.params)]
+        every = list(fn.params.posonly_params) + list(fn.params.params) + list(fn.params.kwonly_params)
+        default = next((p.default for p in every if p.name.value == name), None)
+        res: Optional[Res] = None
+        for call in calls:
+            if any(a.star for a in call.args):
+                return unknown(f"`{name}`, a parameter of `{b.scope}()` called with *args / **kwargs")
+            arg = None
+            plain = [a for a in call.args if a.keyword is None]
+            if name in positional and positional.index(name) < len(plain):
+                arg = plain[positional.index(name)].value
+            arg = next((a.value for a in call.args if a.keyword is not None and a.keyword.value == name), arg)
+            value = arg if arg is not None else default
+            if value is None:
+                continue
+            r = self.classify(value)
+            res = r if res is None else res | r
+        return res or PLAIN
+
+    def _nn_classes(self) -> Set[str]:
+        """Classes of this module that are nn.Modules (directly or through another class of the module)."""
+        found: Set[str] = set()
+        changed = True
+        while changed:
+            changed = False
+            for name, cls in self.w.classes.items():
+                if name not in found and any(
+                        (dotted(base.value) or "") in found
+                        or any(q.startswith("torch.nn") for q in self.table.names(base.value))
+                        or (dotted(base.value) or "").rsplit(".", 1)[-1] == "Module" for base in cls.bases):
+                    found.add(name)
+                    changed = True
+        return found
+
+
+def _rows(res: Res) -> Res:
+    """An item of a sequence (a loop over it, unpacking it): a tensor's rows are where it is."""
+    return Res(res.what, res.dev, res.fixes, res.unknown)
+
+
+def _return_values(fn: cst.FunctionDef) -> List[cst.BaseExpression]:
+    out: List[cst.BaseExpression] = []
+
+    class V(cst.CSTVisitor):
+        def visit_FunctionDef(self, node: cst.FunctionDef) -> bool:
+            return node is fn
+
+        def visit_Lambda(self, node) -> bool:
+            return False
+
+        def visit_ClassDef(self, node) -> bool:
+            return False
+
+        def visit_Return(self, node: cst.Return) -> None:
+            if node.value is not None:
+                out.append(node.value)
+
+    fn.visit(V())
+    return out
+
+
+def _reaching(bindings: List[Binding], use: Use) -> List[Binding]:
+    """The bindings whose value a use can read (see the module docstring)."""
+    before = [b for b in bindings if b.order < use.order or (b.order == use.order and b.kind == "for")]
+    blocks = set(use.blocks)
+    kill = None
+    for b in before:
+        if b.kind != "aug" and set(b.blocks) <= blocks and (kill is None or b.order >= kill.order):
+            kill = b
+    found = list(before) if kill is None else [kill] + [b for b in before if b.order > kill.order]
+    carried = [loop for loop in use.loops if kill is None or loop not in kill.loops]
+    for b in bindings:
+        if b.order >= use.order and b not in found and any(loop in b.loops for loop in carried):
+            found.append(b)
+    return found
+
+
+def _code(node: cst.CSTNode) -> str:
+    text = " ".join(cst.Module(body=[]).code_for_node(node).split())
+    return text if len(text) <= 60 else text[:57] + "..."
