@@ -43,6 +43,7 @@ ENV_STEPS = "PTM_VERIFY_STEPS"
 ENV_OUT = "PTM_VERIFY_OUT"
 ENV_SINGLE = "PTM_VERIFY_SINGLE_DEVICE"
 ENV_DETERMINISTIC = "PTM_VERIFY_DETERMINISTIC"  # "1": deterministic kernels (set by verify, inherited by every rank)
+MAX_WRITES = 10000  # files recorded per process for check k: a script writing more keeps its first 10000
 ENV_KEEP_CWD = "PTM_VERIFY_KEEP_CWD"  # "1": the script runs in the directory it was started in (verify --cwd)
 
 
@@ -231,7 +232,7 @@ class Recorder:
         folder, name = os.path.split(p)
         if name.startswith("events.out.tfevents."):
             p = os.path.join(folder, "events.out.tfevents.*")
-        if p in self.writes:
+        if p in self.writes or len(self.writes) >= MAX_WRITES:
             return
         frame, caller, user, script_line = sys._getframe(2), None, None, None
         while frame is not None:
