@@ -13,7 +13,10 @@ started in instead). Nothing in it is edited; the runner only observes:
   (the outermost call only, so ``fabric.backward(loss)`` is recorded once, with the value the user passed);
 * a global module forward pre-hook / hook pair: the first tensor input of the first top-level training forward of
   each step is hashed (for the sharding check) and its first dimension counted as samples; the top-level modules
-  with parameters are the models whose parameters are checksummed after the last step.
+  with parameters are the models whose parameters are checksummed after the last step;
+* ``open`` / ``io.open`` in a writing mode (so pathlib, numpy, PIL and matplotlib too), ``torch.save``, a
+  SummaryWriter's log folder and ``wandb.init``: the files the process writes, each with the script line that wrote
+  it (check k); writes inside ``fabric.save`` / ``accelerator.save`` are marked exempt.
 
 Fabric started with ``devices=N`` re-launches the script for ranks 1..N-1 with ``sys.argv`` (or ``-m
 __main__.__spec__.name``). Under runpy ``__main__.__spec__`` is None, so Lightning would start the bare script and
