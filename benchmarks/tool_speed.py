@@ -242,7 +242,14 @@ def main():
     ap.add_argument("--no-compile", action="store_true", help="do not compile the project's modules first")
     ap.add_argument("--single-runs", type=int, default=5, help="runs of the one-script figure")
     ap.add_argument("--single-only", action="store_true", help="only the one-script figure")
+    ap.add_argument("--no-fixtures", action="store_true", help="leave out the fixtures' training scripts")
+    ap.add_argument("--repo", help="measure this checkout or export of pt-migrate instead of this one (a before / "
+                                   "after comparison runs the same benchmark in both; an export needs its rules/ "
+                                   "linked as migrator/rules, as an editable install maps it)")
     args = ap.parse_args()
+    if args.repo:
+        global REPO
+        REPO = Path(args.repo).resolve()
     if not args.no_compile:
         compile_modules()
     roots, files, subset = corpus()
@@ -260,8 +267,9 @@ def main():
             results[script] = single_script(script, runs=args.single_runs)
         return
     results["subset"] = compare("Subset torch.nn + lightning.fabric + accelerate", subset, rounds=args.rounds)
-    results["fixtures"] = compare("The fixtures' training scripts (fixtures/*/before)", fixtures(),
-                                  rounds=args.rounds, round_trip_too=False)
+    if not args.no_fixtures:
+        results["fixtures"] = compare("The fixtures' training scripts (fixtures/*/before)", fixtures(),
+                                      rounds=args.rounds, round_trip_too=False)
     if not args.subset_only:
         everything = [p for fs in files.values() for p in fs]
         results["all"] = compare("All of torch + lightning + accelerate", everything, serial=not args.skip_serial)
