@@ -150,4 +150,4 @@ def test_a_helper_module_driven_by_a_sibling_entry_script_is_migrated(tmp_path, 
         main([str(tmp_path), "--target", "fabric", "--diff", "-j", "1"])
     out = capsys.readouterr().out
     assert e.value.code == 1
-    assert "+    fabric.backward(loss)" in out and "b/" + str(tmp_path / "engine.py") in out
+    assert "+    fabric.backward(loss)" in out and "+++ b/" + str(tmp_path / "engine.py").lstrip("/") in out
