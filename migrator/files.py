@@ -4,7 +4,6 @@ from __future__ import annotations
 import io
 import os
 import stat
-import tempfile
 import tokenize
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,6 +90,8 @@ def write_atomic(path: Path, data: bytes) -> None:
     else:
         mode = 0o666 & ~_umask()
     try:
+        import tempfile  # here: a --check or --diff run writes nothing and need not import it (with random, shutil)
+
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=folder)
     except OSError as e:
         raise SourceError(f"cannot write in {folder}: {e.strerror or e}") from None

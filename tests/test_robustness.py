@@ -281,7 +281,7 @@ def test_read_only_directory(tree, monkeypatch):
     def mkstemp(*a, **k):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(files_mod.tempfile, "mkstemp", mkstemp)
+    monkeypatch.setattr("tempfile.mkstemp", mkstemp)
     r = run("train.py", "--target", "fabric")
     assert r.exit_code == 2 and "train.py: error: cannot write in" in r.stderr and "Permission denied" in r.stderr
     assert (tree / "train.py").read_text() == TRAIN
