@@ -49,22 +49,72 @@ def first_block_item(item: cst.WithItem) -> bool:
         and item.item.func.attr.value in FIRST_METHODS
 
 
-def local_downloaders(module: cst.Module, qn) -> Set[str]:
+class _Scan(m.Visitor):
+    """One walk of the module: per simple statement, its first download and the names it calls; per top-level
+    function, whether it downloads, the names it calls and its `if`s that test whether a file exists."""
+
+    def __init__(self, qn):
+        super().__init__()
+        self.qn = qn
+        self.owner: Optional[str] = None  # the top-level function the walk is in
+        self.stmt: Optional[cst.SimpleStatementLine] = None
+        self.stmt_download: Dict[int, str] = {}
+        self.stmt_calls: Dict[int, Set[str]] = {}
+        self.direct: Set[str] = set()
+        self.calls: Dict[str, Set[str]] = {}
+        self.exists_ifs: Dict[str, List[cst.If]] = {}
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+        if self.owner is None:
+            self.owner = node.name.value
+            self.calls[self.owner] = set()
+
+    def leave_FunctionDef(self, node: cst.FunctionDef) -> None:
+        if self.owner == node.name.value:
+            self.owner = None
+
+    def visit_SimpleStatementLine(self, node: cst.SimpleStatementLine) -> None:
+        self.stmt = node
+
+    def leave_SimpleStatementLine(self, node: cst.SimpleStatementLine) -> None:
+        self.stmt = None
+
+    def visit_If(self, node: cst.If) -> None:
+        if self.owner is not None and se.exists_test(node.test):
+            self.exists_ifs.setdefault(self.owner, []).append(node)
+
+    def visit_Call(self, node: cst.Call) -> None:
+        name = dotted(node.func)
+        what = se.download_call(node, self.qn)
+        if self.owner is not None:
+            self.calls[self.owner].add(name)
+            if what:
+                self.direct.add(self.owner)
+        if self.stmt is not None:
+            self.stmt_calls.setdefault(id(self.stmt), set()).add(name)
+            if what:
+                self.stmt_download.setdefault(id(self.stmt), what)
+
+
+def local_downloaders(module: cst.Module, qn, scan: Optional[_Scan] = None) -> Set[str]:
     """Functions and classes of the module that download or prepare a file once, directly or through each other."""
-    defs: Dict[str, cst.CSTNode] = {}
+    if scan is None:
+        scan = _Scan(qn)
+        module.visit(scan)
+    found = {name for name in scan.calls
+             if name in scan.direct or any(se.caching_if(i, qn) for i in scan.exists_ifs.get(name, ()))}
+    calls = dict(scan.calls)
     for stmt in module.body:
-        if isinstance(stmt, cst.FunctionDef):
-            defs[stmt.name.value] = stmt
-        elif isinstance(stmt, cst.ClassDef):  # what constructing it runs: __init__ and the methods it calls
-            defs[stmt.name.value] = cst.Module(body=_run_by_init(stmt))
-    found = {name for name, node in defs.items()
-             if se.downloads(node, qn) or any(se.caching_if(i, qn) for i in m.findall(node, m.If()))}
-    calls = {name: {dotted(c.func) for c in m.findall(node, m.Call())} for name, node in defs.items()}
+        if isinstance(stmt, cst.ClassDef):  # what constructing it runs: __init__ and the methods it calls
+            init = cst.Module(body=_run_by_init(stmt))
+            calls[stmt.name.value] = {dotted(c.func) for c in m.findall(init, m.Call())}
+            if se.downloads(init, qn) or any(se.caching_if(i, qn) for i in m.findall(init, m.If())):
+                found.add(stmt.name.value)
     changed = True
     while changed:
         changed = False
-        for name in defs:
-            if name not in found and calls[name] & found:
+        for name, called in calls.items():
+            if name not in found and called & found:
                 found.add(name)
                 changed = True
     return found
@@ -91,7 +141,9 @@ class _Transformer(RuleTransformer):
         return qualified_names(self, node)
 
     def visit_Module(self, node: cst.Module):
-        self.downloaders = local_downloaders(node, self.qn) - self.facts.fw_scopes()
+        self.scan = _Scan(self.qn)
+        node.visit(self.scan)
+        self.downloaders = local_downloaders(node, self.qn, self.scan) - self.facts.fw_scopes()
         self.decided: Dict[int, str] = {}  # id(original statement) -> what it downloads, in words
         self.covered: List[int] = []  # ids of the statements whose inside is settled (a block, a guard, a decision)
         return True
@@ -131,11 +183,10 @@ class _Transformer(RuleTransformer):
     def visit_SimpleStatementLine(self, node: cst.SimpleStatementLine):
         if self.covered:
             return True
-        what = se.downloads(node, self.qn)
+        what = self.scan.stmt_download.get(id(node))
         if what is None:
-            called = [dotted(c.func) for c in m.findall(node, m.Call())]
-            local = next((c for c in called if c in self.downloaders), None)
-            what = f"`{local}(...)` (it downloads or prepares data)" if local else None
+            local = sorted(self.scan.stmt_calls.get(id(node), set()) & self.downloaders)
+            what = f"`{local[0]}(...)` (it downloads or prepares data)" if local else None
         if what is not None:
             self._decide(node, what)
         return True
