@@ -15,8 +15,9 @@ The few orderings that matter:
   that it sees the model prepared;
 - schedule-length after setup-dataloaders: it reads the setup lines to know which `len(...)` counts a sharded loader;
 - rank-seed after setup-model-optimizer and seed: it goes after the last model setup and reads the seed;
-- download-first and write-once before framework-object: at module level the object goes right above the first
-  statement that uses it, and the blocks and guards they add use it;
+- download-first, write-once, collectives, checkpoints and rank-zero before framework-object: at module level
+  the object goes right above the first statement that uses it, and the blocks, guards and calls they add use
+  it (run after it, rank-zero put `master_process = fabric.is_global_zero` above the object: nanochat);
 - input-device (PTM114) after the move rules: it acts only where the script places nothing itself;
 - device-flag (PTM115) right before framework-object: it reads where the object will be created (after every rule
   that adds a use of it above) and asks PTM100 for the device (`Facts.device_choice`, shared with PTM114);
@@ -91,16 +92,16 @@ REGISTRY: List[Rule] = [
     RankSeed(),
     DownloadFirst(),
     WriteOnce(),
-    DeviceFlag(),
-    FrameworkObject(),
-    MainGuard(),
-    UnusedDevice(),
     # collectives, then checkpoints, then rank-zero: rank-zero rewrites the guards last and checks what is
     # left under them (collectives and saves the two before could not move out); checkpoints recognise
     # guards in both the hand-written and the framework form, so they may run before it.
     Collectives(),
     Checkpoints(),
     RankZero(),
+    DeviceFlag(),
+    FrameworkObject(),
+    MainGuard(),
+    UnusedDevice(),
     SemanticReports(),
     NotMigrated(),
 ]
