@@ -47,7 +47,10 @@ def folder_fw_functions(sources: Dict[str, str], target: str = "fabric") -> Froz
                 candidates.add(f"{name}.{fname}")
         candidates |= {f"{name}.{c}" for c in facts.class_candidates}
     chosen = {f"{n}.{f}" for n, facts in infos.items() for f in facts.fw_functions | facts.fw_classes}
-    for _ in range(4):  # a fixpoint; folders are small and call chains short
+    # A signature changes only when every caller can pass the object: a function that some caller in its own
+    # module or in a sibling cannot hand it to (a Dataset's __init__, module-level code) keeps its parameters
+    kept: set = set()
+    for _ in range(8):  # a fixpoint; folders are small and call chains short
         before = set(chosen)
         for name, module in parsed.items():
             facts = analyze(MetadataWrapper(module, unsafe_skip_copy=True), target,
@@ -59,10 +62,13 @@ def folder_fw_functions(sources: Dict[str, str], target: str = "fabric") -> Froz
             for root in roots:
                 info = facts.functions.get(root)
                 for callee, _, _ in (info.calls if info else []):
-                    if callee in imported:
+                    if callee in imported and imported[callee] not in kept:
                         chosen.add(imported[callee])
             facts = analyze(MetadataWrapper(module, unsafe_skip_copy=True), target, frozenset(chosen), name)
             chosen |= {f"{name}.{f}" for f in facts.fw_functions}
+            kept |= {f"{name}.{f}" for f in facts.keeps_signature}
+            kept |= {imported[f] for f in facts.external_unreached if f in imported}
+            chosen -= kept
         if chosen == before:
             break
     return frozenset(chosen)

@@ -7,6 +7,12 @@ model (`model.init_hidden(...)`, `model.config`) go through `accelerator.unwrap_
 `model.module` stays (it is the original module) and methods other than `forward` that the script calls on
 a set-up model are marked with `model.mark_forward_method("name")` right after setup (PTM105).
 
+A wrapper goes only where the framework wraps the model in its place: the model is set up (an optimizer of the
+file trains it, its parameter groups included, or the script hands it to setup / prepare), or the wrapper is in a
+method of a trainer class, whose caller hands it set-up models. A wrapped model that nothing sets up (a teacher
+that follows the student by EMA) keeps its wrapper, with a TODO. On Fabric, `model.module` read before the setup
+(`model_without_ddp = model.module` right after the wrapper) becomes `model`: the model is not wrapped there.
+
 Why: `fabric.setup` / `accelerator.prepare` wrap the model themselves; a second wrapper breaks. Accelerate
 returns a plain DDP module on several processes, which has no custom attributes; Fabric's wrapper passes
 attributes through but refuses to run submodules outside `forward` unless told.
@@ -78,14 +84,59 @@ class _Transformer(RuleTransformer):
             # a script on the framework already: a wrapper it keeps around a model it never sets up is deliberate
             self.note(original_node, "kept a DDP/DataParallel wrapper: the framework does not set up this model")
             return updated_node
+        if inner is not None and not self.ctx.facts.on_target and not self._set_up_later(inner):
+            names = " / ".join(f"`{n}`" for n in sorted(self._wrapped_names(inner)))
+            self.todo(original_node, f"kept the DDP/DataParallel wrapper: {names} is not set up through "
+                                     f"`{self.facts.fw}` here (no optimizer of this file trains it), so nothing "
+                                     f"would wrap it in its place; set it up with the framework, then remove the "
+                                     f"wrapper")
+            return updated_node
         if inner is not None:
             self.report(original_node, "removed the DDP/DataParallel wrapper: setup/prepare wraps the model", True)
+            self._unwrapped.update(self._wrapped_names(inner))
             return updated_node.args[0].value
         return updated_node
+
+    def _wrapped_names(self, inner: cst.BaseExpression) -> set:
+        """The wrapped model and the names the wrapper is assigned to (`model = DDP(model).to(device)`)."""
+        names = {dotted(inner)} - {None}
+        stmt = self._stmts[-1] if self._stmts else None
+        if isinstance(stmt, cst.SimpleStatementLine) and len(stmt.body) == 1 and isinstance(stmt.body[0], cst.Assign):
+            names |= {dotted(t.target) for t in stmt.body[0].targets} - {None}
+        return names
+
+    def _set_up_later(self, inner: cst.BaseExpression) -> bool:
+        """The wrapper goes only where the framework wraps the model in its place: the model is one the migration
+        sets up (an optimizer of this file trains it, or the script hands it to setup / prepare), or the wrapper is
+        in a method of a trainer class, which is handed set-up models by the file that makes the object."""
+        if self.in_fw_class_method():
+            return True
+        facts = self.facts
+        set_up = set(facts.models) | facts.model_aliases | facts.handed_over
+        return facts.setup_scope is not None and bool(self._wrapped_names(inner) & set_up)
+
+    def visit_Module(self, node: cst.Module):
+        """On Fabric, `model.module` read before the setup (`model_without_ddp = model.module` right after the
+        removed wrapper) names the plain model: it becomes `model`. After the setup it is Fabric's original module
+        and stays."""
+        self._before_setup: set = set()
+        if self.ctx.target != "fabric" or ".module" not in (self.ctx.text or ".module"):
+            return True
+        from migrator.rules._moves import _uses_for_training, setup_block, setup_point
+        body = setup_block(node, self.facts) or []
+        last = setup_point(body, self.facts) if body else None
+        if last is not None:
+            # the setup goes inside a loop / `if` that creates the optimizer and trains: only what comes before it
+            inside = not isinstance(body[last], cst.SimpleStatementLine) and _uses_for_training(
+                body[last], set(self.facts.models), set(self.facts.optimizers))
+            self._before_setup = {id(s) for s in body[: last if inside else last + 1]}
+        return True
 
     def __init__(self, rule, ctx):
         super().__init__(rule, ctx)
         self._routes: dict = {}  # id(statement) -> (model, method) to call through the prepared model's forward
+        self._unwrapped: set = set()  # names whose wrapper this pass removed
+        self._before_setup: set = set()  # ids of the setup block's statements that run before the setup (Fabric)
 
     def _feeds_backward(self) -> bool:
         """The statement assigns a name that a loop around it passes to backward (the training path)."""
@@ -137,6 +188,13 @@ class _Transformer(RuleTransformer):
         return updated_node
 
     def leave_Attribute(self, original_node: cst.Attribute, updated_node: cst.Attribute):
+        if self.ctx.target == "fabric" and original_node.attr.value == "module" and self._before_setup and \
+                dotted(original_node.value) in self._unwrapped and \
+                any(id(s) in self._before_setup for s in self._stmts):
+            base = dotted(original_node.value)
+            self.report(original_node, f"`{base}.module` -> `{base}`: before the setup the model is no longer "
+                                       f"wrapped", True)
+            return updated_node.value
         if self.ctx.target != "accelerate" or not self.in_fw_scope():
             return updated_node
         base = dotted(original_node.value)

@@ -21,8 +21,13 @@ Fabric and Accelerate advance the epoch on every pass over the loader, not once 
 iterates the loader more than once (training, then evaluation on the same loader), the shuffle order from the
 second epoch on differs from the original's. Every rank still sees its own shard of every sample; a note says so.
 
+A sampler read for anything else than feeding its loader (`print(sampler)`, `BatchSampler(sampler, 8)`,
+`len(sampler)`) stays, with its `set_epoch` calls, and the loaders built on it are not set up (Accelerate would
+shard them again): they keep sharding by the script's sampler, on the framework's process group; a TODO at the
+sampler says so (migrator/samplers.py).
+
 Fix safety: safe. A sampler `seed=` or `drop_last=` is reported (the framework's sampler uses its own);
-a sampler built conditionally or passed elsewhere gets a TODO.
+a sampler kept as above, or built in a class out of reach of the framework object, gets a TODO.
 """
 from __future__ import annotations
 
@@ -66,6 +71,8 @@ class _Transformer(RuleTransformer):
             if self._sampler_call(value):
                 for n in (n for t in a.targets for n in assigned_names(t.target)):
                     self.samplers[n] = self._shuffle_of(value)
+        for n in self.facts.kept_samplers:  # read for more than its loader: it stays (migrator/samplers.py)
+            self.samplers.pop(n, None)
         for a in m.findall(node, m.Assign(value=m.Call())):
             for arg in a.value.args:
                 if arg.keyword and arg.keyword.value == "sampler" and dotted(arg.value) in self.samplers:
@@ -89,6 +96,15 @@ class _Transformer(RuleTransformer):
         built = isinstance(small, cst.Assign) and (self._sampler_call(small.value) or m.matches(
             small.value, m.Name("None")) or (isinstance(small.value, cst.IfExp) and (
                 self._sampler_call(small.value.body) or self._sampler_call(small.value.orelse))))
+        kept = [n for t in small.targets for n in assigned_names(t.target) if n in self.facts.kept_samplers] \
+            if built and not m.matches(small.value, m.Name("None")) else []
+        if kept:
+            loaders = ", ".join(f"`{n}`" for n in sorted(self.facts.kept_loaders)) or "its loader"
+            self.todo(original_node, f"the DistributedSampler `{kept[0]}` stays, and {loaders} is not set up: "
+                                     f"`{kept[0]}` is also used by `{self.facts.kept_samplers[kept[0]]}`, so setup/"
+                                     f"prepare cannot shard in its place; the loader is sharded by this sampler "
+                                     f"on the framework's process group, as before")
+            return updated_node
         # the statements that build the sampler (or start it at None) go; `loader, sampler = make_loader(...)` stays
         if built and any(n in self.samplers for t in small.targets for n in assigned_names(t.target)):
             value = small.value.body if isinstance(small.value, cst.IfExp) else small.value
@@ -104,7 +120,8 @@ class _Transformer(RuleTransformer):
             return self.remove(original_node)
         if isinstance(small, cst.Expr) and m.matches(small.value, m.Call(func=m.Attribute(attr=m.Name("set_epoch")))):
             owner = dotted(small.value.func.value) or ""
-            if owner in self.samplers or owner.lower().endswith("sampler"):
+            kept = owner in self.facts.kept_samplers or owner.split(".")[0] in self.facts.kept_loaders
+            if (owner in self.samplers or owner.lower().endswith("sampler")) and not kept:
                 self.report(original_node, "removed `set_epoch`: the framework's sampler is advanced for you", True)
                 if self._passes_per_epoch(owner) > 1:
                     self.note(original_node, "the loader is iterated more than once per epoch here: the framework "

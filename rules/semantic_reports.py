@@ -22,7 +22,8 @@ from __future__ import annotations
 import libcst as cst
 from libcst.metadata import QualifiedNameProvider
 
-from migrator.names import is_dataloader_ctor, qualified_names
+from migrator import matching as m
+from migrator.names import assigned_names, is_dataloader_ctor, qualified_names
 from migrator.rules.base import REPORT_ONLY, Context, Example, Rule, RuleTransformer
 
 ITERABLE = {"torch.utils.data.IterableDataset", "torch.utils.data.dataset.IterableDataset"}
@@ -42,6 +43,10 @@ class _Transformer(RuleTransformer):
     def leave_Call(self, original_node: cst.Call, updated_node: cst.Call):
         if not is_dataloader_ctor(qualified_names(self, original_node.func)):
             return updated_node
+        stmt = self._stmts[-1] if self._stmts else None
+        if self.facts.kept_loaders and stmt is not None and \
+                {n for a in m.findall(stmt, m.AssignTarget()) for n in assigned_names(a.target)} & self.facts.kept_loaders:
+            return updated_node  # not set up: it keeps its own sampler (PTM132 says so at the sampler)
         for a in original_node.args:
             if a.keyword is not None and a.keyword.value in ("sampler", "batch_sampler") and \
                     not (isinstance(a.value, cst.Name) and a.value.value == "None"):

@@ -22,7 +22,7 @@ import libcst as cst
 from libcst.metadata import QualifiedNameProvider
 
 from migrator.names import qualified_names
-from migrator.rules.base import REPORT_ONLY, Context, Example, Rule, RuleTransformer
+from migrator.rules.base import REPORT_ONLY, Context, Example, Rule, RuleTransformer, has_todo
 from migrator.rules.ddp_wrapper import WRAPPERS
 
 # qualified name prefix -> (what to do for Fabric, what to do for Accelerate)
@@ -58,6 +58,8 @@ class _Transformer(RuleTransformer):
                 what = q.rsplit(".", 1)[-1]
                 if self.ctx.facts.on_target and q in WRAPPERS:
                     break  # on a framework script PTM131 kept this wrapper on purpose, with a note
+                if self._stmts and any(has_todo(self._stmts[-1], code) for code in ("PTM131", "PTM132")):
+                    break  # PTM131 / PTM132 kept it and said why at this line
                 fix = advice[0] if self.ctx.target == "fabric" else advice[1]
                 self.todo(original_node, f"`{what}` is not migrated by this version: {fix}")
                 break
