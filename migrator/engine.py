@@ -286,8 +286,8 @@ def _uses_other_framework(source: str, module: cst.Module, facts, target: str) -
 
 def _no_object(source: str, facts, options: Options) -> Optional[MigrationResult]:
     """Hand-written DDP machinery in a training module that no framework object would reach (migrator/no_object.py):
-    unchanged but for one TODO that says why. Not when the user left out the object's creation (PTM100) or every
-    rule that removes the machinery (PTM130-PTM132): then what they selected runs."""
+    unchanged but for TODOs that say why. Not when the user left out the object's creation (PTM100) or every rule
+    that removes the machinery (PTM130-PTM132): then what they selected runs."""
     from migrator import no_object
     if not _selected("PTM100", options) or not any(_selected(c, options) for c in ("PTM130", "PTM131", "PTM132")):
         return None
@@ -296,13 +296,12 @@ def _no_object(source: str, facts, options: Options) -> Optional[MigrationResult
         return None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        found = no_object.machinery(source, ast.parse(source))
-    if not found:
+        todos = no_object.marks(reason, no_object.constructs(source, ast.parse(source)))
+    if not todos:
         return None
-    text = no_object.message(reason, found)
-    code = no_object.with_todo(source, found[0][0], text)
-    return MigrationResult(code, code != source, [Diagnostic(no_object.NO_OBJECT, found[0][0], 1, WARNING, text,
-                                                             False)], is_training_script=True)
+    code = no_object.with_todos(source, todos)
+    return MigrationResult(code, code != source, [Diagnostic(no_object.NO_OBJECT, line, 1, WARNING, text, False)
+                                                  for line, text in todos], is_training_script=True)
 
 
 class _Run:

@@ -1,4 +1,4 @@
-"""Hand-written distributed training where no framework object can take over: left as it is, with one TODO.
+"""Hand-written distributed training where no framework object can take over: left as it is, with TODOs.
 
 The rules that remove a DDP / DataParallel wrapper, a DistributedSampler, `init_process_group` or an `mp.spawn`
 launch rely on the framework object to do that work instead: `setup` / `prepare` wrap the model and shard the
@@ -7,7 +7,9 @@ optimizer built in a function or at module level, or a model updated by hand: mi
 the functions and trainer classes that need it. A training module where neither happens (the loop is in a class
 that nothing hands the object to, or the optimizer is a kind pt-migrate does not know) would lose its machinery
 with nothing in its place: each rank would train alone, on all the data. The engine leaves such a file unchanged
-but for one TODO above the first of that machinery, saying why (PTM009), before any rule runs.
+but for TODOs (PTM009), before any rule runs: one above the first of that machinery, saying why, and a short one
+above each other construct a migration would have replaced (the rest of the machinery, GradScaler, `.backward()`),
+so that a reader of any of them learns that it stays on purpose.
 """
 from __future__ import annotations
 
@@ -22,23 +24,37 @@ _WRAPPERS = {"torch.nn.parallel.DistributedDataParallel", "torch.nn.parallel.dis
 _SAMPLERS = {"torch.utils.data.DistributedSampler", "torch.utils.data.distributed.DistributedSampler"}
 _GROUP = {"torch.distributed.init_process_group"}
 _SPAWN = {"torch.multiprocessing.spawn", "torch.multiprocessing.spawn.spawn"}
-_KINDS = ((_SPAWN, "the `mp.spawn` launch"), (_GROUP, "`init_process_group`"),
-          (_WRAPPERS, "the DDP/DataParallel wrapper"), (_SAMPLERS, "the DistributedSampler"))
+_SCALERS = {"torch.cuda.amp.GradScaler", "torch.amp.GradScaler", "torch.GradScaler", "torch.amp.grad_scaler.GradScaler"}
+MACHINERY = ((_SPAWN, "the `mp.spawn` launch"), (_GROUP, "`init_process_group`"),
+             (_WRAPPERS, "the DDP/DataParallel wrapper"), (_SAMPLERS, "the DistributedSampler"))
+_OTHERS = ((_SCALERS, "the GradScaler"),)
+_FW_NAMES = ("fabric", "accelerator")
 
 
-def machinery(source: str, tree: ast.Module) -> List[Tuple[int, str]]:
-    """(line of the enclosing statement, what) for each call of the distributed machinery that the rules replace
-    (PTM130-PTM132), in line order. Names are resolved through the module's imports, as the rules resolve them."""
+def constructs(source: str, tree: ast.Module) -> List[Tuple[int, str, bool]]:
+    """(line of the enclosing statement, what, is machinery) for each call a migration would replace, in line order:
+    the distributed machinery (PTM130-PTM132), GradScaler constructions and `.backward()` calls. Names are resolved
+    through the module's imports, as the rules resolve them."""
     table = ImportTable(source)
-    found = []
+    found = set()
     for stmt in _statements(tree.body):
         for node in _own_nodes(stmt):
-            if isinstance(node, ast.Call):
-                names = _qualified(node.func, table)
-                for kind, what in _KINDS:
+            if not isinstance(node, ast.Call):
+                continue
+            names = _qualified(node.func, table)
+            for kinds, is_machinery in ((MACHINERY, True), (_OTHERS, False)):
+                for kind, what in kinds:
                     if names & kind:
-                        found.append((stmt.lineno, what))
-    return sorted(set(found))
+                        found.add((stmt.lineno, what, is_machinery))
+            if isinstance(node.func, ast.Attribute) and node.func.attr == "backward" and not _framework_call(node):
+                found.add((stmt.lineno, "`.backward()`", False))
+    return sorted(found)
+
+
+def _framework_call(call: ast.Call) -> bool:
+    recv = call.func.value
+    name = recv.attr if isinstance(recv, ast.Attribute) else recv.id if isinstance(recv, ast.Name) else ""
+    return name.lower().endswith(_FW_NAMES) or name == "autograd"
 
 
 def _statements(body):
@@ -89,23 +105,39 @@ def why_no_object(facts) -> Optional[str]:
             "level, where it would make the framework object")
 
 
-def message(reason: str, found: List[Tuple[int, str]]) -> str:
-    first = {}
-    for line, what in found:
+def marks(reason: str, found: List[Tuple[int, str, bool]]) -> List[Tuple[int, str]]:
+    """(input line, TODO text) for a declined file: the full reason above the first machinery statement, a short
+    note above every other statement in `found` (from `constructs`). [] when the file has no machinery."""
+    machinery = [(line, what) for line, what, is_machinery in found if is_machinery]
+    if not machinery:
+        return []
+    first: dict = {}
+    for line, what in machinery:
         first.setdefault(what, line)
     listed = ", ".join(f"{what} (line {line})" for what, line in first.items())
-    return (f"not migrated: {reason}, so nothing would replace {listed}; the file was left unchanged (set the model "
-            f"and optimizer up where a framework object is made, or migrate this part by hand)")
+    head = machinery[0][0]
+    out = [(head, f"not migrated: {reason}, so nothing would replace {listed}; the file was left unchanged (set "
+                  f"the model and optimizer up where a framework object is made, or migrate this part by hand)")]
+    by_line: dict = {}
+    for line, what, _ in found:
+        if line != head:
+            by_line.setdefault(line, []).append(what)
+    for line, whats in sorted(by_line.items()):
+        out.append((line, f"kept as written: {' and '.join(dict.fromkeys(whats))} (this file is not migrated: see "
+                          f"the first {NO_OBJECT} TODO)"))
+    return out
 
 
-def with_todo(source: str, line: int, text: str) -> str:
-    """`source` with `# TODO(pt-migrate) PTM009: text` above line `line` (once: a second run adds nothing)."""
+def with_todos(source: str, todos: List[Tuple[int, str]]) -> str:
+    """`source` with `# TODO(pt-migrate) PTM009: text` above each line of `todos`, at that line's indentation; a
+    line that has a PTM009 TODO right above it already gets none (a second run adds nothing)."""
     lines = source.splitlines(keepends=True)
-    target = lines[line - 1]
-    indent = target[:len(target) - len(target.lstrip())]
     marker = f"# TODO(pt-migrate) {NO_OBJECT}:"
-    if line >= 2 and lines[line - 2].strip().startswith(marker):
-        return source
-    newline = "\r\n" if target.endswith("\r\n") else "\n"
-    lines.insert(line - 1, f"{indent}{marker} {text}{newline}")
+    for line, text in sorted(todos, reverse=True):  # bottom up: the line numbers above stay valid
+        target = lines[line - 1]
+        if line >= 2 and lines[line - 2].strip().startswith(marker):
+            continue
+        indent = target[:len(target) - len(target.lstrip())]
+        newline = "\r\n" if target.endswith("\r\n") else "\n"
+        lines.insert(line - 1, f"{indent}{marker} {text}{newline}")
     return "".join(lines)
