@@ -101,6 +101,7 @@ class Res:
     unknown: Tuple[str, ...] = ()
     set_up: bool = False  # a set-up model
     container: bool = False  # a tuple, list or dict (of tensors): `.to()` cannot follow it
+    cls: Optional[str] = None  # the class of this module an object is an instance of
 
     @property
     def tensor(self) -> bool:
@@ -109,7 +110,7 @@ class Res:
     def __or__(self, other: "Res") -> "Res":
         what = TENSOR if TENSOR in (self.what, other.what) else self.what if self.what == other.what else VALUE
         return Res(what, self.dev or other.dev, self.fixes | other.fixes, _merge(self.unknown, other.unknown),
-                   container=self.container or other.container)
+                   container=self.container or other.container, cls=self.cls if self.cls == other.cls else None)
 
 
 PLAIN = Res()
@@ -502,7 +503,7 @@ class Tracer:
             if local == "class":
                 if name in self.nn_classes:  # a module that is not set up: moved where it is made
                     return Res(MODULE_VALUE, fixes=frozenset({Wrap(node)}))
-                return Res(OBJECT)
+                return Res(OBJECT, cls=name)
             if local == "function":
                 return self.helper(node, name)
             if name in BUILTINS and local is None:
@@ -530,6 +531,10 @@ class Tracer:
                 if method in MODEL_NOT_FORWARD:
                     return PLAIN
                 return ON_DEVICE if recv.set_up else self._module_call(node, recv)
+            if recv.what == OBJECT and recv.cls and not recv.unknown:
+                made = self.method_returns(recv.cls, method)
+                if made is not None:  # `memory.sample(n)` returns tensors its class makes: moved where called
+                    return Res(TENSOR, fixes=frozenset({Wrap(node)})) if made else PLAIN
             if recv.what == OBJECT or recv.unknown:
                 return Res(unknown=recv.unknown or (f"`{_code(node)}`",))
             return PLAIN  # a method of a plain value: `args.x`, `"a b".split()`, `parser.parse_args()`
@@ -617,6 +622,34 @@ class Tracer:
             r = self.classify(v)
             res = r if res is None else res | r
         return res if res is not None else PLAIN
+
+    def method_returns(self, cls: str, method: str, index: Optional[int] = None) -> Optional[bool]:
+        """Whether a method of a class of this module returns a tensor it makes on the CPU (a constructor or a
+        factory without `device=`, in every `return`), or nothing but plain values (literals); None: it cannot be
+        told (the class body is not followed further)."""
+        fn = next((item for item in self.w.classes[cls].body.body
+                   if isinstance(item, cst.FunctionDef) and item.name.value == method), None)
+        if fn is None:
+            return None
+        made = set()
+        for v in _return_values(fn):
+            if isinstance(v, cst.Tuple):
+                if index is None or index >= len(v.elements):
+                    return None
+                v = v.elements[index].value
+            elif index is not None:
+                return None
+            q = self.torch_name(v.func) if isinstance(v, cst.Call) else None
+            last = (q or "").rsplit(".", 1)[-1]
+            kws = {a.keyword.value for a in v.args if a.keyword is not None} if isinstance(v, cst.Call) else set()
+            if q and q.count(".") == 1 and last in FACTORIES | MAKERS and "device" not in kws:
+                made.add(True)
+            elif isinstance(v, (cst.Integer, cst.Float, cst.SimpleString, cst.Name)) and not isinstance(v, cst.Name) \
+                    or (isinstance(v, cst.Name) and v.value in ("None", "True", "False")):
+                made.add(False)
+            else:
+                return None
+        return None if len(made) != 1 else made.pop()
 
     # -- names
     def name(self, node: cst.Name) -> Res:
@@ -716,6 +749,12 @@ class Tracer:
                 if b.index < len(v.elements):
                     return self.classify(v.elements[b.index].value)
                 return unknown(f"`{b.name}`")
+            if isinstance(v, cst.Call) and isinstance(v.func, cst.Attribute) and not self.imported(v.func):
+                recv = self.classify(v.func.value)
+                if recv.what == OBJECT and recv.cls and not recv.unknown:
+                    made = self.method_returns(recv.cls, v.func.attr.value, b.index)
+                    if made is not None:
+                        return Res(TENSOR, fixes=frozenset({After(b.stmt, b.name, b.index)})) if made else PLAIN
             if isinstance(v, cst.Call) and isinstance(v.func, cst.Name) and self._global_kind(v.func.value) == "function":
                 res = self.returns(v.func.value, b.index)
                 if res.tensor and res.fixes and not res.dev:

@@ -178,12 +178,23 @@ class _Guards(RuleTransformer):
         self.lost = {name: flag for flag in lost for name in _script_names(cst.parse_expression(flag))}
         self.marked: Set[str] = set()
 
+    def visit_Module(self, node: cst.Module) -> None:
+        # the flag's own line (`args.cuda = ...`) when there is one, else the line that binds its root (`args = ...`)
+        bound = {n for a in m.findall(node, m.Assign()) for t in a.targets for n in assigned_names(t.target)}
+        self.exact = bool(self.followed) and all(n in bound for n in _script_names(cst.parse_expression(self.followed)))
+        self.bound = bound
+
     def visit_SimpleStatementLine(self, node: cst.SimpleStatementLine) -> None:
+        if self.followed and not self.marked and self._binds(
+                node, _script_names(cst.parse_expression(self.followed)), self.exact):
+            self.marked.add(self.followed)
+            self.report(node, f"`{self.fw}` is created to follow `{self.followed}`, as the script's device did: "
+                              f"the moves under it stay consistent with the framework's device", True)
         if not self.lost or not self.in_fw_scope():
             return
         for a in m.findall(node, m.Assign()):
             for name in [n for t in a.targets for n in assigned_names(t.target)]:
-                bound = [n for n in self.lost if n == name or n.split(".")[0] == name]
+                bound = [n for n in self.lost if n == name or (n not in self.bound and n.split(".")[0] == name)]
                 for n in bound:
                     flag = self.lost[n]
                     if flag in self.marked:
@@ -213,6 +224,12 @@ class _Guards(RuleTransformer):
         self.todo(original_node, f"the moves here run only when `{test}`, but `{self.fw}` picks the device itself: "
                                  f"move them out of the `if` (a move to `{self.fw}.device` is right on any device)")
         return updated_node
+
+
+    @staticmethod
+    def _binds(node: cst.SimpleStatementLine, names: List[str], exact: bool) -> bool:
+        bound = {n for a in m.findall(node, m.Assign()) for t in a.targets for n in assigned_names(t.target)}
+        return any(n in bound or (not exact and n.split(".")[0] in bound) for n in names)
 
 
 def _moves_to_fw(block, fw: str) -> bool:

@@ -9,7 +9,8 @@ loader's batch, the model's output) in arithmetic, a torch function or a loss, b
   gets `device=fabric.device`; one that takes a `generator=` gets `.to(fabric.device)` after it (a CPU generator
   cannot make CUDA tensors);
 - `torch.tensor`, `torch.from_numpy`, legacy constructors (`torch.FloatTensor(...)`) and the return of a helper of
-  the file get `.to(fabric.device)` where they are made or called; `a, b = make_batch()` is followed by
+  the file, or of a method of a class of the file that returns tensors it makes (a replay buffer's `sample()`), get
+  `.to(fabric.device)` where they are made or called; `a, b = make_batch()` is followed by
   `a = a.to(fabric.device)` and `b = b.to(fabric.device)`;
 - a module that is not set up (a target network) and gets such inputs is moved where it is made;
 - `.numpy()` on a tensor that is now on the device gets `.cpu()` before it.
@@ -18,9 +19,10 @@ Tensors that only feed a Dataset / TensorDataset / DataLoader stay on the CPU (t
 batches). A tensor that is also used as numpy, by non-torch code or by a Dataset, or that is made at import time
 (above the main guard) or out of reach of the framework object, is moved where the model gets it instead.
 
-Where a model input cannot be followed (it comes from another module, a method of an object, a parameter whose
-callers are out of sight, a loader that is not set up), or a module of the file makes tensors on the CPU in its
-forward (`torch.zeros(n)` without `device=`, `.numpy()`), nothing is guessed: the framework object is created for
+Where a model input cannot be followed (it comes from another module, an object's method whose return cannot be
+told, a parameter whose callers are out of sight, a loader that is not set up), or a module of the file makes
+tensors on the CPU in its forward (`torch.zeros(n)` without `device=`, `.numpy()`), or a trainer class makes them
+in its methods (class bodies are not followed), nothing is guessed: the framework object is created for
 CPU processes (`accelerator="cpu"` / `cpu=True`), which is where the original trained, and a TODO names the input
 and says how to move it to train on GPUs. An explicit `--accelerator` wins; the TODO stays.
 
@@ -88,9 +90,10 @@ def _absolute(value: cst.BaseExpression, table: ImportTable, fw: str) -> bool:
             return False
         if parts[-1].endswith("dtype"):
             return False
-        if len(parts) > 1 and parts[-1] == "device":
-            return parts[-2] in CONFIG_NAMES  # `args.device` is the script's choice; `x.device` follows x
-        return parts[-1] in DEVICEISH or parts[-1].endswith("_device") or "cuda" in parts[-1].lower()
+        last = parts[-1].lower()
+        if len(parts) > 1 and last == "device":  # `args.device`, `config.DEVICE`: the script's choice
+            return parts[-2].lower() in CONFIG_NAMES or parts[-2].isupper()  # `x.device` follows x
+        return last in DEVICEISH or last.endswith("_device") or "cuda" in last
     if isinstance(value, (cst.SimpleString, cst.FormattedString, cst.ConcatenatedString, cst.IfExp, cst.Integer)):
         return True
     if isinstance(value, cst.Call):

@@ -305,3 +305,50 @@ def test_an_argparse_flag_without_a_cuda_check_still_runs_on_a_cpu_machine():
     assert 'accelerator="auto" if args.cuda else "cpu"' in _m(src)
     assert ('cpu=not args.cuda or (not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1)'
             in _m(src, "accelerate"))
+
+
+def test_tensors_a_class_of_the_file_makes_are_moved_where_its_method_is_called():
+    code = _m('''
+        import random
+        import torch
+
+        class Buffer:
+            def __init__(self):
+                self.items = []
+
+            def sample(self, n):
+                rows = random.sample(self.items, n)
+                return torch.tensor([r[0] for r in rows]), torch.tensor([r[1] for r in rows])
+
+        def update(q, target_q, opt, buffer):
+            s, y = buffer.sample(4)
+            loss = ((q(s) - y - target_q(s).detach()) ** 2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+        def main():
+            q, target_q = torch.nn.Linear(2, 1), torch.nn.Linear(2, 1)
+            opt = torch.optim.SGD(q.parameters(), lr=0.1)
+            buffer = Buffer()
+            buffer.items = [([1.0, 2.0], [0.5])] * 8
+            for _ in range(3):
+                update(q, target_q, opt, buffer)
+    ''')
+    assert "s, y = buffer.sample(4)\n    s = s.to(fabric.device)\n    y = y.to(fabric.device)\n" in code
+    assert "q, target_q = torch.nn.Linear(2, 1), torch.nn.Linear(2, 1).to(fabric.device)" in code  # not set up
+    assert 'accelerator="cpu"' not in code
+
+
+def test_a_config_module_device_is_device_code():
+    code = _m('''
+        import torch
+        import config
+        def main():
+            model = torch.nn.Linear(4, 1).to(config.DEVICE)
+            opt = torch.optim.SGD(model.parameters(), lr=0.1)
+            noise = torch.randn(8, 4)
+            model(noise.to(config.DEVICE)).sum().backward()
+            opt.step()
+    ''')
+    assert "noise = torch.randn(8, 4)\n" in code  # the script places its tensors: PTM114 stays out
