@@ -47,6 +47,10 @@ def folder_fw_functions(sources: Dict[str, str], target: str = "fabric") -> Froz
                 candidates.add(f"{name}.{fname}")
         candidates |= {f"{name}.{c}" for c in facts.class_candidates}
     chosen = {f"{n}.{f}" for n, facts in infos.items() for f in facts.fw_functions | facts.fw_classes}
+    # a function that builds its own optimizer makes the object itself (it is its module's setup scope): a caller
+    # in a sibling must not pass one, or the caller's argument lands in the function's first parameter
+    own_setup = {f"{n}.{facts.setup_scope}" for n, facts in infos.items()
+                 if facts.setup_scope not in (None, MODULE, MAIN_GUARD)}
     # A signature changes only when every caller can pass the object: a function that some caller in its own
     # module or in a sibling cannot hand it to (a Dataset's __init__, module-level code) keeps its parameters
     kept: set = set()
@@ -62,7 +66,7 @@ def folder_fw_functions(sources: Dict[str, str], target: str = "fabric") -> Froz
             for root in roots:
                 info = facts.functions.get(root)
                 for callee, _, _ in (info.calls if info else []):
-                    if callee in imported and imported[callee] not in kept:
+                    if callee in imported and imported[callee] not in kept | own_setup:
                         chosen.add(imported[callee])
             facts = analyze(MetadataWrapper(module, unsafe_skip_copy=True), target, frozenset(chosen), name)
             chosen |= {f"{name}.{f}" for f in facts.fw_functions}

@@ -84,11 +84,13 @@ def _fw_functions(path: Path) -> List[str]:
 
 
 def project_options(case: Path) -> Dict[str, dict]:
-    """Options kwargs per file name: module_name and external_fw_functions for multi-file cases."""
+    """Options kwargs per file name: module_name and external_fw_functions for multi-file cases, as the CLI's
+    project index (migrator.project) gives them."""
+    from migrator.project import folder_fw_functions
     files = before_files(case)
     if len(files) < 2:
         return {f.name: {} for f in files}
-    external = frozenset(q for f in files for q in _fw_functions(f))
+    external = folder_fw_functions({f.stem: f.read_text() for f in files})
     return {f.name: {"module_name": f.stem, "external_fw_functions": external} for f in files}
 
 
