@@ -74,7 +74,8 @@ def _original_model(case: Path, expr: str):
     tree = ast.parse((case / "before" / "train.py").read_text())
     keep = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom, ast.ClassDef))
             or (isinstance(n, ast.Assign) and isinstance(n.value, ast.Constant))]
-    keep = [n for n in keep if not (isinstance(n, ast.ImportFrom) and n.module == "trainer")]
+    siblings = {f.stem for f in before_files(case)}  # the fixture's other files (trainer.py, engine.py)
+    keep = [n for n in keep if not (isinstance(n, ast.ImportFrom) and n.module in siblings)]
     ns: dict = {}
     exec(compile(ast.Module(body=keep, type_ignores=[]), "fixture", "exec"), ns)
     return eval(expr, ns)
