@@ -294,9 +294,9 @@ class _Collector(Visitor):
                     mm for mm in _models_in(value) if mm not in self.facts.optimizers.get(targets[0], []))
                 self.optimizer_scopes.append(scope)
                 self.optimizer_sites.append((targets[0], self._scope_node(), value))
-            elif len(targets) == 1 and _built_by_model(value) and dotted(value.func.value) not in self.aliases:
+            elif len(targets) == 1 and _built_by_model(value) and self._builder(value) is not None:
                 # `optimizer = model.configure_optimizers(...)` (nanoGPT): the model builds its own optimizer
-                model_name = dotted(value.func.value)
+                model_name = self._builder(value)
                 self.facts.optimizers.setdefault(targets[0], [])
                 if model_name not in self.facts.optimizers[targets[0]]:
                     self.facts.optimizers[targets[0]].append(model_name)
@@ -323,6 +323,16 @@ class _Collector(Visitor):
             # `raw_model = model.module if ddp else model`: another name for a model; an optimizer it builds is
             # not a sign of which object trains (the loop calls `model`)
             self.aliases.update(targets)
+
+    def _builder(self, value: cst.Call) -> Optional[str]:
+        """The model that `value` (`X.configure_optimizers(...)`) builds an optimizer for: X, or, where X is the
+        unwrapped view of a model (`raw_model = model.module if ddp else model`, migrator/param_sources.py), that
+        model, the name the loop trains; None for another alias."""
+        name = dotted(value.func.value)
+        if name not in self.aliases:
+            return name
+        scope = self._scope_node()
+        return param_sources.unwrapped_views(scope).get(name) if scope is not None and "module" in self.source else None
 
     def _scope_node(self) -> cst.CSTNode:
         return self.func_node if self.func else self.module_node
