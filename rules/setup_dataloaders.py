@@ -9,7 +9,8 @@ device. A loader that is not set up feeds every rank the same samples.
 Example: `train_loader = DataLoader(ds, batch_size=32, shuffle=True)` gains
 `train_loader = fabric.setup_dataloaders(train_loader)` on the next line.
 
-Fabric form: `a, b = fabric.setup_dataloaders(a, b)` for loaders made by one statement.
+Fabric form: `a, b = fabric.setup_dataloaders(a, b)` for loaders made by one statement; a loader that is only
+evaluated (PTM112 finds which) is set up on its own with `use_distributed_sampler=False`.
 Accelerate form: `a, b = accelerator.prepare(a, b)`.
 
 The batch size stays per device: the global batch becomes batch_size x world size, and the learning rate
@@ -52,10 +53,19 @@ class _Transformer(_FrameworkPlacement):
             if not names or already_set_up(body, self.fw, names):
                 continue
             call = "setup_dataloaders" if self.ctx.target == "fabric" else "prepare"
-            joined = ", ".join(names)
-            out.append(cst.parse_statement(f"{joined} = {self.fw}.{call}({joined})"))
-            self.report(self.where(i, body), f"set up {joined} with {self.fw}.{call}: batch_size is now per device, so the global "
-                              f"batch grows with the number of processes; the learning rate is not rescaled", True)
+            # Fabric: a loader that is only evaluated keeps its own sampler on every rank (PTM112 decides which)
+            whole = [n for n in names if self.ctx.target == "fabric" and n in self.facts.unsharded_loaders]
+            names = [n for n in names if n not in whole]
+            if names:
+                joined = ", ".join(names)
+                out.append(cst.parse_statement(f"{joined} = {self.fw}.{call}({joined})"))
+                self.report(self.where(i, body), f"set up {joined} with {self.fw}.{call}: batch_size is now per device, so "
+                                  f"the global batch grows with the number of processes; the learning rate is not rescaled",
+                            True)
+            for n in whole:
+                out.append(cst.parse_statement(f"{n} = {self.fw}.{call}({n}, use_distributed_sampler=False)"))
+                self.report(self.where(i, body), f"set up {n} with {self.fw}.{call}, not sharded: it is only evaluated, "
+                                                 f"so every rank evaluates the whole set", True)
         return out
 
 

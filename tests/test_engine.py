@@ -72,15 +72,16 @@ def test_diagnostics_are_structured_and_name_input_lines():
     backward = [d for d in result.diagnostics if d.code == "PTM107"][0]
     assert "loss.backward()" in lines[backward.line - 1]
     assert backward.fixed and backward.severity == "info"
-    # PTM112 reduces the accuracy's sum across ranks (a fix, placed on the evaluation loop) ...
+    # PTM112 leaves the test loader unsharded, as it is only evaluated (a fix, placed on the evaluation loop) ...
     metric = [d for d in result.diagnostics if d.code == "PTM112"][0]
     assert metric.fixed and "for data, target in loader:" in lines[metric.line - 1]
-    # ... and reports with a TODO where it cannot: a sum it cannot tell (here no number literal starts it)
+    # ... and reports with a TODO where it cannot: on Accelerate, a sum it cannot tell how to gather (here no number
+    # literal starts it), placed on the evaluation loop
     src = src.replace("    correct = 0\n", "    correct = torch.zeros(())\n")
-    result = migrate(src, "fabric")
+    result = migrate(src, "accelerate")
     lines = src.splitlines()
     todo = [d for d in result.diagnostics if d.needs_attention][0]
-    assert todo.code == "PTM112" and "len(loader.dataset)" in lines[todo.line - 1]
+    assert todo.code == "PTM112" and "for data, target in loader:" in lines[todo.line - 1]
     assert "# TODO(pt-migrate) PTM112:" in result.code
 
 

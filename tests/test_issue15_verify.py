@@ -1,6 +1,8 @@
 """Issue #15 item 7: verify --full sees what happens after the first steps. Each semantics repro migrated without
 its fix (fixtures/verify_broken_issue15/, made with --ignore of the fixing rule, or by hand for the unwrapped loss)
 makes verify fail with the check named; the tool's own migration passes the same check."""
+import re
+
 import pytest
 
 from migrator.verify import command as vc
@@ -136,7 +138,9 @@ def test_sampler_from_a_factory_goes_with_its_uses(target):
     assert "return loader, None" in code and "return None, DataLoader(" in code
     assert "set_epoch" not in code and "DistributedSampler" not in code
     call = "fabric.setup_dataloaders" if target == "fabric" else "accelerator.prepare"
-    assert f"    loader = {call}(loader)\n" in code and f"    ev_loader = {call}(ev_loader)\n" in code
+    # Fabric: ev_loader is only evaluated, so it is not sharded (PTM112)
+    whole = ", use_distributed_sampler=False" if target == "fabric" else ""
+    assert f"    loader = {call}(loader)\n" in code and f"    ev_loader = {call}(ev_loader{whole})\n" in code
     assert f"sampler = {call}" not in code
 
 
@@ -202,3 +206,51 @@ def test_output_check_accepts_rank_reports():
                                               "samples\nloss 1.5\n")
     twice.results = multi.results
     assert vc.check_output(single, twice, 2).status == "fail"
+
+
+# ---- metrics on 2 processes: the evaluation of the same weights prints the single-process metric -----------------
+
+METRIC_CASES = ["eval_running_counts", "eval_concat_module", "eval_trainer_class"]
+
+
+def _ran(cmd, cwd):
+    import os
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if k not in ("MASTER_ADDR", "MASTER_PORT", "RANK", "LOCAL_RANK",
+                                                            "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_WORLD_SIZE")}
+    env.update(OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="", PYTHONUNBUFFERED="1")
+    proc = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          timeout=180)
+    return proc.returncode, proc.stdout
+
+
+@slow
+@pytest.mark.parametrize("target", ["fabric", "accelerate"])
+@pytest.mark.parametrize("case", METRIC_CASES)
+def test_metric_on_two_processes_is_the_single_process_metric(case, target, tmp_path):
+    """203 validation samples (an even split pads), evaluated before training: the 'before:' line of the migrated
+    script on 2 CPU processes (Fabric started with python, Accelerate under torchrun) is the original's."""
+    import sys
+
+    from fixture_support import FIXTURES, ran_to_exit
+
+    source = (FIXTURES / case / "before" / "train.py").read_text()
+    (tmp_path / "original").mkdir()
+    (tmp_path / "original" / "train.py").write_text(source)
+    code, ref = _ran([sys.executable, "train.py"], tmp_path / "original")
+    assert code == 0, ref[-3000:]
+    (tmp_path / "migrated").mkdir()
+    (tmp_path / "migrated" / "train.py").write_text(_migrate(source, target))
+    cmd = ([sys.executable, "train.py"] if target == "fabric" else
+           [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "train.py"])
+    code, out = _ran(cmd, tmp_path / "migrated")
+    assert ran_to_exit(code, out), out[-4000:]
+    want = [ln for ln in ref.splitlines() if ln.startswith("before:")]
+    got = [ln for ln in out.splitlines() if ln.startswith("before:")]
+    assert len(want) == 1 and len(got) == 1, (want, got)
+    # the same text and numbers; a sum of gathered per-sample losses may round its last printed digit otherwise
+    number = re.compile(r"[-+]?\d+\.?\d*")
+    assert number.sub("#", got[0]) == number.sub("#", want[0]), (want, got)
+    for a, b in zip(number.findall(want[0]), number.findall(got[0])):
+        assert a == b or abs(float(a) - float(b)) <= 2e-6 * max(1.0, abs(float(a))), (want, got)
