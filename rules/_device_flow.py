@@ -24,17 +24,18 @@ function for its parameters; class bodies are not followed.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, FrozenSet, List, Optional, Set, Tuple
 
 import libcst as cst
 
-from migrator.analysis import MAIN_GUARD, MODULE, Facts, batch_names, is_main_guard
+from migrator.analysis import MAIN_GUARD, MODULE, Facts, batch_names
 from migrator.imports import ImportTable
-from migrator.names import assigned_names, dotted
+from migrator.names import dotted
+from migrator.rules._flow_walk import MODEL_NOT_FORWARD, Binding, Walker, reaching
 
 FACTORIES = {"randn", "rand", "randint", "randperm", "zeros", "ones", "full", "empty", "arange", "linspace",
-             "logspace", "eye", "tril_indices", "triu_indices", "empty_strided", "normal", "bartlett_window",
+             "logspace", "eye", "tril_indices", "triu_indices", "empty_strided", "bartlett_window",
              "hann_window", "hamming_window"}
 LIKE = {"randn_like", "rand_like", "randint_like", "zeros_like", "ones_like", "full_like", "empty_like"}
 MAKERS = {"tensor", "as_tensor", "from_numpy", "Tensor", "FloatTensor", "LongTensor", "IntTensor", "DoubleTensor",
@@ -44,13 +45,6 @@ NOT_TENSOR_METHODS = {"item", "tolist", "numpy", "size", "dim", "numel", "neleme
                       "is_contiguous", "get_device", "stride", "ndimension", "__len__", "storage", "type",
                       "backward", "register_hook"}
 NOT_TENSOR_ATTRS = {"shape", "dtype", "device", "ndim", "requires_grad", "is_cuda", "is_leaf", "names", "layout"}
-# calls on a set-up model that are not its forward
-MODEL_NOT_FORWARD = {"parameters", "named_parameters", "buffers", "named_buffers", "modules", "named_modules",
-                     "children", "named_children", "state_dict", "load_state_dict", "train", "eval", "zero_grad",
-                     "to", "cuda", "cpu", "half", "float", "double", "bfloat16", "apply", "requires_grad_",
-                     "register_buffer", "register_parameter", "register_forward_hook", "register_forward_pre_hook",
-                     "register_full_backward_hook", "add_module", "get_submodule", "get_parameter", "type",
-                     "extra_repr", "share_memory", "mark_forward_method", "configure_optimizers", "make_optimizer"}
 # builtins whose result is the thing passed in (`next(iter(loader))`)
 PASS_THROUGH = {"next", "iter"}
 BUILTINS = {"len", "int", "float", "str", "bool", "range", "list", "tuple", "dict", "set", "zip", "enumerate",
@@ -125,271 +119,13 @@ def _merge(a: Tuple[str, ...], b: Tuple[str, ...]) -> Tuple[str, ...]:
     return a + tuple(r for r in b if r not in a)
 
 
-@dataclass
-class Binding:
-    kind: str  # value | item | for | aug | param | import | opaque | def
-    value: Optional[cst.CSTNode]
-    index: Optional[int]
-    stmt: Optional[cst.CSTNode]
-    order: int
-    blocks: Tuple[int, ...]  # ids of the enclosing blocks
-    loops: Tuple[int, ...]  # ids of the enclosing loops
-    scope: str
-    name: str
-
-
-@dataclass
-class Use:
-    node: cst.Name
-    order: int
-    blocks: Tuple[int, ...]
-    loops: Tuple[int, ...]
-    scope: str
-
-
-class _Walker(cst.CSTVisitor):
-    """Scopes, bindings, uses, model calls and mixing nodes of a module, with their places in the flow."""
-
-    def __init__(self, facts: Facts):
-        super().__init__()
-        self.models = set(facts.models) | set(facts.model_aliases)
-        self.bindings: Dict[Tuple[str, str], List[Binding]] = {}
-        self.uses: Dict[int, Use] = {}
-        self.uses_of: Dict[Tuple[str, str], List[Use]] = {}
-        self.parent: Dict[int, cst.CSTNode] = {}
-        self.scope_of: Dict[int, str] = {}
-        self.in_guard: Set[int] = set()
-        self.sinks: List[cst.Call] = []  # calls of a set-up model
-        self.mixes: List[cst.CSTNode] = []  # arithmetic, comparisons and other calls
-        self.numpy: List[cst.Call] = []
-        self.functions: Dict[str, cst.FunctionDef] = {}
-        self.classes: Dict[str, cst.ClassDef] = {}
-        self.calls_of: Dict[str, List[cst.Call]] = {}
-        self.not_called: Set[str] = set()  # names used other than as the callee of a call
-        self._scope: List[str] = [MODULE]
-        self._blocks: List[int] = []
-        self._loops: List[List[int]] = [[]]
-        self._stmts: List[cst.CSTNode] = []
-        self._nodes: List[cst.CSTNode] = []
-        self._order = 0
-        self._guard = 0
-        self._callee: Set[int] = set()
-        self.seq: Dict[int, int] = {}
-
-    @property
-    def scope(self) -> str:
-        return self._scope[-1]
-
-    def statement(self, node: cst.CSTNode) -> Optional[cst.CSTNode]:
-        """The innermost statement around a node of the walk."""
-        while node is not None and not isinstance(node, (cst.SimpleStatementLine, cst.BaseCompoundStatement)):
-            node = self.parent.get(id(node))
-        return node
-
-    def order_of(self, node: cst.CSTNode) -> int:
-        return self.seq.get(id(node), 0)
-
-    # -- the walk
-    def on_visit(self, node: cst.CSTNode) -> bool:
-        if self._nodes:
-            self.parent[id(node)] = self._nodes[-1]
-        self._nodes.append(node)
-        self.seq[id(node)] = len(self.seq)
-        if isinstance(node, (cst.SimpleStatementLine, cst.BaseCompoundStatement)):
-            self._stmts.append(node)
-            self._order += 1
-        self.scope_of[id(node)] = self.scope
-        if self._guard:
-            self.in_guard.add(id(node))
-        return super().on_visit(node)
-
-    def on_leave(self, original_node: cst.CSTNode) -> None:
-        super().on_leave(original_node)  # libcst calls it for a node whose children were skipped too
-        self._nodes.pop()
-        if isinstance(original_node, (cst.SimpleStatementLine, cst.BaseCompoundStatement)):
-            self._stmts.pop()
-
-    # -- scopes and blocks
-    def visit_ClassDef(self, node: cst.ClassDef) -> bool:
-        if len(self._scope) == 1:
-            self.classes[node.name.value] = node
-        self._bind(node.name.value, "def", None, None)
-        return False  # class bodies are not followed
-
-    def visit_FunctionDef(self, node: cst.FunctionDef) -> bool:
-        self._callee.add(id(node.name))  # its own name is no use of it
-        self._bind(node.name.value, "def", None, None)
-        params = list(node.params.posonly_params) + list(node.params.params) + list(node.params.kwonly_params)
-        stars = [s for s in (node.params.star_arg, node.params.star_kwarg) if isinstance(s, cst.Param)]
-        if len(self._scope) == 1:
-            self.functions.setdefault(node.name.value, node)
-            self._scope.append(node.name.value)
-            self._loops.append([])
-            self._blocks.append(id(node.body))
-            for p in params:
-                self._bind(p.name.value, "param", p, None, order=-1)
-            for s in stars:
-                self._bind(s.name.value, "opaque", None, None, order=-1)
-            self._blocks.pop()
-        else:  # a function in a function: its parameters are not followed, its body reads the enclosing names
-            for p in params + stars:
-                self._bind(p.name.value, "opaque", None, None)
-        return True
-
-    def leave_FunctionDef(self, node: cst.FunctionDef) -> None:
-        if len(self._scope) > 1 and self.functions.get(self._scope[-1]) is node:
-            self._scope.pop()
-            self._loops.pop()
-
-    def visit_Lambda(self, node: cst.Lambda) -> bool:
-        return False
-
-    def visit_If(self, node: cst.If) -> None:
-        if len(self._scope) == 1 and is_main_guard(node):
-            self._guard += 1
-
-    def leave_If(self, node: cst.If) -> None:
-        if len(self._scope) == 1 and is_main_guard(node):
-            self._guard -= 1
-
-    def visit_IndentedBlock(self, node: cst.IndentedBlock) -> None:
-        self._blocks.append(id(node))
-
-    def leave_IndentedBlock(self, node: cst.IndentedBlock) -> None:
-        self._blocks.pop()
-
-    def visit_For(self, node: cst.For) -> None:
-        self._loops[-1].append(id(node))
-        for n in assigned_names(node.target):
-            self._bind(n, "for", node, None)
-
-    def leave_For(self, node: cst.For) -> None:
-        self._loops[-1].pop()
-
-    def visit_While(self, node: cst.While) -> None:
-        self._loops[-1].append(id(node))
-
-    def leave_While(self, node: cst.While) -> None:
-        self._loops[-1].pop()
-
-    # -- bindings
-    def _bind(self, name: str, kind: str, value, index, order: Optional[int] = None) -> None:
-        if "." in name:
-            return
-        b = Binding(kind, value, index, self._stmts[-1] if self._stmts else None,
-                    self._order if order is None else order, tuple(self._blocks), tuple(self._loops[-1]),
-                    self.scope, name)
-        self.bindings.setdefault((self.scope, name), []).append(b)
-
-    def visit_Assign(self, node: cst.Assign) -> None:
-        for t in node.targets:
-            target = t.target
-            if isinstance(target, (cst.Tuple, cst.List)):
-                for i, el in enumerate(target.elements):
-                    if isinstance(el.value, cst.Name) and not isinstance(el, cst.StarredElement):
-                        self._bind(el.value.value, "item", node.value, i)
-                    else:
-                        for n in assigned_names(el.value):
-                            self._bind(n, "opaque", None, None)
-            elif isinstance(target, cst.Name):
-                self._bind(target.value, "value", node.value, None)
-
-    def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
-        if node.value is not None and isinstance(node.target, cst.Name):
-            self._bind(node.target.value, "value", node.value, None)
-
-    def visit_AugAssign(self, node: cst.AugAssign) -> None:
-        if isinstance(node.target, cst.Name):
-            self._bind(node.target.value, "aug", node.value, None)
-        self.mixes.append(node)  # `total += model(x).sum()`: the target meets the value
-
-    def visit_NamedExpr(self, node: cst.NamedExpr) -> None:
-        if isinstance(node.target, cst.Name):
-            self._bind(node.target.value, "value", node.value, None)
-
-    def visit_WithItem(self, node: cst.WithItem) -> None:
-        if node.asname is not None:
-            for n in assigned_names(node.asname.name):
-                self._bind(n, "opaque", None, None)
-
-    def visit_ExceptHandler(self, node: cst.ExceptHandler) -> None:
-        if node.name is not None:
-            for n in assigned_names(node.name.name):
-                self._bind(n, "opaque", None, None)
-
-    def visit_CompFor(self, node: cst.CompFor) -> None:
-        for n in assigned_names(node.target):
-            self._bind(n, "for", node, None)
-
-    def visit_Global(self, node: cst.Global) -> None:
-        for item in node.names:
-            self._bind(item.name.value, "opaque", None, None)
-
-    def visit_Import(self, node: cst.Import) -> bool:
-        for a in node.names:
-            name = a.asname.name.value if a.asname and isinstance(a.asname.name, cst.Name) else (
-                dotted(a.name) or "").split(".")[0]
-            self._bind(name, "import", None, None)
-        return False
-
-    def visit_ImportFrom(self, node: cst.ImportFrom) -> bool:
-        if not isinstance(node.names, cst.ImportStar):
-            for a in node.names:
-                name = a.asname.name.value if a.asname and isinstance(a.asname.name, cst.Name) else dotted(a.name)
-                self._bind(name or "", "import", None, None)
-        return False
-
-    # -- uses and calls
-    def visit_Name(self, node: cst.Name) -> None:
-        use = Use(node, self._order, tuple(self._blocks), tuple(self._loops[-1]), self.scope)
-        self.uses[id(node)] = use
-        self.uses_of.setdefault((self.scope, node.value), []).append(use)
-        if id(node) not in self._callee:
-            self.not_called.add(node.value)
-
-    def visit_Attribute(self, node: cst.Attribute) -> None:
-        self._callee.add(id(node.attr))
-
-    def visit_Arg(self, node: cst.Arg) -> None:
-        if node.keyword is not None:
-            self._callee.add(id(node.keyword))
-
-    def visit_Param(self, node: cst.Param) -> None:
-        self._callee.add(id(node.name))
-
-    def visit_Call(self, node: cst.Call) -> None:
-        if isinstance(node.func, cst.Name):
-            self._callee.add(id(node.func))
-            self.calls_of.setdefault(node.func.value, []).append(node)
-        if self.is_model_call(node):
-            self.sinks.append(node)
-        else:
-            self.mixes.append(node)
-        if isinstance(node.func, cst.Attribute) and node.func.attr.value == "numpy" and not node.args:
-            self.numpy.append(node)
-
-    def visit_BinaryOperation(self, node: cst.BinaryOperation) -> None:
-        self.mixes.append(node)
-
-    def visit_Comparison(self, node: cst.Comparison) -> None:
-        self.mixes.append(node)
-
-    def is_model_call(self, node: cst.Call) -> bool:
-        func = node.func
-        if isinstance(func, cst.Name):
-            return func.value in self.models
-        if isinstance(func, cst.Attribute):
-            return dotted(func.value) in self.models and func.attr.value not in MODEL_NOT_FORWARD
-        return False
-
-
 class Tracer:
     """Classifies the expressions of one module (see the module docstring). `facts` are the analysis' facts."""
 
     def __init__(self, module: cst.Module, facts: Facts, source: str):
         self.facts = facts
         self.table = ImportTable(source)
-        self.w = _Walker(facts)
+        self.w = Walker(facts)
         module.visit(self.w)
         self.memo: Dict[int, Res] = {}
         self.busy: Set[int] = set()
@@ -517,7 +253,7 @@ class Tracer:
                 if method in NOT_TENSOR_METHODS:
                     return Res(unknown=recv.unknown)
                 if method == "cpu":
-                    return Res(TENSOR, unknown=_merge(recv.unknown, (f"`{_code(node)}`",)))
+                    return Res(TENSOR, unknown=_merge(recv.unknown, (f"`{code_of(node)}`",)))
                 if method == "to" and node.args and dotted(node.args[0].value) == f"{self.facts.fw}.device":
                     return ON_DEVICE
                 if method.startswith("new_"):
@@ -536,12 +272,12 @@ class Tracer:
                 if made is not None:  # `memory.sample(n)` returns tensors its class makes: moved where called
                     return Res(TENSOR, fixes=frozenset({Wrap(node)})) if made else PLAIN
             if recv.what == OBJECT or recv.unknown:
-                return Res(unknown=recv.unknown or (f"`{_code(node)}`",))
+                return Res(unknown=recv.unknown or (f"`{code_of(node)}`",))
             return PLAIN  # a method of a plain value: `args.x`, `"a b".split()`, `parser.parse_args()`
         callee = self.classify(func)
         if callee.what == MODULE_VALUE:
             return ON_DEVICE if callee.set_up else self._module_call(node, callee)
-        return unknown(f"`{_code(node)}`")
+        return unknown(f"`{code_of(node)}`")
 
     def _module_call(self, node: cst.Call, module: Res) -> Res:
         """A module that is not set up (a target network, a loss): its weights go where its inputs go."""
@@ -567,7 +303,7 @@ class Tracer:
         if last in ("Variable", "Parameter"):  # torch.autograd.Variable(x): x itself
             return self.classify(node.args[0].value) if node.args else PLAIN
         if last == "DataLoader":
-            return Res(OBJECT, unknown=(f"the batches of `{_code(node)}`, a loader that is not set up",))
+            return Res(OBJECT, unknown=(f"the batches of `{code_of(node)}`, a loader that is not set up",))
         if last[:1].isupper():
             if not q.startswith("torch.nn."):
                 return Res(OBJECT)
@@ -675,9 +411,9 @@ class Tracer:
                 return Res(MODULE_VALUE if n in self.nn_classes else OBJECT)
             if kind == "function":
                 return PLAIN
-        reaching = _reaching(bindings, use) if scope == use.scope else bindings
+        found = reaching(bindings, use) if scope == use.scope else bindings
         res: Optional[Res] = None
-        for b in reaching:
+        for b in found:
             r = self.binding(b)
             res = r if res is None else res | r
         res = res or PLAIN
@@ -753,10 +489,14 @@ class Tracer:
                 recv = self.classify(v.func.value)
                 if recv.what == OBJECT and recv.cls and not recv.unknown:
                     made = self.method_returns(recv.cls, v.func.attr.value, b.index)
+                    if made is not None and not isinstance(b.stmt, cst.SimpleStatementLine) and made:
+                        return unknown(f"`{b.name}`")  # `if c: a, b = f()` on one line: no line to move after
                     if made is not None:
                         return Res(TENSOR, fixes=frozenset({After(b.stmt, b.name, b.index)})) if made else PLAIN
             if isinstance(v, cst.Call) and isinstance(v.func, cst.Name) and self._global_kind(v.func.value) == "function":
                 res = self.returns(v.func.value, b.index)
+                if res.tensor and res.fixes and not res.dev and not isinstance(b.stmt, cst.SimpleStatementLine):
+                    return unknown(f"`{b.name}`")  # `if c: a, b = f()` on one line: no line to move after
                 if res.tensor and res.fixes and not res.dev:
                     return Res(TENSOR, res.dev, frozenset({After(b.stmt, b.name, b.index)}), res.unknown)
                 return res
@@ -834,22 +574,6 @@ def _return_values(fn: cst.FunctionDef) -> List[cst.BaseExpression]:
     return out
 
 
-def _reaching(bindings: List[Binding], use: Use) -> List[Binding]:
-    """The bindings whose value a use can read (see the module docstring)."""
-    before = [b for b in bindings if b.order < use.order or (b.order == use.order and b.kind == "for")]
-    blocks = set(use.blocks)
-    kill = None
-    for b in before:
-        if b.kind != "aug" and set(b.blocks) <= blocks and (kill is None or b.order >= kill.order):
-            kill = b
-    found = list(before) if kill is None else [kill] + [b for b in before if b.order > kill.order]
-    carried = [loop for loop in use.loops if kill is None or loop not in kill.loops]
-    for b in bindings:
-        if b.order >= use.order and b not in found and any(loop in b.loops for loop in carried):
-            found.append(b)
-    return found
-
-
-def _code(node: cst.CSTNode) -> str:
+def code_of(node: cst.CSTNode) -> str:
     text = " ".join(cst.Module(body=[]).code_for_node(node).split())
     return text if len(text) <= 60 else text[:57] + "..."

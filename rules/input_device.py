@@ -48,8 +48,7 @@ from migrator import matching as m
 from migrator.imports import ImportTable
 from migrator.names import dotted
 from migrator.rules._accelerator_args import add_keywords
-from migrator.rules._device_flow import (CONFIG_NAMES, FACTORIES, INIT_METHODS, MAKERS, After, Kw, Res, Tracer,
-                                         Wrap, _code)
+from migrator.rules._device_flow import CONFIG_NAMES, FACTORIES, INIT_METHODS, MAKERS, Kw, Res, Tracer, Wrap, code_of
 from migrator.rules._moves import DEVICEISH
 from migrator.rules.base import WARNING, Context, Example, Rule, RuleTransformer
 
@@ -135,7 +134,7 @@ def make_plan(module: cst.Module, ctx: Context) -> Optional[Plan]:
         for a in call.args:
             res = res | tracer.classify(a.value)
         fixes |= res.fixes
-        unknown.extend((w.statement(call), reason, _code(call.func)) for reason in res.unknown)
+        unknown.extend((w.statement(call), reason, code_of(call.func)) for reason in res.unknown)
     for node in w.mixes:
         ops = _operands(node, tracer)
         results = [tracer.classify(o) for o in ops]
@@ -143,20 +142,20 @@ def make_plan(module: cst.Module, ctx: Context) -> Optional[Plan]:
             for op, r in zip(ops, results):
                 fixes |= r.fixes
                 if r.what == "module" and r.unknown:  # a module that stays on the CPU gets device inputs
-                    unknown.extend((w.statement(node), reason, _code(op)) for reason in r.unknown)
+                    unknown.extend((w.statement(node), reason, code_of(op)) for reason in r.unknown)
     p = Plan()
     fw = facts.fw
     for fix in sorted(fixes, key=lambda f: (w.order_of(tracer.fix_node(f)), getattr(f, "index", 0))):
         node = tracer.fix_node(fix)
         if not tracer.reachable(node):
-            unknown.append((w.statement(node), f"`{_code(node)}`, made out of reach of `{fw}`", ""))
+            unknown.append((w.statement(node), f"`{code_of(node)}`, made out of reach of `{fw}`", ""))
         elif isinstance(fix, Kw):
             p.kw[id(fix.call)] = fix.call
-            p.reports.append((fix.call, f"`{_code(fix.call.func)}(...)` is made on `{fw}.device`: it reaches the "
+            p.reports.append((fix.call, f"`{code_of(fix.call.func)}(...)` is made on `{fw}.device`: it reaches the "
                                         f"model or its inputs"))
         elif isinstance(fix, Wrap):
             p.wrap[id(fix.node)] = fix.node
-            p.reports.append((fix.node, f"`{_code(fix.node)}` is moved to `{fw}.device`: it reaches the model or "
+            p.reports.append((fix.node, f"`{code_of(fix.node)}` is moved to `{fw}.device`: it reaches the model or "
                                         f"its inputs"))
         else:
             p.after.setdefault(id(fix.stmt), []).append(fix.name)  # in the order of the targets (sorted above)
@@ -253,9 +252,9 @@ def _cpu_in_modules(module: cst.Module, tracer: Tracer):
                 last = q.rsplit(".", 1)[-1]
                 kws = {a.keyword.value for a in call.args if a.keyword is not None}
                 if q.count(".") == 1 and last in FACTORIES | MAKERS and "device" not in kws:
-                    found.append((stmt, f"`{_code(call)}`", f"{name}.{item.name.value}"))
+                    found.append((stmt, f"`{code_of(call)}`", f"{name}.{item.name.value}"))
                 elif isinstance(call.func, cst.Attribute) and call.func.attr.value == "numpy" and not call.args:
-                    found.append((stmt, f"`{_code(call)}`", f"{name}.{item.name.value}"))
+                    found.append((stmt, f"`{code_of(call)}`", f"{name}.{item.name.value}"))
     return found
 
 
