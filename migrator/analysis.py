@@ -12,10 +12,13 @@ import libcst as cst
 from libcst.metadata import MetadataWrapper, QualifiedNameProvider
 
 from migrator import matching as m
+from migrator import param_sources, samplers
 from migrator.imports import with_import_names
 from migrator.matching import Visitor
 from migrator.trains import backward_reached_from_loop
 from migrator.names import (
+    DDP_WRAPPERS,
+    DISTRIBUTED_SAMPLERS,
     assigned_names,
     dotted,
     env_key,
@@ -26,6 +29,7 @@ from migrator.names import (
 
 MODULE = "<module>"
 MAIN_GUARD = "<main-guard>"
+CLASS_BODY = "<class>"  # a caller inside a class (analysis only: never a scope of the rules)
 FRAMEWORK_CTORS = {
     "fabric": {"lightning.fabric.Fabric", "lightning.Fabric", "lightning.fabric.fabric.Fabric", "lightning_fabric.Fabric"},
     "accelerate": {"accelerate.Accelerator", "accelerate.accelerator.Accelerator"},
@@ -76,6 +80,16 @@ class Facts:
     fw_globals: Set[str] = field(default_factory=set)  # handed over as values: they use the module's global object
     print_only: Set[str] = field(default_factory=set)  # top-level functions that do nothing but format and print
     print_only_calls: Set[str] = field(default_factory=set)  # of those, the ones whose calls get a main-process guard
+    # calls of local (and imported fw) functions from class bodies: (top-level class or None, callee)
+    class_calls: List[tuple] = field(default_factory=list)
+    # functions that would need the object but keep their parameters: some caller cannot pass it (migrator.project
+    # tells the modules that call them); and imported fw functions called where the object is out of reach
+    keeps_signature: Set[str] = field(default_factory=set)
+    external_unreached: Set[str] = field(default_factory=set)
+    # DistributedSamplers read for more than feeding their loader (migrator/samplers.py): name -> the code that
+    # reads it; they stay (PTM132), and the loaders built on them are not set up
+    kept_samplers: Dict[str, str] = field(default_factory=dict)
+    kept_loaders: Set[str] = field(default_factory=set)
     fw_classes: Set[str] = field(default_factory=set)  # classes whose methods call backward: they take it in __init__
     class_candidates: Set[str] = field(default_factory=set)  # the same before asking whether anything hands it one
     model_aliases: Set[str] = field(default_factory=set)  # set-up models under another name (in a factory)
@@ -183,6 +197,13 @@ class _Collector(Visitor):
         self.fw_method_receivers: Set[str] = set()  # receivers of .backward / .setup / .prepare calls
         self.handed_over: List[tuple] = []  # (receiver, [argument names]) of .setup / .prepare calls
         self.aliases: Set[str] = set()  # names bound to another name or to an attribute of one
+        self.wrapped: Set[str] = set()  # names wrapped in DDP / DataParallel or asked for .parameters(): models
+        self.sampler_names: Set[str] = set()  # names a DistributedSampler is assigned to
+        self.optimizer_sites: List[tuple] = []  # (name, scope node, constructor call) of each optimizer made
+        self.loader_sites: List[tuple] = []  # (scope, targets, the DataLoader call) of `loader = DataLoader(...)`
+        self.module_node: Optional[cst.Module] = None
+        self.source = ""
+        self.func_node: Optional[cst.FunctionDef] = None
 
     def qnames(self, node: cst.CSTNode) -> Set[str]:
         return qualified_names(self, node)
@@ -207,6 +228,7 @@ class _Collector(Visitor):
     def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
         if self.depth == 0 and self.class_depth == 0:
             self.func = node.name.value
+            self.func_node = node
             params = [p.name.value for p in node.params.params]
             every = node.params.posonly_params + node.params.params + node.params.kwonly_params
             self.facts.functions[self.func] = FunctionInfo(self.func, params, all_params={p.name.value for p in every})
@@ -277,15 +299,20 @@ class _Collector(Visitor):
                 self.facts.optimizers.setdefault(targets[0], []).extend(
                     mm for mm in _models_in(value) if mm not in self.facts.optimizers.get(targets[0], []))
                 self.optimizer_scopes.append(scope)
-            elif len(targets) == 1 and _built_by_model(value) and dotted(value.func.value) not in self.aliases:
+                self.optimizer_sites.append((targets[0], self._scope_node(), value))
+            elif len(targets) == 1 and _built_by_model(value) and self._builder(value) is not None:
                 # `optimizer = model.configure_optimizers(...)` (nanoGPT): the model builds its own optimizer
-                model_name = dotted(value.func.value)
+                model_name = self._builder(value)
                 self.facts.optimizers.setdefault(targets[0], [])
                 if model_name not in self.facts.optimizers[targets[0]]:
                     self.facts.optimizers[targets[0]].append(model_name)
                 self.optimizer_scopes.append(scope)
             elif dotted(value.func) in self.local_functions and self.class_depth == 0:
                 self.facts.assign_calls.append((scope, dotted(value.func), targets))
+            if q & DISTRIBUTED_SAMPLERS:
+                self.sampler_names.update(targets)
+            if is_dataloader_ctor(q):
+                self.loader_sites.append((scope, targets, value))
             made = self.facts.functions.get(dotted(value.func)) if not is_dataloader_ctor(q) else None
             loader_targets = targets
             if made is not None and made.returns_loaders and len(made.loader_returns) == len(targets) > 1:
@@ -293,6 +320,9 @@ class _Collector(Visitor):
                 loader_targets = [t for t, is_loader in zip(targets, made.loader_returns) if is_loader]
             if is_dataloader_ctor(q) or (made is not None and made.returns_loaders):
                 self.loaders_by_scope.setdefault(scope, []).extend(loader_targets)
+        elif isinstance(value, cst.IfExp) and any(isinstance(v, cst.Call) and self.qnames(v.func) & DISTRIBUTED_SAMPLERS
+                                                  for v in (value.body, value.orelse)):
+            self.sampler_names.update(targets)  # `DistributedSampler(ds) if distributed else None`
         if is_device_expr(value, self.qnames) and len(targets) == 1:
             self.facts.device_names.add(targets[0])
         if isinstance(value, (cst.IfExp, cst.Attribute)) or (isinstance(value, cst.Name) and len(targets) == 1):
@@ -300,9 +330,49 @@ class _Collector(Visitor):
             # not a sign of which object trains (the loop calls `model`)
             self.aliases.update(targets)
 
+    def _builder(self, value: cst.Call) -> Optional[str]:
+        """The model that `value` (`X.configure_optimizers(...)`) builds an optimizer for: X, or, where X is the
+        unwrapped view of a model (`raw_model = model.module if ddp else model`, migrator/param_sources.py), that
+        model, the name the loop trains; None for another alias."""
+        name = dotted(value.func.value)
+        if name not in self.aliases:
+            return name
+        scope = self._scope_node()
+        return param_sources.unwrapped_views(scope).get(name) if scope is not None and "module" in self.source else None
+
+    def _scope_node(self) -> cst.CSTNode:
+        return self.func_node if self.func else self.module_node
+
+    def trained_by(self, optimizer: cst.Call, scope: Optional[cst.CSTNode], handed_over: Set[str]) -> List[str]:
+        """The models an optimizer trains: `X.parameters()` in its arguments, or the models a parameter list
+        passed by name was built from (migrator/param_sources.py); an unwrapped view (`model_without_ddp`) counts
+        as the model it unwraps, the name the loop trains. Asked once the whole module is read: the names
+        wrapped in DDP and those handed to setup / prepare anywhere count."""
+        models = _models_in(optimizer)
+        if scope is None:
+            return models
+        views = param_sources.unwrapped_views(scope, handed_over)
+        first = [a.value for a in optimizer.args[:1] if a.keyword is None and not a.star] + \
+                [a.value for a in optimizer.args if a.keyword and a.keyword.value == "params"]
+        if not models and first:
+            name = dotted(first[0])
+            # `AdamW(param_groups, ...)` built before, or `AdamW(param_groups(model_without_ddp), ...)` right here
+            models = (param_sources.owners(scope, name, self.wrapped | set(views)) if name
+                      else param_sources.passed_models(first[0], self.wrapped | set(views)))
+        out: List[str] = []
+        for mm in models:
+            mm = views.get(mm, mm)
+            if mm not in out:
+                out.append(mm)
+        return out
+
     def visit_Call(self, node: cst.Call) -> None:
         func = node.func
         info = self.info()
+        if node.args and self.qnames(func) & DDP_WRAPPERS:
+            self.wrapped.add(dotted(node.args[0].value) or "")
+        elif isinstance(func, cst.Attribute) and func.attr.value in ("parameters", "named_parameters"):
+            self.wrapped.add(dotted(func.value) or "")
         if self.facts.other_framework is None and self._other_framework(func):
             self.facts.other_framework = node
         if info and env_key(node) in RANK_ENV:
@@ -336,6 +406,10 @@ class _Collector(Visitor):
                 kws = {a.keyword.value: dotted(a.value) for a in node.args if a.keyword is not None}
                 caller = info if info else self.facts.functions.setdefault(scope_name := self.scope(), FunctionInfo(scope_name, []))
                 caller.calls.append((name, args, kws))
+            elif name in self.local_functions or name in self.external_fw:
+                # a call from a class body or method: only a trainer class's methods (self.fabric) can pass the object
+                top = self.class_name if self.class_depth == 1 and self.depth >= 1 and not self.func else None
+                self.facts.class_calls.append((top, name))
 
     def _other_framework(self, func: cst.BaseExpression) -> bool:
         other = "accelerate" if self.facts.target == "fabric" else "fabric"
@@ -405,8 +479,8 @@ def _local_function_names(module: cst.Module) -> Set[str]:
 # what a print-only helper may call besides print: builtins that only compute, and str methods
 _PURE_CALLS = {"len", "str", "repr", "int", "float", "round", "abs", "min", "max", "sum", "sorted", "enumerate",
                "range", "zip", "isinstance", "format", "list", "tuple", "dict", "map", "any", "all"}
-_PURE_METHODS = {"join", "format", "ljust", "rjust", "center", "strip", "upper", "lower", "item", "items", "keys",
-                 "values"}
+_PURE_METHODS = {"join", "format", "ljust", "rjust", "center", "strip", "lstrip", "rstrip", "replace", "zfill",
+                 "upper", "lower", "item", "items", "keys", "values"}
 
 
 def _print_only(module: cst.Module, local: Set[str]) -> Set[str]:
@@ -469,6 +543,8 @@ def analyze(wrapper: MetadataWrapper, target: str, external_fw: frozenset = froz
     ext = _imported_external_fw(module, external_fw)
     facts.external_fw = ext
     collector = _Collector(facts, local, ext)
+    collector.module_node = module
+    collector.source = source if source is not None else module.code
     with_import_names(collector, module, source).visit(collector)
     # it trains: an optimizer stepped, a sibling hands it the framework object, or a plain backward with a step
     # call or reached from a loop (migrator/trains.py); a utility's lone backward does not make it a script
@@ -478,9 +554,11 @@ def analyze(wrapper: MetadataWrapper, target: str, external_fw: frozenset = froz
                              source if source is not None else module.code, (facts.fw, f"self.{facts.fw}")))))
     if settle_only and (not facts.is_training or facts.other_framework is not None):
         return facts  # the engine stops here (not training, or on the other framework): the rest is for the rules
+    _keep_samplers(facts, collector, module)
     fw_receivers = {facts.fw, f"self.{facts.fw}"}
     facts.on_target = facts.fw_exists and bool(fw_receivers & collector.fw_method_receivers)
     facts.handed_over = {a for recv, args in collector.handed_over if recv in fw_receivers for a in args if a}
+    _resolve_optimizers(facts, collector)
     if collector.optimizer_scopes:
         facts.setup_scope = collector.optimizer_scopes[0]
     elif ext:
@@ -501,14 +579,44 @@ def analyze(wrapper: MetadataWrapper, target: str, external_fw: frozenset = froz
     # functions of this module that other modules of the project call with the framework object
     forced = {f for f in local if module_name and f"{module_name}.{f}" in external_fw}
     facts.print_only = _print_only(module, local)
-    _propagate(facts, _uses_other_than_calls(module, local), forced, _handed_to_processes(module, local))
     facts.class_candidates = set(facts.fw_classes)
     if not facts.setup_scope:
         # a trainer class takes the object in __init__ only where something hands it one: this module makes it,
         # or a sibling that makes it calls the class (migrator.project). Otherwise (an agent built by a config
         # system, as hydra's instantiate does) its callers are out of sight: the class keeps its signature
         facts.fw_classes = {c for c in facts.fw_classes if module_name and f"{module_name}.{c}" in external_fw}
+    _propagate(facts, _uses_other_than_calls(module, local), forced, _handed_to_processes(module, local))
     return facts
+
+
+def _resolve_optimizers(facts: Facts, collector: "_Collector") -> None:
+    """Each optimizer's models as `trained_by` tells them once the module is read: in place of the roots of the
+    `X.parameters()` in its call, the models its parameter list was built from, through unwrapped views."""
+    resolved: Dict[str, List[str]] = {}
+    direct: Dict[str, Set[str]] = {}
+    for name, scope, call in collector.optimizer_sites:
+        direct.setdefault(name, set()).update(_models_in(call))
+        found = resolved.setdefault(name, [])
+        found.extend(mm for mm in collector.trained_by(call, scope, facts.handed_over) if mm not in found)
+    for name, found in resolved.items():
+        facts.optimizers[name] = found + [mm for mm in facts.optimizers.get(name, [])
+                                          if mm not in found and mm not in direct[name]]
+
+
+def _keep_samplers(facts: Facts, collector: "_Collector", module: cst.Module) -> None:
+    """DistributedSamplers read for more than feeding their loader stay, and their loaders are not set up
+    (migrator/samplers.py)."""
+    reads = samplers.other_reads(module, collector.sampler_names)
+    if not reads:
+        return
+    code = cst.Module([]).code_for_node
+    short = lambda text: text if len(text) <= 70 else text[:67] + "..."  # noqa: E731
+    facts.kept_samplers = {n: short(" ".join(code(node).split())) for n, node in reads.items()}
+    tied = samplers.made_from(module, reads)
+    facts.kept_loaders = {t for _, targets, call in collector.loader_sites if samplers.reads_any(call, tied)
+                          for t in targets}
+    for scope, names in collector.loaders_by_scope.items():
+        collector.loaders_by_scope[scope] = [n for n in names if n not in facts.kept_loaders]
 
 
 def _lift_factory(facts: Facts) -> None:
@@ -569,7 +677,9 @@ def _propagate(facts: Facts, not_only_called: Set[str], forced: Set[str] = froze
     A signature changes only when every caller is a plain direct call that can pass the object along: a function
     handed over as a value (an LBFGS closure, a callback) keeps its parameters and, where the object is a module
     global (made at module level or under the main guard), uses that global; a function also called where the
-    object does not exist yet (module-level code at import time) keeps its parameters too."""
+    object does not exist yet (module-level code at import time, a class other than a trainer class that holds
+    it) keeps its parameters too. Those are `facts.keeps_signature`; `facts.external_unreached` names the imported
+    functions that take the object but are called where none exists (migrator.project: they keep theirs)."""
     funcs = facts.functions
     setup = facts.setup_scope
     roots = {setup} if setup else set()
@@ -609,6 +719,11 @@ def _propagate(facts: Facts, not_only_called: Set[str], forced: Set[str] = froze
     for caller, cf in funcs.items():
         for c, _, _ in cf.calls:
             callers_of.setdefault(c, set()).add(caller)
+    # a call from a class other than a trainer class's method (a Dataset's __init__ calling a printing helper) has
+    # no object to pass: the callee keeps its parameters
+    in_classes = {c for cls, c in facts.class_calls if cls is None or cls not in facts.fw_classes}
+    for c in in_classes:
+        callers_of.setdefault(c, set()).add(CLASS_BODY)
     blocked: Set[str] = set(value_used)
     while True:
         needs = set(base) - blocked
@@ -622,13 +737,19 @@ def _propagate(facts: Facts, not_only_called: Set[str], forced: Set[str] = froze
                     needs.add(n)
                     changed = True
         # module-level code outside the setup scope runs before the object exists (or where it never does)
-        unreached = {MODULE, MAIN_GUARD} - ({MODULE, MAIN_GUARD} if setup == MODULE else {setup})
+        unreached = ({MODULE, MAIN_GUARD} - ({MODULE, MAIN_GUARD} if setup == MODULE else {setup})) | {CLASS_BODY}
         out_of_reach = {n for n in needs if callers_of.get(n, set()) & unreached}
         if not out_of_reach:
             break
         blocked |= out_of_reach
         facts.unthreadable |= {n for n in out_of_reach if funcs[n].has_backward}
     facts.fw_functions = needs
+    facts.keeps_signature = set(blocked)
+    # an imported function that takes the object, called where none can be passed: its module must keep its
+    # parameters too (migrator.project drops it from the functions that take the object)
+    no_object = (blocked - facts.fw_globals) | unreached
+    facts.external_unreached = ({c for n in no_object for c, _, _ in funcs.get(n, FunctionInfo(n, [])).calls
+                                 if c in facts.external_fw} | (in_classes & facts.external_fw))
     # a helper that only formats and prints, kept plain because it is also called out of reach: where it is called
     # in reach, the call runs on the main process only (PTM110), as `fabric.print` would
     facts.print_only_calls = {n for n in blocked - facts.fw_globals - facts.unthreadable
