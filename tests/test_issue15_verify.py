@@ -112,12 +112,12 @@ def make_eval(dataset):
 def main():
     dist.init_process_group("gloo")
     ds = TensorDataset(torch.randn(32, 4))
-    loader, sampler = make_loader(ds, batch_size=8)
+    loader, train_sampler = make_loader(ds, batch_size=8)
     ev_sampler, ev_loader = make_eval(ds)
     model = torch.nn.Linear(4, 1)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     for epoch in range(2):
-        sampler.set_epoch(epoch)
+        train_sampler.set_epoch(epoch)
         for (x,) in loader:
             model(x).sum().backward()
             optimizer.step()
