@@ -738,7 +738,9 @@ def _propagate(facts: Facts, not_only_called: Set[str], forced: Set[str] = froze
                     changed = True
         # module-level code outside the setup scope runs before the object exists (or where it never does)
         unreached = ({MODULE, MAIN_GUARD} - ({MODULE, MAIN_GUARD} if setup == MODULE else {setup})) | {CLASS_BODY}
-        out_of_reach = {n for n in needs if callers_of.get(n, set()) & unreached}
+        # a caller that keeps its parameters has no object to pass on either (unless it uses the module's global)
+        no_object = unreached | (blocked - facts.fw_globals)
+        out_of_reach = {n for n in needs if callers_of.get(n, set()) & no_object}
         if not out_of_reach:
             break
         blocked |= out_of_reach
@@ -747,7 +749,6 @@ def _propagate(facts: Facts, not_only_called: Set[str], forced: Set[str] = froze
     facts.keeps_signature = set(blocked)
     # an imported function that takes the object, called where none can be passed: its module must keep its
     # parameters too (migrator.project drops it from the functions that take the object)
-    no_object = (blocked - facts.fw_globals) | unreached
     facts.external_unreached = ({c for n in no_object for c, _, _ in funcs.get(n, FunctionInfo(n, [])).calls
                                  if c in facts.external_fw} | (in_classes & facts.external_fw))
     # a helper that only formats and prints, kept plain because it is also called out of reach: where it is called

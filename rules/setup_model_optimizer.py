@@ -20,6 +20,10 @@ is set up alone: `model = fabric.setup(model)` / `model = accelerator.prepare(mo
 When no DataLoader is set up there (batches cut by hand from a tensor), a TODO says that every process trains
 on the same data.
 
+An optimizer created inside a loop or block that then trains (a run loop, a sweep) is set up there, after its
+creation; an `if` / `elif` that only picks the optimizer (`if args.optimizer == "adamw": ... elif ...`) gets the
+setup after the whole statement, for every branch.
+
 LR schedulers are not prepared: they are built from the loader length after `setup_dataloaders`/`prepare`
 (see semantics.md), so they already count the per-rank steps. An optimizer whose model cannot be told
 gets a TODO.
@@ -149,6 +153,12 @@ class _Transformer(_FrameworkPlacement):
             if isinstance(block, cst.Else):
                 block, old = block.body, getattr(old, "body", None)
             if not isinstance(block, cst.IndentedBlock) or not _assigned(block, optimizers):
+                continue
+            inner = list(block.body)
+            made = max(i for i, s in enumerate(inner) if _assigned(s, optimizers))
+            if not any(_uses_for_training(s, models, optimizers) for s in inner[made + 1:]):
+                # `if args.optimizer == "adamw": opt = AdamW(...) elif ...: opt = SGD(...)` only picks the optimizer:
+                # the setup goes after the whole statement, for every branch (dino)
                 continue
             self._originals = list(old.body) if isinstance(old, cst.IndentedBlock) else None
             try:

@@ -203,3 +203,69 @@ def test_cli_migrates_the_fixture_without_a_self_check_error(case, target, tmp_p
     report = json.loads(proc.stdout)
     codes = [dg["code"] for f in report["files"] for dg in f.get("diagnostics", [])]
     assert "PTM006" not in codes and "PTM002" not in codes, proc.stdout[-3000:]
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_a_caller_that_keeps_its_parameters_passes_nothing_on(target):
+    """deep_text's test.py: `test()` (called at the main guard) keeps its parameters, so `benchmark_all_eval`,
+    which only `test()` calls, has no object to be handed either; both keep theirs, as does the printing helper."""
+    src = d("""
+        import torch
+
+
+        def log_eval(name, value):
+            print(f"{name} {value:.4f}")
+
+
+        def benchmark_all_eval(model):
+            log_eval("benchmark", model(torch.ones(1, 2)).item())
+
+
+        def test(model):
+            benchmark_all_eval(model)
+            log_eval("test", 0.0)
+
+
+        def train():
+            model = torch.nn.Linear(2, 1)
+            optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+            for step in range(2):
+                optimizer.zero_grad()
+                loss = model(torch.ones(4, 2)).sum()
+                loss.backward()
+                optimizer.step()
+                log_eval("loss", loss.item())
+            return model
+
+
+        if __name__ == "__main__":
+            test(train())
+    """)
+    result = migrate(src, target)
+    assert result.changed and not [x for x in result.diagnostics if x.code == "PTM006"], result.diagnostics
+    for sig in ("def log_eval(name, value):", "def benchmark_all_eval(model):", "def test(model):"):
+        assert sig in result.code
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_an_if_elif_that_only_picks_the_optimizer_is_set_up_after_the_whole_statement(target):
+    """dino: `if args.optimizer == "adamw": ... elif ...sgd: ... elif ...lars:` builds the optimizer in each branch and
+    trains after the statement: the setup goes after it, for every branch (it went into the first branch only)."""
+    src = d("""
+        import torch
+
+
+        def main(kind):
+            model = torch.nn.Linear(2, 1)
+            if kind == "adamw":
+                optimizer = torch.optim.AdamW(model.parameters())
+            elif kind == "sgd":
+                optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+            for step in range(2):
+                optimizer.zero_grad()
+                model(torch.ones(4, 2)).sum().backward()
+                optimizer.step()
+    """)
+    out = migrate(src, target).code
+    call = "fabric.setup(model, optimizer)" if target == "fabric" else "accelerator.prepare(model, optimizer)"
+    assert out.count(call) == 1 and f"\n    model, optimizer = {call}\n    for step" in out
