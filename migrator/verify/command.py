@@ -31,6 +31,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import click
 
 from migrator.options import TARGETS, Options
+from migrator.verify.evaluation import ENV_EVAL_REFERENCE
 
 RTOL = 1e-4
 ATOL = 1e-5
@@ -54,9 +55,10 @@ CHECKS = {
     "i": "noise per rank",
     "j": "checkpoints",
     "k": "written once",
+    "l": "evaluation",
 }
 DEFAULT_CHECKS = "abcdefk"
-FULL_CHECKS = "ghij"  # only with --full: the script runs to its end
+FULL_CHECKS = "ghijl"  # only with --full: the script runs to its end
 FULL_STEPS = 10 ** 9
 
 # Environment of an outer distributed launch that must not leak into the runs.
@@ -601,7 +603,8 @@ def check_throughput(single: Run, multi: Run, n: int) -> Check:
 @click.option("--full", is_flag=True, help="Run the scripts to their end (no step limit; use small data) and add "
               "checks g (last learning rate on N processes = original's), h (equal initial weights on every rank) and "
               "i (the ranks draw different random numbers where the original draws them in its loop), j (every checkpoint the "
-              "original writes is written with the same keys and shapes).")
+              "original writes is written with the same keys and shapes), l (the lines printed after an evaluation of the same "
+              "weights on N processes equal the original's; two more runs).")
 @click.option("--cwd", "cwd", type=click.Path(exists=True, file_okay=False), metavar="DIR",
               help="Run the scripts from DIR, as `cd DIR && python SCRIPT` does (SCRIPT must lie under DIR): DIR is "
                    "copied instead of the script's folder (its .py files down to the script's folder; the rest "
@@ -633,6 +636,9 @@ def verify(script, script_args, target, devices, accelerator, steps, timeout, as
       i noise per rank the ranks draw different random numbers where the original draws them in its loop
       j checkpoints    every checkpoint the original writes is written by the migration with the same keys,
                        shapes and classes (it loads into the original model class)
+      l evaluation     given the same weights (the models' initial ones, put in for every evaluation of two more
+                       runs), the lines printed after an evaluation on N processes (rank 0) equal the original's,
+                       numbers within rtol 1e-4 or one unit of their last printed digit
     Arguments after `--` go to the script. The user's files are never written: the script's folder (or --cwd's)
     is copied.
     """
@@ -643,7 +649,7 @@ def verify(script, script_args, target, devices, accelerator, steps, timeout, as
     bad = sorted(set(only.lower()) - set(CHECKS) - set(", "))
     if bad or not chosen:
         raise click.BadParameter(f"letters from {''.join(CHECKS)}", param_hint="--checks")
-    if devices < 2 and set(chosen) & set("bcdeghijk"):
+    if devices < 2 and set(chosen) & set("bcdeghijkl"):
         raise click.BadParameter("checks b, c, d and e compare processes: they need --devices 2 or more "
                                  "(with one device, use --checks af)", param_hint="--devices")
     for what, path in (("SCRIPT", script), ("--migrated", migrated)):
@@ -724,7 +730,7 @@ def run_verify(script: Path, script_args: List[str], target: str, devices: int =
             parity_on_n = True
             orig_n = _execute(make(f"original-{devices}procs", _torchrun(devices), orig_dir, orig_script, False),
                               base_env, timeout)
-        if set(checks) & set("bcdefghijk") or parity_on_n:
+        if set(checks) & set("bcdefghijkl") or parity_on_n:
             multi_env = dict(base_env)
             if target == "fabric":
                 mode = _fabric_launch_mode(source)
@@ -735,7 +741,16 @@ def run_verify(script: Path, script_args: List[str], target: str, devices: int =
             else:
                 mode, prefix = "torchrun", _torchrun(devices)
             report["notes"].append(f"multi-process launch: {mode}")
-            multi = _execute(make(f"migrated-{devices}procs", prefix, mig_dir, mig_script, False), multi_env, timeout)
+            if set(checks) & set("bcdefghijk") or parity_on_n:
+                multi = _execute(make(f"migrated-{devices}procs", prefix, mig_dir, mig_script, False), multi_env,
+                                 timeout)
+        orig_l = multi_l = skipped
+        if "l" in checks:  # the same runs, every evaluation given the same reference weights (migrator/verify/evaluation.py)
+            same = {ENV_EVAL_REFERENCE: "1"}
+            orig_l = _execute(make("original-eval", [py], orig_dir, orig_script, False), {**base_env, **same},
+                              timeout)
+            multi_l = _execute(make(f"migrated-{devices}procs-eval", prefix, mig_dir, mig_script, False),
+                               {**multi_env, **same}, timeout)
 
         makers = {
             "g": lambda: check_schedule(orig, multi, devices),
@@ -750,15 +765,59 @@ def run_verify(script: Path, script_args: List[str], target: str, devices: int =
             "e": lambda: check_output(single, multi, devices, target),
             "f": lambda: check_throughput(single, multi, devices),
             "k": lambda: check_written_once(multi, devices, target),
+            "l": lambda: check_evaluation(orig_l, multi_l, devices),
         }
         results = [makers[c]() for c in CHECKS if c in checks]
         report["checks"] = [c.as_dict() for c in results]
-        report["runs"] = {r.name: r.summary() for r in (orig, orig_n, single, multi) if r is not skipped}
+        report["runs"] = {r.name: r.summary() for r in (orig, orig_n, single, multi, orig_l, multi_l)
+                          if r is not skipped}
         report["exit_code"] = 1 if any(c.status == "fail" for c in results) else 0
         return report
     finally:
         if not keep:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _same_numbers(a: str, b: str) -> bool:
+    """Two printed lines say the same: one text, and each number within rtol 1e-4 or one unit of its last digit."""
+    if _normalize(a) != _normalize(b):
+        return False
+    for x, y in zip(_NUMBER.finditer(a), _NUMBER.finditer(b)):
+        u, v = float(x.group(0)), float(y.group(0))
+        text = x.group(0)
+        digits = len(text.split(".")[1].split("e")[0].split("E")[0]) if "." in text else 0
+        if abs(u - v) > max(1e-4 * max(abs(u), abs(v)), 10.0 ** -digits * 1.01 if digits else 0.0):
+            return False
+    return True
+
+
+def check_evaluation(orig: Run, multi: Run, n: int) -> Check:
+    """l: with every evaluation given the same weights (the initial ones), rank 0 of N processes prints after its
+    evaluations what the original prints after its own (a sharded evaluation prints a part of the set's metric)."""
+    o = _rank0(orig) if not orig.failure() else None
+    if o is None:
+        return Check("l", "fail", orig.failure() or "the original's run wrote no results")
+    want = o.get("eval_lines") or []
+    if not want:
+        return Check("l", "skip", "the original prints nothing after an evaluation (a forward without gradients or in "
+                                  "eval mode)")
+    why = _usable(multi, n)
+    if why:
+        return Check("l", "fail" if multi.failure() else "skip", why)
+    got = (_rank0(multi) or {}).get("eval_lines") or []
+    data = {"original": want[:20], "rank0": got[:20]}
+    for i, line in enumerate(want):
+        if i >= len(got):
+            return Check("l", "fail", f"the original prints {len(want)} line(s) after its evaluations, rank 0 of {n} "
+                                      f"{len(got)}; the first missing: {line.strip()!r}", data)
+        if not _same_numbers(line, got[i]):
+            return Check("l", "fail", f"evaluating the same weights, the original prints {line.strip()!r}, rank 0 of "
+                                      f"{n} {got[i].strip()!r}: the evaluation on {n} processes does not measure "
+                                      f"what one process measures (a sharded loader, padded duplicates, or a sum "
+                                      f"that is not reduced; a training number on the same line differs by design)",
+                         data)
+    return Check("l", "pass", f"{len(want)} line(s) printed after the evaluations of the same weights equal the "
+                              f"original's on rank 0 of {n}", data)
 
 
 def check_schedule(orig: Run, multi: Run, n: int) -> Check:

@@ -408,6 +408,9 @@ class Recorder:
             "noise_draws": self.noise_draws,
             "writes": [dict(w, path=p) for p, w in self.writes.items()],
         }
+        from migrator.verify import evaluation
+
+        data.update(evaluation.record())
         try:
             data.update(self.checksum())
         except Exception as e:  # pragma: no cover - never lose the rest of the record
@@ -426,6 +429,9 @@ class Recorder:
         from torch.optim.optimizer import register_optimizer_step_post_hook
 
         register_optimizer_step_post_hook(self.step_post_hook)
+        from migrator.verify import evaluation
+
+        evaluation.install()  # check l's runs only (PTM_VERIFY_EVAL_REFERENCE)
         register_module_forward_pre_hook(self.forward_pre_hook)
         try:
             register_module_forward_hook(self.forward_hook, always_call=True)
