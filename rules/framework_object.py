@@ -31,11 +31,13 @@ Fix safety: safe; an existing framework object is reused, never created twice.
 """
 from __future__ import annotations
 
+import re
 from typing import List, Sequence
 
 import libcst as cst
 
 from migrator.analysis import MAIN_GUARD, MODULE, is_main_guard
+from migrator.names import dotted
 from migrator.rules.base import Context, Example, Rule, RuleTransformer
 
 ENV_COMMENT = "# without --devices, the device and node counts follow torchrun when it starts the script"
@@ -150,6 +152,27 @@ def first_use_index(body: Sequence[cst.BaseStatement], name: str, default: int) 
     return default
 
 
+_GROUP_START = re.compile(r"^(init_distributed(_mode)?|init_dist(ributed)?|setup_dist(ributed)?|dist_init|"
+                          r"setup_ddp|ddp_setup|init_process_group)$")
+
+
+def after_group_start(body: Sequence[cst.BaseStatement], idx: int, fw: str) -> int:
+    """Past a call that starts the process group itself and stays (a helper such as DETR's and MAE's
+    `utils.init_distributed_mode(args)` in a module the migration leaves alone), as long as nothing before it
+    reads the object. Fabric and Accelerate start the group only when none exists: created before such a call,
+    the object starts it and the helper's own `init_process_group` then fails ("trying to initialize the
+    default process group twice")."""
+    from migrator import matching as m
+    for i in range(idx, len(body)):
+        if isinstance(body[i], (cst.FunctionDef, cst.ClassDef)):
+            continue
+        if m.findall(body[i], m.Name(fw)):
+            break
+        if any(_GROUP_START.match((dotted(c.func) or "").split(".")[-1]) for c in m.findall(body[i], m.Call())):
+            idx = i + 1
+    return idx
+
+
 def first_code_index(body: Sequence[cst.BaseStatement]) -> int:
     for i, stmt in enumerate(body):
         if not (_is_import(stmt) or _is_docstring(stmt) or isinstance(stmt, (cst.FunctionDef, cst.ClassDef))):
@@ -182,6 +205,7 @@ class _Transformer(RuleTransformer):
             from migrator.rules.device_flag import binding_index
             where = binding_index(body, self.facts.create_after)
             idx = idx if where is None else max(idx, where + 1)
+        idx = after_group_start(body, idx, self.fw)
         new = creation_statements(self.ctx)
         if module_level and idx < len(body):
             # keep the blank lines that separated imports from code, above our block instead
