@@ -83,6 +83,13 @@ class _Finder(Visitor):
             if any(a.keyword and a.keyword.value == "enabled" and isinstance(a.value, cst.Name)
                    and a.value.value == "False" for a in node.args):
                 return
+            if self.in_ifexp:
+                # `GradScaler() if compute_dtype == torch.float16 else None`: made on the script's own switch; with no
+                # autocast anywhere, the script casts by hand (nanochat's bf16 weights) and keeps this scaler
+                # (PTM120), so it asks for no precision: one would add an autocast the original never ran. Next to an
+                # autocast, the AMP is switched at run time: on CUDA only, as for `enabled=...`
+                self.conditional = True
+                return
             self.scaler = True
             self.conditional = self.conditional or _cuda_only(q, node)
             for a in node.args:

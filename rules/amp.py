@@ -7,7 +7,10 @@ What it does: deletes `torch.autocast(...)` / `torch.cuda.amp.autocast()` blocks
 `with fabric.autocast():` / `with accelerator.autocast():`. The precision comes from the dtype the script used
 (float16 -> `16-mixed` / `fp16`, bfloat16 -> `bf16-mixed` / `bf16`), is set on the constructor by PTM100, and
 `--precision` overrides it. AMP switched by a runtime condition (`enabled=use_amp`) becomes
-`precision="16-mixed" if torch.cuda.is_available() else "32-true"`: the usual meaning of such a switch.
+`precision="16-mixed" if torch.cuda.is_available() else "32-true"`: the usual meaning of such a switch. A
+GradScaler made on the script's own switch (`GradScaler() if dtype == torch.float16 else None`) in a script with no
+autocast asks for no precision: the script casts by hand (nanochat), the framework would add an autocast the
+original never runs, and that scaler stays and scales the loss as before (PTM120 notes it).
 
 Why: the framework applies autocast to the forward and scales the loss in its backward; keeping the
 script's own scaler as well would scale twice or step with unscaled gradients.

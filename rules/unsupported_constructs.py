@@ -2,7 +2,9 @@
 
 What it does: reports, with a TODO at the line, hand-written distributed and mixed-precision code:
 `init_process_group`, `DistributedDataParallel`, `DataParallel`, `DistributedSampler`, `mp.spawn`,
-`GradScaler`, `autocast`, `no_sync`. (Collectives, rank guards and `torch.save` are PTM136-PTM138's.)
+`GradScaler`, `autocast`, `no_sync`. (Collectives, rank guards and `torch.save` are PTM136-PTM138's.) A
+`GradScaler() if ... else None` in a script with no autocast gets a note instead: it stays and keeps working, since
+the framework's precision stays off there (PTM133).
 
 Why: each has a trap when moved to Fabric or Accelerate (see semantics.md): a second DDP wrapper, data
 sharded twice, a save that hangs under a rank guard, a reduce that averages instead of summing. Until the
@@ -51,11 +53,30 @@ CONSTRUCTS = {
 class _Transformer(RuleTransformer):
     METADATA_DEPENDENCIES = RuleTransformer.METADATA_DEPENDENCIES + (QualifiedNameProvider,)
 
+    def __init__(self, rule, ctx):
+        super().__init__(rule, ctx)
+        self._ifexp = 0
+
+    def visit_IfExp(self, node: cst.IfExp):
+        self._ifexp += 1
+        return True
+
+    def leave_IfExp(self, original_node, updated_node):
+        self._ifexp -= 1
+        return updated_node
+
     def leave_Call(self, original_node: cst.Call, updated_node: cst.Call):
         for q in qualified_names(self, original_node.func):
             advice = CONSTRUCTS.get(q)
             if advice:
                 what = q.rsplit(".", 1)[-1]
+                if what == "GradScaler" and self._ifexp and self.ctx.precision_code() is None:
+                    # `GradScaler() if fp16 else None` without an autocast: the script casts by hand, the framework's
+                    # precision stays off (migrator/precision.py) and this scaler keeps scaling the loss
+                    self.note(original_node, "kept the GradScaler: the script makes it on its own switch and casts "
+                                             "by hand (no autocast), so the framework's precision stays off and this "
+                                             "scaler scales the loss as before")
+                    break
                 if self.ctx.facts.on_target and q in WRAPPERS:
                     break  # on a framework script PTM131 kept this wrapper on purpose, with a note
                 if self._stmts and any(has_todo(self._stmts[-1], code) for code in ("PTM131", "PTM132")):
