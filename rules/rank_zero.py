@@ -141,12 +141,30 @@ def and_operands(test: cst.BaseExpression) -> List[cst.BaseExpression]:
     return [test]
 
 
+def _single_process_or_rank(test, qn, fw, flags) -> Optional[str]:
+    """The kind of `not <flag> or <rank-0 test>` (either order), else None."""
+    if not (isinstance(test, cst.BooleanOperation) and isinstance(test.operator, cst.Or)):
+        return None
+    sides = [test.left, test.right]
+    negated = [s for s in sides if isinstance(s, cst.UnaryOperation) and isinstance(s.operator, cst.Not)
+               and isinstance(s.expression, (cst.Name, cst.Attribute))]
+    ranked = [rank_test(s, qn, fw, flags) for s in sides if s not in negated]
+    if len(negated) == 1 and len(ranked) == 1 and ranked[0] and not ranked[0][1]:
+        return ranked[0][0]
+    return None
+
+
 def guard_parts(test: cst.BaseExpression, qn, fw: str,
                 flags: Optional[dict] = None) -> Optional[Tuple[str, Optional[cst.BaseExpression]]]:
     """For a guard that runs its body on rank 0 only: (kind, the rest of an `and` condition or None).
 
     `if rank == 0:` -> ("global", None); `if epoch % 5 == 0 and rank == 0:` -> ("global", `epoch % 5 == 0`).
+    `if not distributed or rank == 0:` (DETR, MAE, nanoGPT style) -> ("global", None): when the flag is off there
+    is one process, whose rank is 0, so the body still runs on rank 0 only.
     """
+    single = _single_process_or_rank(test, qn, fw, flags)
+    if single is not None:
+        return single, None
     ops = and_operands(test)
     kinds, rest = [], []
     for op in ops:
