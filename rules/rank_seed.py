@@ -20,8 +20,12 @@ Example: after `generator, opt_g = fabric.setup(generator, opt_g)`:
 Fabric form: `fabric.seed_everything(s + fabric.global_rank)` on ranks above 0.
 Accelerate form: `set_seed(s, device_specific=True)` on processes above 0.
 
-Fix safety: safe on one process (nothing runs); dropout masks also differ between ranks afterwards, as they
-do under any per-rank seed.
+Fix safety: safe on one process (nothing runs: rank 0 draws what the original draws); dropout masks also differ
+between ranks afterwards, as they do under any per-rank seed. A script that never names a device draws its noise on
+the CPU; migrated and run on a GPU, its batches arrive on the device and `torch.bernoulli(torch.full_like(x, p))`
+draws from CUDA's generator instead, so one-process losses on `--accelerator cuda` differ from the CPU original's
+(noise_seed_elsewhere on an H200: step 1 1.3062 vs 1.3075) whatever the seeding; a device-aware original
+(fixtures/noise_seed_device) draws on the device too.
 """
 from __future__ import annotations
 
