@@ -414,8 +414,7 @@ LOOP_LIB = '''import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 
-def fit(model, x, y, epochs=2):
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+def fit(model, optimizer, x, y, epochs=2):
     loader = DataLoader(TensorDataset(x, y), batch_size=4)
     for epoch in range(epochs):
         for xb, yb in loader:
@@ -430,7 +429,8 @@ from trainer import fit
 
 def main():
     model = torch.nn.Linear(4, 2)
-    fit(model, torch.randn(8, 4), torch.randint(0, 2, (8,)))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)  # made here: fit takes the object from main
+    fit(model, optimizer, torch.randn(8, 4), torch.randint(0, 2, (8,)))
 
 
 if __name__ == "__main__":
