@@ -150,7 +150,12 @@ class _Transformer(RuleTransformer):
             return updated_node
         self._record_flag(flag_of_if(original_node))
         self.report(original_node, f"device selection -> `{target} = {self.fw}.device`", True)
-        stmt = cst.parse_statement(f"{target} = {self.fw}.device")
+        # a chain that picks strings ("cuda", "mps") keeps a string, as the straight assignment does above
+        from migrator import matching as m
+        strings = [a for a in m.findall(original_node, m.Assign())
+                   if dotted(a.targets[0].target) == target and _is_string(a.value)]
+        value = f"str({self.fw}.device)" if strings else f"{self.fw}.device"
+        stmt = cst.parse_statement(f"{target} = {value}")
         return stmt.with_changes(leading_lines=original_node.leading_lines)
 
 

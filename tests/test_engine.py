@@ -287,3 +287,17 @@ def test_a_helper_module_that_sets_nothing_up_keeps_its_signature(target):
     result = migrate(LIBRARY_HELPER, target)
     assert not result.changed and result.code == LIBRARY_HELPER
     assert result.diagnostics == []
+
+
+def test_a_device_chain_of_strings_stays_a_string():
+    """nanoGPT's `device = "cpu"; if cuda: device = "cuda" elif mps: device = "mps"`, then `device.startswith(...)`:
+    the chain becomes `str(fabric.device)` as the plain assignment does (a torch.device has no startswith)."""
+    src = ('import torch\n\ndef main():\n    device = "cpu"\n    if torch.cuda.is_available():\n'
+           '        device = "cuda"\n    elif torch.backends.mps.is_available():\n        device = "mps"\n'
+           '    device_type = "cuda" if device.startswith("cuda") else "cpu"\n    model = torch.nn.Linear(2, 1).to(device)\n'
+           '    opt = torch.optim.SGD(model.parameters(), lr=0.1)\n    model(torch.randn(4, 2, device=device)).sum().backward()\n'
+           '    opt.step()\n\nif __name__ == "__main__":\n    main()\n')
+    out = migrate(src, "fabric").code
+    assert "device = fabric.device\n" not in out and "str(fabric.device)" in out, out
+    ns = {}
+    exec(compile(out.replace("fabric.launch()", "pass"), "t.py", "exec"), ns)  # it defines main; runs nothing
