@@ -750,8 +750,9 @@ def run_verify(script: Path, script_args: List[str], target: str, devices: int =
             same = {ENV_EVAL_REFERENCE: "1"}
             orig_l = _execute(make("original-eval", [py], orig_dir, orig_script, False), {**base_env, **same},
                               timeout)
-            multi_l = _execute(make(f"migrated-{devices}procs-eval", prefix, mig_dir, mig_script, False),
-                               {**multi_env, **same}, timeout)
+            if orig_l.failure() or (_rank0(orig_l) or {}).get("eval_lines"):  # else l is a skip: no N-process run
+                multi_l = _execute(make(f"migrated-{devices}procs-eval", prefix, mig_dir, mig_script, False),
+                                   {**multi_env, **same}, timeout)
 
         def _evaluation() -> Check:
             first = check_evaluation(orig_l, multi_l, devices)
