@@ -83,6 +83,22 @@ def _swap_first_two(call: cst.Call) -> cst.Call:
     return call.with_changes(args=args)
 
 
+class _BackToTorchSave(cst.CSTTransformer):
+    """`fabric.save(path, state)` -> `torch.save(state, path)`: for a save that has to stay under a rank guard."""
+
+    def __init__(self, fw: str):
+        super().__init__()
+        self.fw = fw
+
+    def leave_Call(self, original_node: cst.Call, updated_node: cst.Call) -> cst.Call:
+        if dotted(updated_node.func) == f"{self.fw}.save" and len(updated_node.args) == 2 \
+                and not any(a.keyword for a in updated_node.args):
+            path, state = updated_node.args
+            return updated_node.with_changes(func=cst.parse_expression("torch.save"), args=[
+                state.with_changes(comma=path.comma), path.with_changes(comma=state.comma)])
+        return updated_node
+
+
 class _Transformer(RuleTransformer):
     METADATA_DEPENDENCIES = RuleTransformer.METADATA_DEPENDENCIES + (QualifiedNameProvider,)
 
@@ -341,9 +357,13 @@ class _Transformer(RuleTransformer):
         todo_at = set(nested) | (set() if ok else set(saves))
         marked = []
         for i, s in enumerate(body):
+            if i in todo_at and not (ok and i in hoist):
+                # it cannot leave the guard: `fabric.save`'s barrier would wait there for ranks that never come,
+                # so the save stays `torch.save` (rank 0 writes; the set-up module's state_dict has plain keys)
+                s = s.visit(_BackToTorchSave(self.fw))
             if i in todo_at and not (ok and i in hoist) and not has_todo(s, self.rule.code):
-                msg = (f"`{self.fw}.save` has a barrier and must run on every rank: take it out of the rank "
-                       "guard (it writes on rank 0 only)")
+                msg = (f"`torch.save` stays under the rank guard (rank 0 writes): `{self.fw}.save` has a barrier "
+                       "and must run on every rank; take the save out of the guard to use it")
                 self.report(obody[i], msg, False, WARNING)
                 s = with_todo(s, self.rule.code, msg)
             marked.append(s)

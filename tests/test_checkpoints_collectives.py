@@ -250,3 +250,32 @@ def test_two_processes_save_reduce_barrier(target, two_process_runs):
     original = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(original)
     original.Net().load_state_dict(ckpt["model"])  # strict: the original class's keys, no `module.` prefix
+
+
+def test_a_save_that_cannot_leave_its_rank_guard_stays_torch_save():
+    """nanoGPT: `if master_process: ... if step % 5000 == 0: torch.save(...)`. The nested save cannot be taken
+    out of the guard, and `fabric.save` there would wait at its barrier for ranks that never come: it stays
+    `torch.save` (rank 0 writes) with a TODO, and a second run changes nothing."""
+    src = textwrap.dedent("""\
+        import torch
+        from torch.utils.data import DataLoader, TensorDataset
+
+        def main(rank=0):
+            model = torch.nn.Linear(4, 1)
+            opt = torch.optim.SGD(model.parameters(), lr=0.1)
+            loader = DataLoader(TensorDataset(torch.randn(8, 4)), batch_size=4)
+            for step, (x,) in enumerate(loader):
+                model(x).sum().backward()
+                opt.step()
+                if rank == 0:
+                    print(step)
+                    if step % 2 == 0:
+                        torch.save(model.state_dict(), "ckpt.pt")
+
+        if __name__ == "__main__":
+            main()
+        """)
+    out = migrate(src, "fabric").code
+    assert "fabric.save(" not in out and 'torch.save(model.state_dict(), "ckpt.pt")' in out, out
+    assert "TODO(pt-migrate) PTM136" in out
+    assert migrate(out, "fabric").code == out
