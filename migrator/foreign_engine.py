@@ -74,13 +74,6 @@ def engine_call(tree: ast.Module) -> Optional[Tuple[int, str]]:
 
 
 def with_todo(source: str, line: int, message: str) -> str:
-    """`source` with `# TODO(pt-migrate) PTM008: ...` above line `line` (once: a second run adds nothing)."""
-    lines = source.splitlines(keepends=True)
-    target = lines[line - 1]
-    indent = target[:len(target) - len(target.lstrip())]
-    marker = f"# TODO(pt-migrate) {FOREIGN_ENGINE}:"
-    if line >= 2 and lines[line - 2].strip().startswith(marker):
-        return source
-    newline = "\r\n" if target.endswith("\r\n") else "\n"
-    lines.insert(line - 1, f"{indent}{marker} {message}{newline}")
-    return "".join(lines)
+    """`source` with `# TODO(pt-migrate) PTM008: message` above line `line` (once: a second run adds nothing)."""
+    from migrator.hogwild import with_todo as todo_above
+    return todo_above(source, line, FOREIGN_ENGINE, message)

@@ -31,14 +31,15 @@ def hogwild_line(tree: ast.Module) -> Optional[int]:
     return share if share is not None and process is not None else None
 
 
-def with_todo(source: str, line: int) -> str:
-    """`source` with `# TODO(pt-migrate) PTM007: ...` above line `line` (once: a second run adds nothing)."""
+def with_todo(source: str, line: int, code: str = NOT_DATA_PARALLEL, message: str = MESSAGE) -> str:
+    """`source` with `# TODO(pt-migrate) CODE: message` above line `line`, indented like it (once: a second run
+    adds nothing). Shared by the whole-file declines (PTM007 here, PTM008 in migrator/foreign_engine.py)."""
     lines = source.splitlines(keepends=True)
     target = lines[line - 1]
     indent = target[:len(target) - len(target.lstrip())]
-    marker = f"# TODO(pt-migrate) {NOT_DATA_PARALLEL}:"
+    marker = f"# TODO(pt-migrate) {code}:"
     if line >= 2 and lines[line - 2].strip().startswith(marker):
         return source
     newline = "\r\n" if target.endswith("\r\n") else "\n"
-    lines.insert(line - 1, f"{indent}{marker} {MESSAGE}{newline}")
+    lines.insert(line - 1, f"{indent}{marker} {message}{newline}")
     return "".join(lines)
