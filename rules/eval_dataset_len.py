@@ -393,7 +393,7 @@ class _Transformer(RuleTransformer):
         guard = [s for s in stmts if isinstance(s, cst.If) and s.body and _is_guard(s)]
         plan: Dict[int, List[tuple]] = {}
         if self.facts.setup_scope in (MODULE, MAIN_GUARD):
-            loaders = set(self.facts.loaders)
+            loaders = self._loaders()  # a loader set up unsharded (Fabric) has nothing to reduce
             gather = self.ctx.target == "accelerate"
             plan = plan_reductions(stmts, loaders, gather)
             for g in guard:
