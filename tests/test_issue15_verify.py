@@ -81,6 +81,10 @@ CASES = [  # (original, broken migration, target, check, steps)
     ("eval_gathered_metric.py", "accelerate_eval_sharded.py", "accelerate", "l", FULL_STEPS),
     ("save_guard_then_reload.py", "fabric_save_after_reload.py", "fabric", "b", FULL_STEPS),
     ("sampler_from_factory.py", "sampler_unmigrated.py", "fabric", "e", 5),
+    # the RANK sentinel rewritten to a comparison that is always true: on one process the kept DistributedSampler
+    # asks for a process group that does not exist
+    ("rank_env_sentinel_compile.py", "fabric_sentinel_always_true.py", "fabric", "a", 5),
+    ("rank_env_sentinel_compile.py", "accelerate_sentinel_always_true.py", "accelerate", "a", 5),
 ]
 
 
@@ -379,3 +383,15 @@ def test_sklearn_on_collected_values_in_a_helper_class():
     acc = _migrate(SKLEARN, "accelerate")
     assert "# TODO(pt-migrate) PTM112: `y_true`, `y_pred` collected over the prepared `self.loader`, out of reach" \
         in acc
+
+
+def test_one_process_crash_fails_parity_without_fallback():
+    """a: a migration that crashes on one process (the original did not) fails a, even where the original shuffles
+    through its own DistributedSampler and a would otherwise be taken on rank 0 of N processes or skipped."""
+    orig = _run(dict(_rec(0, world=1), loss_steps=[1]))
+    crashed = Run("migrated-1", [], "", "", rc=1)
+    crashed.results = [dict(_rec(0, world=1), error="ValueError: Default process group has not been initialized")]
+    multi = _run(dict(_rec(0), loss_steps=[1]), dict(_rec(1), loss_steps=[1]))
+    for on_n, unordered in ((True, False), (False, True)):
+        c = vc._parity(orig, crashed, orig, multi, 2, on_n, unordered)
+        assert c.status == "fail" and "process group" in c.message, c

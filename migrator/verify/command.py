@@ -358,6 +358,8 @@ def _parity(orig: Run, single: Run, orig_n: Run, multi: Run, n: int, on_n: bool,
     original that starts its own processes (mp.spawn) trains in processes the runner does not observe, and under
     torchrun it would start them once per rank: a skip that says so."""
     one = check_parity(orig, single)
+    if orig.ok() and not single.ok():  # a crash on one process the original did not have is a fail, never a skip
+        return one
     if one.status != "pass" and spawns and orig.results and not _rank0(orig).get("losses"):
         return Check("a", "skip", "the original starts its own processes (mp.spawn), whose steps the runner does not "
                                   "observe, and torchrun would start them once per rank: per-step losses cannot be "
@@ -727,7 +729,7 @@ def run_verify(script: Path, script_args: List[str], target: str, devices: int =
             single = _execute(make("migrated-1", [py], mig_dir, mig_script, target == "fabric"), base_env, timeout)
         parity_on_n = False
         if "a" in checks and own_sampler and not spawns and devices > 1 and target == "fabric" and \
-                check_parity(orig, single).status == "fail":
+                single.ok() and check_parity(orig, single).status == "fail":
             parity_on_n = True
             orig_n = _execute(make(f"original-{devices}procs", _torchrun(devices), orig_dir, orig_script, False),
                               base_env, timeout)
