@@ -395,3 +395,34 @@ def test_one_process_crash_fails_parity_without_fallback():
     for on_n, unordered in ((True, False), (False, True)):
         c = vc._parity(orig, crashed, orig, multi, 2, on_n, unordered)
         assert c.status == "fail" and "process group" in c.message, c
+
+
+def test_output_check_tells_the_ranks_apart():
+    """With each rank's own lines recorded, e fails only on a kind printed by more than one rank: a per-epoch line
+    that rank 0 alone prints more often (the step limit reaches more epochs on N processes) passes."""
+    single = Run("1", [], "", "", rc=0, stdout="epoch 0 loss 1.5\n")
+    single.results = [_rec(0, world=1)]
+    epochs = ["epoch 0 loss 1.5", "epoch 1 loss 1.2", "epoch 2 loss 1.1"]
+    multi = Run("2", [], "", "", rc=0, stdout="\n".join(epochs) + "\n")
+    multi.results = [dict(_rec(0), stdout_lines=epochs), dict(_rec(1), stdout_lines=[])]
+    assert vc.check_output(single, multi, 2).status == "pass"
+    both = Run("2", [], "", "", rc=0, stdout="epoch 0 loss 1.5\nepoch 0 loss 1.4\n")
+    both.results = [dict(_rec(0), stdout_lines=["epoch 0 loss 1.5"]), dict(_rec(1), stdout_lines=["epoch 0 loss 1.4"])]
+    assert vc.check_output(single, both, 2).status == "fail"
+
+
+def test_runner_records_its_own_lines(tmp_path):
+    """The runner keeps the lines each process prints (whole lines, across writes)."""
+    import json
+    import subprocess
+    import sys
+
+    script = tmp_path / "s.py"
+    script.write_text("import sys\nprint('a', 1)\nsys.stdout.write('b')\nsys.stdout.write(' 2\\n')\nprint('c')\n")
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, "-m", "migrator.verify.runner", "--steps", "1", "--out", str(out), "--",
+                        str(script)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout == "a 1\nb 2\nc\n"
+    rec = json.loads(next(out.glob("*.json")).read_text())
+    assert rec["stdout_lines"] == ["a 1", "b 2", "c"]

@@ -501,8 +501,15 @@ def check_output(single: Run, multi: Run, n: int, target: str = "fabric") -> Che
     one, many = Counter(_script_lines(single.stdout)), Counter(_script_lines(multi.stdout))
     if not one:
         return Check("e", "pass", "the script printed nothing to standard output")
-    repeated = [(ln, c, many[ln]) for ln, c in one.items() if many[ln] >= n * c and many[ln] > c
-                and not _reports_rank(ln, multi.stdout)]
+    if all("stdout_lines" in r for r in multi.results):
+        # each rank's own lines: a kind printed by more than one rank (a per-epoch line that rank 0 alone prints
+        # more often, because the step limit reaches more epochs on N processes, is not one)
+        per_rank = [Counter(_script_lines("\n".join(r["stdout_lines"]))) for r in multi.results]
+        repeated = [(ln, c, many[ln]) for ln, c in one.items() if sum(1 for pr in per_rank if pr[ln]) > 1
+                    and not _reports_rank(ln, multi.stdout)]
+    else:  # records of an older runner: counts in the merged output
+        repeated = [(ln, c, many[ln]) for ln, c in one.items() if many[ln] >= n * c and many[ln] > c
+                    and not _reports_rank(ln, multi.stdout)]
     if repeated:
         ln, c, m = repeated[0]
         example = next((raw for raw in multi.stdout.splitlines() if _normalize(raw) == ln), ln)

@@ -78,6 +78,7 @@ class Recorder:
         self.user_dirs: List[str] = []  # the script's folder and the start directory: files there are the script's
         self.script = ""
         self.framework_saving = 0  # inside fabric.save / accelerator.save: the framework decides who writes
+        self.printed: List[str] = []  # this process's standard-output lines (check e tells the ranks apart by them)
 
     # ---- hooks -------------------------------------------------------------------------------------------------
     def record_loss(self, tensor) -> None:
@@ -407,6 +408,7 @@ class Recorder:
             "noise_hash": self.noise.hexdigest() if self.noise_draws else None,
             "noise_draws": self.noise_draws,
             "writes": [dict(w, path=p) for p, w in self.writes.items()],
+            "stdout_lines": self.printed[:_MAX_PRINTED],
         }
         from migrator.verify import evaluation
 
@@ -558,6 +560,27 @@ def _tensor_hash(t) -> str:
     return h.hexdigest()
 
 
+_MAX_PRINTED = 5000
+
+
+class _LineTee:
+    """Standard output that also keeps the complete lines this process writes: ranks share one pipe, so the merged
+    output cannot say which rank printed a line (check e)."""
+
+    def __init__(self, stream, lines: List[str]):
+        self._stream, self._lines, self._part = stream, lines, ""
+
+    def write(self, text):
+        n = self._stream.write(text)
+        if len(self._lines) < _MAX_PRINTED and isinstance(text, str):
+            *done, self._part = (self._part + text).split("\n")
+            self._lines.extend(done[:_MAX_PRINTED - len(self._lines)])
+        return n
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
 def _rank_world(seen=None):
     """(rank, world size) of the process group; without one, `seen` (what it was at the last step), else the
     environment's rank and 1."""
@@ -641,6 +664,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     rec.user_dirs = sorted({d for d in (os.path.dirname(script), os.getcwd())
                             if d not in ("/", os.path.expanduser("~"))})
     rec.install(_sources(script))
+    sys.stdout = _LineTee(sys.stdout, rec.printed)
 
     folder = os.path.dirname(script)
     here = os.getcwd()
