@@ -18,8 +18,15 @@ Reading files stays on every rank; `torch.save` is PTM136's.
 
 Why: every process runs the whole script: each rank would write `images/400.png`, open a SummaryWriter on the same
 folder (curves doubled, event files clobbered), append its lines to the same CSV, export the same ONNX file.
-What the main process logs is its own value (its shard's loss or accuracy), not the mean over ranks, unless the
-script reduces it (PTM112 reduces sums over a set-up loader).
+A training loss that such a statement logs (`writer.add_scalar("loss", loss.item(), step)`, `wandb.log({"loss":
+loss.item()})`, a line written to the log) is the mean over ranks: `loss_mean = fabric.all_reduce(loss.detach()
+.clone(), reduce_op="mean")` / `loss_mean = accelerator.reduce(loss.detach(), reduction="mean")` goes right before it,
+outside the main-process guard (a collective every rank must reach), and it logs `loss_mean.item()`; on one process
+that is the same number. Only where the statement runs whenever the loss's backward does (same function, after the
+backward, only `with` blocks and step or epoch tests such as `if step % 10 == 0:` around it, no `break` / `continue`
+/ `return` / `raise` and no new `loss` in between: rules/_reduce_logged.py); elsewhere the value stays the main
+process's own (its shard's) and a note says why. Other logged numbers (an accuracy, a running sum, a value of a
+helper) are the main process's own too, unless the script reduces them (PTM112 reduces sums over a set-up loader).
 
 Example: `save_image(fake, f"samples/{epoch}.png")` -> `if fabric.is_global_zero: save_image(...)`;
 `writer = SummaryWriter("runs/x")` -> `writer = SummaryWriter("runs/x") if fabric.is_global_zero else None`.
@@ -43,6 +50,7 @@ from migrator import matching as m
 from migrator import side_effects as se
 from migrator.analysis import MAIN_GUARD, MODULE, is_main_guard
 from migrator.names import dotted, qualified_names
+from migrator.rules import _reduce_logged as rl
 from migrator.rules.base import Context, Example, Rule, RuleTransformer
 from migrator.rules.download_first import first_block_item
 from migrator.rules.rank_zero import collectives_in, guard_flag
@@ -174,6 +182,10 @@ class _Transformer(RuleTransformer):
         self.binding_todos: Dict[int, str] = {}
         self.use_guards: Dict[int, str] = {}  # id(statement) -> `writer is not None`
         self.covered: List[int] = []
+        self.index = rl.Index(node)
+        self.handles: Set[Tuple[int, str]] = set()  # (id(scope), name) of files kept open (os.devnull elsewhere)
+        self.sinks: Set[int] = set()  # statements every rank runs that log: writes to those files, wandb.log
+        self.reduced: Set[int] = set()  # statements that log a loss reduced over ranks
         self._writers(node)
         return True
 
@@ -314,6 +326,8 @@ class _Transformer(RuleTransformer):
             self.todo(node, self.binding_todos[id(node)])
         if id(node) in self.use_guards and not self.covered:
             self.decided[id(node)] = (self.use_guards[id(node)], "")
+        if not self.covered and self.in_fw_scope():
+            self._sink(node)
         if self.covered or len(node.body) != 1:
             return True
         small = node.body[0]
@@ -327,6 +341,33 @@ class _Transformer(RuleTransformer):
         if self._may_guard(node, call, f"`{what}(...)`"):
             self.decided[id(node)] = (self._flag(), f"`{what}(...)` writes a file: it runs on the main process only")
         return True
+
+    def _sink(self, node: cst.SimpleStatementLine) -> None:
+        """Note a statement every rank runs that logs (a write to a file kept open, `wandb.log`), and a csv writer
+        made on such a file."""
+        scope = id(self.index.scope(node))
+        for small in node.body:
+            if isinstance(small, cst.Assign) and len(small.targets) == 1 and isinstance(small.value, cst.Call) \
+                    and (dotted(small.value.func) or "").endswith(("writer", "DictWriter")) and small.value.args \
+                    and (scope, dotted(small.value.args[0].value)) in self.handles:
+                self.handles.add((scope, dotted(small.targets[0].target)))
+            if isinstance(small, cst.Expr) and isinstance(small.value, cst.Call):
+                func = small.value.func
+                if "wandb.log" in self.qn(func) or (isinstance(func, cst.Attribute)
+                                                    and (scope, dotted(func.value)) in self.handles):
+                    self.sinks.add(id(node))
+
+    def _kept_open(self, call: cst.Call) -> None:
+        """Remember the name of a file the statement keeps open for writing (`log = open(...)`, `with open(...) as
+        f:` that does more than write): writes to it run on every rank."""
+        stmt = self._stmts[-1] if self._stmts else None
+        scope = id(self.index.scope(stmt)) if stmt is not None else None
+        if isinstance(stmt, cst.SimpleStatementLine) and isinstance(stmt.body[0], cst.Assign) \
+                and stmt.body[0].value is call and len(stmt.body[0].targets) == 1:
+            self.handles.add((scope, dotted(stmt.body[0].targets[0].target)))
+        elif isinstance(stmt, cst.With):
+            self.handles.update((scope, dotted(i.asname.name)) for i in stmt.items
+                                if i.item is call and i.asname is not None)
 
     def _import_time(self, node, what: str) -> None:
         if self.scope == MODULE and not self._class_depth and self.facts.setup_scope not in (MODULE, None):
@@ -439,6 +480,7 @@ class _Transformer(RuleTransformer):
                                      f"`if {self._flag()}:` and add {self._wait()} before the read")
             return updated_node
         self.ctx.imports.add("os")
+        self._kept_open(original_node)
         self.report(original_node, f"`{_code(path.value)}` is opened for writing on the main process only; the "
                                    f"other ranks write to os.devnull; {LOGS_METRICS}", True)
         new_path = cst.IfExp(test=self._flag_node(), body=path.value, orelse=cst.parse_expression("os.devnull"))
@@ -474,12 +516,78 @@ class _Transformer(RuleTransformer):
 
     # -- the blocks: consecutive statements with the same guard share one `if`
     def leave_IndentedBlock(self, original_node, updated_node):
-        body = self._regroup(original_node.body, updated_node.body)
-        return updated_node if body is None else updated_node.with_changes(body=body)
+        originals, updated = self._reduce(list(original_node.body), list(updated_node.body))
+        body = self._regroup(originals, updated)
+        body = body if body is not None else updated
+        return updated_node.with_changes(body=body) if body != list(updated_node.body) else updated_node
 
     def leave_Module(self, original_node, updated_node):
-        body = self._regroup(original_node.body, updated_node.body)
-        return updated_node if body is None else updated_node.with_changes(body=body)
+        originals, updated = self._reduce(list(original_node.body), list(updated_node.body))
+        body = self._regroup(originals, updated)
+        body = body if body is not None else updated
+        return updated_node.with_changes(body=body) if body != list(updated_node.body) else updated_node
+
+    # -- a training loss logged: the mean over ranks, computed on every rank before the guard (_reduce_logged)
+    def _reduce(self, originals: list, updated: list) -> Tuple[list, list]:
+        """The block with `loss_mean = <reduce>(loss...)` before each run of consecutive log statements that log a
+        loss every rank backpropagates, and those statements logging `loss_mean` instead; notes where it is not
+        safe."""
+        if len(originals) != len(updated) or not any(id(o) in self.decided or id(o) in self.sinks
+                                                     for o in originals):
+            return originals, updated
+        logs = [id(o) in self.decided or id(o) in self.sinks for o in originals]
+        out_o: list = []
+        out_u: list = []
+        i = 0
+        while i < len(originals):
+            if not logs[i]:
+                out_o.append(originals[i])
+                out_u.append(updated[i])
+                i += 1
+                continue
+            j = i
+            while j < len(originals) and logs[j]:
+                j += 1
+            reduced: Dict[str, str] = {}  # one reduction per loss for the run of consecutive log statements
+            renames = [self._renames(o, reduced) for o in originals[i:j]]
+            first = updated[i]
+            for name, new in reduced.items():
+                stmt = rl.reduction(self.ctx.target, self.fw, name, new).with_changes(leading_lines=first.leading_lines)
+                first = first.with_changes(leading_lines=[])
+                out_o.append(stmt)
+                out_u.append(stmt)
+            for k, (o, names) in enumerate(zip(originals[i:j], renames)):
+                u = first if k == 0 else updated[i + k]
+                out_o.append(o)
+                out_u.append(u.visit(rl.Rename(names)) if names else u)
+            i = j
+        return out_o, out_u
+
+    def _renames(self, stmt, reduced: Dict[str, str]) -> Dict[str, str]:
+        """{loss: its reduced name} for the losses the statement logs where that is safe (added to `reduced`, the
+        run's reductions); a note for each loss logged unreduced."""
+        out = {}
+        if id(stmt) not in self.index.where:
+            return out
+        for name in rl.logged_losses(stmt, writer_call=id(stmt) in self.use_guards):
+            if not self.index.backwards(self.index.scope(stmt), name):
+                continue  # not a loss of this function: the writer's own note says whose value it is
+            reason = rl.why_not(self.index, stmt, name)
+            new = next((n for n in (f"{name}_mean", f"{name}_mean_ranks") if n not in self.index.names), None)
+            if reason is None and new is None:
+                reason = f"`{name}_mean` is taken"
+            if reason is not None:
+                self.note(stmt, f"`{name}` logged here is the main process's own shard's value, not the mean over "
+                                f"ranks: not reduced, as {reason}")
+                continue
+            new = reduced.setdefault(name, new)
+            out[name] = new
+            self.reduced.add(id(stmt))
+            call = rl.reduction(self.ctx.target, self.fw, name, new)
+            self.report(stmt, f"`{name}` logged here is the mean over ranks: `{_code(call).strip()}` runs on every "
+                              f"rank before it (a collective: never under the main-process guard); on one process "
+                              f"it is `{name}` itself", True)
+        return out
 
     def _regroup(self, originals, updated) -> Optional[list]:
         if not self.decided or len(originals) != len(updated) or not any(id(o) in self.decided for o in originals):
@@ -495,8 +603,8 @@ class _Transformer(RuleTransformer):
             if d is not None:
                 run.append((o, u))
                 test = d[0]
-                if d[1]:
-                    self.report(o, d[1], True)
+                if d[1]:  # a loss this statement logs reduced over ranks: the value is no longer rank 0's own
+                    self.report(o, d[1].replace(f"; {LOGS_METRICS}", "") if id(o) in self.reduced else d[1], True)
                 continue
             if o is not None:
                 out.append(u)
@@ -594,8 +702,8 @@ class WriteOnce(Rule):
     examples = [
         Example(
             before='import torch\nfrom torch.utils.tensorboard import SummaryWriter\nfrom torchvision.utils import save_image\n\n\ndef main():\n    model = torch.nn.Linear(4, 4)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    writer = SummaryWriter("runs/demo")\n    log = open("train_log.csv", "w")\n    for step in range(3):\n        out = model(torch.randn(8, 4))\n        loss = out.pow(2).mean()\n        loss.backward()\n        optimizer.step()\n        writer.add_scalar("loss", loss.item(), step)\n        log.write(f"{step},{loss.item()}\\n")\n        save_image(out.detach().view(8, 1, 2, 2), f"samples/{step}.png")\n    writer.close()\n    log.close()\n',
-            fabric='import torch\nfrom torch.utils.tensorboard import SummaryWriter\nfrom torchvision.utils import save_image\nimport os\n\n\ndef main():\n    model = torch.nn.Linear(4, 4)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    writer = SummaryWriter("runs/demo") if fabric.is_global_zero else None\n    log = open("train_log.csv" if fabric.is_global_zero else os.devnull, "w")\n    for step in range(3):\n        out = model(torch.randn(8, 4))\n        loss = out.pow(2).mean()\n        loss.backward()\n        optimizer.step()\n        if writer is not None:\n            writer.add_scalar("loss", loss.item(), step)\n        log.write(f"{step},{loss.item()}\\n")\n        if fabric.is_global_zero:\n            save_image(out.detach().view(8, 1, 2, 2), f"samples/{step}.png")\n    if writer is not None:\n        writer.close()\n    log.close()\n',
-            accelerate='import torch\nfrom torch.utils.tensorboard import SummaryWriter\nfrom torchvision.utils import save_image\nimport os\n\n\ndef main():\n    model = torch.nn.Linear(4, 4)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    writer = SummaryWriter("runs/demo") if accelerator.is_main_process else None\n    log = open("train_log.csv" if accelerator.is_main_process else os.devnull, "w")\n    for step in range(3):\n        out = model(torch.randn(8, 4))\n        loss = out.pow(2).mean()\n        loss.backward()\n        optimizer.step()\n        if writer is not None:\n            writer.add_scalar("loss", loss.item(), step)\n        log.write(f"{step},{loss.item()}\\n")\n        if accelerator.is_main_process:\n            save_image(out.detach().view(8, 1, 2, 2), f"samples/{step}.png")\n    if writer is not None:\n        writer.close()\n    log.close()\n',
+            fabric='import torch\nfrom torch.utils.tensorboard import SummaryWriter\nfrom torchvision.utils import save_image\nimport os\n\n\ndef main():\n    model = torch.nn.Linear(4, 4)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    writer = SummaryWriter("runs/demo") if fabric.is_global_zero else None\n    log = open("train_log.csv" if fabric.is_global_zero else os.devnull, "w")\n    for step in range(3):\n        out = model(torch.randn(8, 4))\n        loss = out.pow(2).mean()\n        loss.backward()\n        optimizer.step()\n        loss_mean = fabric.all_reduce(loss.detach().clone(), reduce_op=\"mean\")\n        if writer is not None:\n            writer.add_scalar("loss", loss_mean.item(), step)\n        log.write(f"{step},{loss_mean.item()}\\n")\n        if fabric.is_global_zero:\n            save_image(out.detach().view(8, 1, 2, 2), f"samples/{step}.png")\n    if writer is not None:\n        writer.close()\n    log.close()\n',
+            accelerate='import torch\nfrom torch.utils.tensorboard import SummaryWriter\nfrom torchvision.utils import save_image\nimport os\n\n\ndef main():\n    model = torch.nn.Linear(4, 4)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    writer = SummaryWriter("runs/demo") if accelerator.is_main_process else None\n    log = open("train_log.csv" if accelerator.is_main_process else os.devnull, "w")\n    for step in range(3):\n        out = model(torch.randn(8, 4))\n        loss = out.pow(2).mean()\n        loss.backward()\n        optimizer.step()\n        loss_mean = accelerator.reduce(loss.detach(), reduction=\"mean\")\n        if writer is not None:\n            writer.add_scalar("loss", loss_mean.item(), step)\n        log.write(f"{step},{loss_mean.item()}\\n")\n        if accelerator.is_main_process:\n            save_image(out.detach().view(8, 1, 2, 2), f"samples/{step}.png")\n    if writer is not None:\n        writer.close()\n    log.close()\n',
         ),
     ]
 

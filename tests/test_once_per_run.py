@@ -151,6 +151,54 @@ def test_writer_class_instance_is_none_on_other_ranks():
     assert "self.f = open(path, 'w')" in r.code  # inside the class: its instance is made on the main process only
 
 
+# ---- PTM151: a logged loss is the mean over ranks where every rank reaches the log ---------------------------------
+
+RHEAD = ("import torch\nimport wandb\nfrom torch.utils.tensorboard import SummaryWriter\n\n\ndef main():\n"
+         "    model = torch.nn.Linear(4, 1)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n"
+         "    writer = SummaryWriter('runs')\n    log = open('log.csv', 'w')\n    wandb.init(project='p')\n    best = 1.0\n")
+
+
+@pytest.mark.parametrize("target,reduce", [
+    ("fabric", 'loss_mean = fabric.all_reduce(loss.detach().clone(), reduce_op="mean")'),
+    ("accelerate", 'loss_mean = accelerator.reduce(loss.detach(), reduction="mean")')])
+def test_logged_loss_is_reduced_on_every_rank_before_the_guard(target, reduce):
+    body = ("        if step % 10 == 0:\n            writer.add_scalar('loss', loss.item(), step)\n"
+            "            writer.add_scalar('raw', loss, step)\n        log.write(f'{step},{loss.item()}\\n')\n"
+            "        wandb.log({'loss': loss.item()})\n")
+    r = _migrate("", target, head=RHEAD, loop=LOOP + body)
+    flag = "writer is not None"
+    assert f"        if step % 10 == 0:\n            {reduce}\n            if {flag}:\n" in r.code
+    assert "writer.add_scalar('loss', loss_mean.item(), step)" in r.code
+    assert "writer.add_scalar('raw', loss_mean, step)" in r.code
+    assert f"        {reduce}\n        log.write(f'{{step}},{{loss_mean.item()}}\\n')\n" in r.code
+    assert "wandb.log({'loss': loss_mean.item()})" in r.code  # the run of two log lines shares one reduction
+    assert r.code.count(reduce) == 2
+    assert "print" not in r.code
+
+
+@pytest.mark.parametrize("body,why", [
+    ("        if loss.item() < best:\n            writer.add_scalar('loss', loss.item(), step)\n", "runs under"),
+    ("        try:\n            pass\n        except Exception:\n            writer.add_scalar('loss', loss, step)\n",
+     "runs under `try:`"),
+    ("        if loss.item() > 10:\n            continue\n        wandb.log({'loss': loss.item()})\n", "`continue`"),
+    ("        loss = loss * 2\n        wandb.log({'loss': loss.item()})\n", "bound again"),
+    ("        for k in range(2):\n            log.write(str(loss.item()))\n", "runs under `for"),
+])
+def test_logged_loss_stays_rank_zeros_own_where_a_collective_could_hang(body, why):
+    r = _migrate("", head=RHEAD, loop=LOOP + body)
+    assert "all_reduce" not in r.code
+    note = next(d.message for d in r.diagnostics if d.code == "PTM151" and "own shard's value" in d.message)
+    assert why in note, note
+
+
+def test_logged_value_of_a_helper_or_a_rank_guard_is_not_reduced():
+    helper = "def log_loss(writer, loss, step):\n    writer.add_scalar('loss', loss.item(), step)\n\n\n"
+    head = RHEAD.replace("\n\n\ndef main():", "\n\n\n" + helper + "def main():")
+    r = _migrate("", head=head, loop=LOOP + "        log_loss(writer, loss, step)\n"
+                                           "        if rank == 0:\n            wandb.log({'loss': loss.item()})\n")
+    assert "all_reduce" not in r.code
+
+
 # ---- check k on recorded runs ------------------------------------------------------------------------------------
 
 def _run(*writes_per_rank, cwd="/w"):
