@@ -222,7 +222,8 @@ def test_check_k_on_recorded_runs():
 # ---- 2 CPU processes ---------------------------------------------------------------------------------------------
 
 CASES = ["once_download_module", "once_download_function", "once_writers_function", "once_writers_class",
-         "once_writers_module", "once_writers_trainer"]
+         "once_writers_module", "once_writers_trainer", "once_outputs_module", "once_outputs_function",
+         "once_outputs_class"]  # once_onnx_export is static_only.json: torch.onnx.export needs onnx or onnxscript
 
 
 @slow
