@@ -124,7 +124,10 @@ class Facts:
         scopes = set(self.fw_functions) | self.fw_own | self.fw_globals
         if self.setup_scope:
             scopes.add(self.setup_scope)
-        # module-level code outside the main guard runs at import time, before a guard's object exists
+        # module-level code outside the main guard runs at import time, before a guard's object exists; the main
+        # guard runs after the module-level code that made the object, which it reaches as a global
+        if self.setup_scope == MODULE:
+            scopes.add(MAIN_GUARD)
         return scopes
 
 
@@ -683,8 +686,8 @@ def _propagate(facts: Facts, not_only_called: Set[str], forced: Set[str] = froze
     funcs = facts.functions
     setup = facts.setup_scope
     roots = {setup} if setup else set()
-    if setup == MAIN_GUARD:
-        roots.add(MODULE)
+    if setup in (MODULE, MAIN_GUARD):  # the main guard runs after the module-level code that made the object
+        roots |= {MODULE, MAIN_GUARD}
     # functions reachable from the setup scope
     reach: Set[str] = set()
     todo = list(roots)

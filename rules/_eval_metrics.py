@@ -69,6 +69,11 @@ def loader_flow(module: cst.Module, facts) -> Flow:
     else:
         return flow
     work = [(root, root_body, name, name) for name in facts.loaders]
+    if setup in (MODULE, MAIN_GUARD):  # a module-level loader is a global: a function may loop over it by name
+        for fd in funcs.values():
+            bound = _all_params(fd) | {n for a in m.findall(fd.body, m.Assign()) for t in a.targets
+                                       for n in assigned_names(t.target)}
+            work.extend((fd, [fd.body], name, name) for name in facts.loaders if name not in bound)
     while work:
         scope, body, name, src = work.pop()
         seen = flow.sources.setdefault((id(scope), name), set())

@@ -2,7 +2,8 @@
 
 What it does: for every loop over a set-up loader that does not train (no backward, step or zero_grad in it, nor
 in a local function it calls), followed wherever the loader goes (a function's or method's parameter, `self.x`
-of a class whose constructor receives it, the module level):
+of a class whose constructor receives it, the module level, a function that loops over a module-level loader by
+its global name):
 - Fabric: a loader that is only evaluated (every loop over it evaluates, it goes nowhere out of sight, and no
   function that iterates it reduces across ranks itself) is set up with `use_distributed_sampler=False` (PTM106
   writes it): every rank evaluates the whole set, so any metric (running `correct / total`, concatenated
@@ -240,8 +241,11 @@ class _Transformer(RuleTransformer):
         loaders = set(self.facts.loader_params.get(scope, set()))
         if scope == self.facts.setup_scope or (self.facts.setup_scope == MAIN_GUARD and scope == MODULE):
             loaders |= set(self.facts.loaders)
-        # Fabric: a loader only evaluated is not sharded (every rank sees the whole set): nothing to reduce
         here = id(self._defs[-1]) if self._defs else None
+        if self.facts.setup_scope in (MODULE, MAIN_GUARD) and hasattr(self, "flow"):
+            # a function that loops over a module-level loader by its global name (loader_flow follows it there)
+            loaders |= {n for n in self.facts.loaders if (here, n) in self.flow.sources}
+        # Fabric: a loader only evaluated is not sharded (every rank sees the whole set): nothing to reduce
         return {n for n in loaders if not (self.unsharded and (here, n) in self.flow.sources
                                            and self.flow.sources[(here, n)] <= self.unsharded)}
 
