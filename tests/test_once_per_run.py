@@ -245,7 +245,9 @@ def test_fixture_writes_each_path_once_on_two_processes(case, target):
 BROKEN_CASES = [("writers.py", "fabric_writers_every_rank.py", "fabric"),
                 ("writers.py", "accelerate_writers_every_rank.py", "accelerate"),
                 ("download.py", "fabric_download_every_rank.py", "fabric"),
-                ("download.py", "accelerate_download_every_rank.py", "accelerate")]
+                ("download.py", "accelerate_download_every_rank.py", "accelerate"),
+                ("outputs/outputs.py", "outputs/fabric_outputs_every_rank.py", "fabric"),
+                ("outputs/outputs.py", "outputs/accelerate_outputs_every_rank.py", "accelerate")]
 
 
 @slow
