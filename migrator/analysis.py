@@ -95,6 +95,8 @@ class Facts:
     model_aliases: Set[str] = field(default_factory=set)  # set-up models under another name (in a factory)
     assign_calls: List[tuple] = field(default_factory=list)  # (scope, local function, [targets]) of `a, b = f()`
     accelerator_kwargs: Dict[str, str] = field(default_factory=dict)  # asked of PTM100 by later rules: kw -> code
+    # options of the DDP wrappers PTM131 removed, for PTM100 to give the object (rules/_ddp_options.py)
+    ddp_wrappers: List[object] = field(default_factory=list)
     # the first node that shows the script already uses the other framework (its constructor, or a backward
     # called on an object named like it): such a script is not migrated (engine, PTM005)
     other_framework: Optional[cst.CSTNode] = None

@@ -13,7 +13,7 @@ import click
 
 from migrator import __version__
 from migrator.files import SourceError, decode, encode, write_atomic
-from migrator.launch import is_entry_script, launch_lines
+from migrator.launch import is_entry_script, launch_lines, reads_rank_env
 from migrator import report
 from migrator.config import Config, ConfigError, discover
 from migrator.options import LAUNCHERS, MATMUL_PRECISIONS, TARGETS, Options
@@ -279,8 +279,25 @@ def _summary(outcomes: List[FileOutcome], target: str, options: Options, err, pe
                and is_entry_script(o.result.code)]
     for o in scripts[:5]:
         click.echo(f"To run {o.path} on several devices:", file=err)
-        for line in launch_lines(o.path, target, options):
+        for line in launch_lines(o.path, target, options, _rank_env_at(o, outcomes)):
             click.echo(f"  {line}", file=err)
+
+
+def _rank_env_at(script, outcomes) -> Optional[str]:
+    """Where the run's files, or the modules beside the script, read RANK (migrator.launch.reads_rank_env)."""
+    texts = {str(o.path): o.result.code for o in outcomes if o.result and o.changed}
+    folder = Path(script.path).parent
+    try:
+        siblings = sorted(folder.glob("*.py"))[:200]
+    except OSError:
+        siblings = []
+    for p in siblings:
+        if str(p) not in texts:
+            try:
+                texts[str(p)] = p.read_text(encoding="utf-8", errors="replace")
+            except OSError:
+                pass
+    return reads_rank_env(texts)
 
 
 def main(argv: Optional[List[str]] = None) -> None:

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import ast
+import re
 import warnings
-from typing import List
+from typing import Dict, List, Optional
 
 from migrator.options import Options
 
@@ -71,7 +72,23 @@ def _trains(node: ast.AST, trainers: set = frozenset()) -> bool:
         (isinstance(f, ast.Attribute) and (f.attr in _TRAINING_METHODS or f.attr in _FRAMEWORK_CALLS))
 
 
-def launch_lines(script: str, target: str, options: Options) -> List[str]:
+_RANK_ENV = re.compile(r"""os\.(?:environ(?:\.get)?\s*[\[(]|getenv\s*\()\s*["']RANK["']|["']RANK["']\s+(?:not\s+)?in\s+os\.environ""")
+
+
+def reads_rank_env(texts: Dict[str, str]) -> Optional[str]:
+    """`path:line` of the first read of the RANK environment variable in `texts` (path -> module text), or None.
+    Framework fact: torchrun sets RANK in every process; Fabric's own launcher (`python script.py` with several
+    devices) sets LOCAL_RANK, WORLD_SIZE and NODE_RANK but not RANK, so code that reads it sees a single process."""
+    for path, text in texts.items():
+        m = _RANK_ENV.search(text)
+        if m:
+            return f"{path}:{text.count(chr(10), 0, m.start()) + 1}"
+    return None
+
+
+def launch_lines(script: str, target: str, options: Options, rank_env_at: Optional[str] = None) -> List[str]:
+    """The commands that start `script` on several devices. `rank_env_at` (`path:line`, from reads_rank_env): the
+    code reads RANK, which only torchrun sets, so Fabric's own launcher is not offered."""
     n = options.devices or "N"
     cpu = options.accelerator == "cpu"
     nodes = options.num_nodes or 2
@@ -82,7 +99,10 @@ def launch_lines(script: str, target: str, options: Options) -> List[str]:
         lines.append(f"fabric run --accelerator={acc} --devices={n} --num-nodes={nodes} --node-rank=RANK "
                      f"--main-address=HOST --main-port=29500 {script}    # on each node")
         return lines
-    if target == "fabric":
+    if target == "fabric" and rank_env_at:
+        lines.append(f"torchrun --nproc_per_node {n} {script}    # not `python {script}`: {rank_env_at} reads RANK, "
+                     f"which Fabric's own launcher does not set")
+    elif target == "fabric":
         if options.devices:
             lines.append(f"python {script}    # Fabric starts {options.devices} processes itself")
         else:

@@ -17,10 +17,26 @@ Why: `fabric.setup` / `accelerator.prepare` wrap the model themselves; a second 
 returns a plain DDP module on several processes, which has no custom attributes; Fabric's wrapper passes
 attributes through but refuses to run submodules outside `forward` unless told.
 
-Example: `model = DDP(model, device_ids=[local_rank])` is deleted.
+The wrapper's options go to the framework object that PTM100 creates (rules/_ddp_options.py): `device_ids`,
+`output_device` and a default `process_group` are the framework's own and go; `find_unused_parameters`,
+`broadcast_buffers`, `static_graph`, `gradient_as_bucket_view`, `bucket_cap_mb` (any other that is not at its
+default) are passed to the framework's DDP. A value that is not a literal is written as the same expression when
+its names are bound, once, before the object (a module constant, a parameter of the function); otherwise, and for
+wrappers with different options, positional or `**` options, options the framework cannot take at its creation
+(`process_group=group`, `device_mesh`) or Accelerate does not have (`init_sync`, ...), a TODO above the object
+names them. Where the migration creates no object in the file (it exists already, or the wrapper is in a module
+of its own), a TODO at the wrapper names the options.
 
-Fabric form: no wrapper; `model.mark_forward_method("generate")` after setup.
-Accelerate form: no wrapper; `accelerator.unwrap_model(model).generate(...)`.
+Example: `model = DDP(model, device_ids=[local_rank])` is deleted;
+`model = DDP(model, device_ids=[gpu], find_unused_parameters=True)` is deleted and the object gets the option.
+
+Fabric form: no wrapper; `model.mark_forward_method("generate")` after setup; options as
+`Fabric(..., strategy=DDPStrategy(find_unused_parameters=True))` (DDPStrategy passes extra keyword arguments to
+DistributedDataParallel; `--strategy ddp_spawn` / `ddp_fork` become its `start_method`, another strategy or
+`--launcher fabric-run` gets a TODO).
+Accelerate form: no wrapper; `accelerator.unwrap_model(model).generate(...)`; options as
+`Accelerator(..., kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])` (its fields are
+passed to DistributedDataParallel).
 
 In a script already on the framework (it calls its `setup` / `prepare` itself), a wrapper around a model that it
 does not hand to them (a reference model) is deliberate: it stays, with a note.
@@ -39,10 +55,12 @@ from migrator import matching as m
 from libcst.metadata import ParentNodeProvider, QualifiedNameProvider
 
 from migrator.names import dotted, qualified_names
-from migrator.rules.base import Context, Example, Rule, RuleTransformer
+from migrator.rules._ddp_options import read_wrapper
+from migrator.rules.base import TODO_PREFIX, Context, Example, Rule, RuleTransformer
 
 WRAPPERS = {"torch.nn.parallel.DistributedDataParallel", "torch.nn.parallel.distributed.DistributedDataParallel",
             "torch.nn.DataParallel", "torch.nn.parallel.DataParallel", "torch.nn.parallel.data_parallel.DataParallel"}
+DDP_NAMES = {"torch.nn.parallel.DistributedDataParallel", "torch.nn.parallel.distributed.DistributedDataParallel"}
 # nn.Module's own API: these pass through any wrapper.
 MODULE_API = {
     "train", "eval", "parameters", "named_parameters", "buffers", "named_buffers", "state_dict", "load_state_dict",
@@ -94,8 +112,29 @@ class _Transformer(RuleTransformer):
         if inner is not None:
             self.report(original_node, "removed the DDP/DataParallel wrapper: setup/prepare wraps the model", True)
             self._unwrapped.update(self._wrapped_names(inner))
+            self._keep_options(original_node)
             return updated_node.args[0].value
         return updated_node
+
+    def _keep_options(self, call: cst.Call) -> None:
+        """The wrapper's options (find_unused_parameters=True, ...) go to the object PTM100 creates in this file
+        (rules/_ddp_options.py); where no object is created here, a TODO names them."""
+        if not qualified_names(self, call.func) & DDP_NAMES:
+            return  # DataParallel's device_ids / output_device / dim are the framework's business
+        function = next((s for s in reversed(self._stmts) if isinstance(s, cst.FunctionDef)), None)
+        nested = sum(isinstance(s, cst.FunctionDef) for s in self._stmts) > 1
+        found = read_wrapper(call, self.scope, function, nested)
+        if not found:
+            return
+        from migrator.engine import _selected
+        if self.facts.setup_scope and not self.facts.fw_exists and _selected("PTM100", self.ctx.options):
+            self.facts.ddp_wrappers.append(found)
+            return
+        given = ", ".join([f"{k}={v}" for k, v in found.options.items()] + found.unreadable)
+        where = ("`strategy=DDPStrategy(...)`" if self.ctx.target == "fabric"
+                 else "`kwargs_handlers=[DistributedDataParallelKwargs(...)]`")
+        self.todo(call, f"the removed DistributedDataParallel wrapper had {given}: the migration does not "
+                        f"create the framework object in this file; give its DDP these options by hand ({where})")
 
     def _wrapped_names(self, inner: cst.BaseExpression) -> set:
         """The wrapped model and the names the wrapper is assigned to (`model = DDP(model).to(device)`)."""
@@ -184,6 +223,9 @@ class _Transformer(RuleTransformer):
         if isinstance(small, cst.Assign) and len(small.targets) == 1 and \
                 self._wrapper_inner(original_node.body[0].value) is not None and \
                 dotted(small.targets[0].target) is not None and dotted(small.targets[0].target) == dotted(small.value):
+            for code, message in self._todos.pop(id(original_node), ()):  # they go with the statement that follows
+                self._pending_comments = self._pending_comments + [cst.EmptyLine(comment=cst.Comment(
+                    f"{TODO_PREFIX} {code}: {message}"))]
             return self.remove(original_node)
         return updated_node
 

@@ -20,6 +20,10 @@ follow the script's own CUDA flag (`Fabric(accelerator="cuda" if args.cuda else 
 the flag's line in a function or the main guard when nothing above uses the object), and PTM114 asks for CPU
 processes (`accelerator="cpu"`) where a hand-made input cannot be put on the device; a comment above says why.
 
+The options of a DDP wrapper that PTM131 removed go to the object: `strategy=DDPStrategy(find_unused_parameters=True)`
+in place of `strategy="ddp"` (Fabric), `kwargs_handlers=[DistributedDataParallelKwargs(...)]` (Accelerate); what
+cannot be passed gets a PTM131 TODO above the object (rules/_ddp_options.py).
+
 Accelerate form: `Accelerator(cpu=True, mixed_precision=...)` from `--accelerator cpu` and `--precision`;
 `cpu=not args.cuda` for the script's flag, `cpu=True` for PTM114.
 The process count comes from the launcher (`accelerate launch`, `torchrun`). Without `--accelerator`,
@@ -31,6 +35,7 @@ Fix safety: safe; an existing framework object is reused, never created twice.
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import List, Sequence
 
@@ -38,12 +43,14 @@ import libcst as cst
 
 from migrator.analysis import MAIN_GUARD, MODULE, is_main_guard
 from migrator.names import dotted
-from migrator.rules.base import Context, Example, Rule, RuleTransformer
+from migrator.rules.base import Context, Example, Rule, RuleTransformer, with_todo
 
 ENV_COMMENT = "# without --devices, the device and node counts follow torchrun when it starts the script"
 
 
-def fabric_ctor(ctx: Context) -> str:
+def fabric_ctor(ctx: Context, ddp=None) -> str:
+    """The `fabric = Fabric(...)` line; `ddp` (rules/_ddp_options.Plan) gives the strategy that carries the removed
+    DDP wrapper's options."""
     o = ctx.options
     if o.launcher == "fabric-run":
         args = []
@@ -62,7 +69,9 @@ def fabric_ctor(ctx: Context) -> str:
             args.append(f"devices={dev}" if str(dev).lstrip("-").isdigit() else f'devices="{dev}"')
         else:
             args.append('devices=os.environ.get("LOCAL_WORLD_SIZE", "auto")')
-        if o.strategy:
+        if ddp is not None and ddp.argument is not None:
+            args.append(f"strategy={ddp.argument[1]}")  # DDPStrategy: "ddp" (or its spawn / fork form) with options
+        elif o.strategy:
             args.append(f'strategy="{o.strategy}"')
         if ctx.options.num_nodes is not None:
             args.append(f"num_nodes={o.num_nodes}")
@@ -79,7 +88,9 @@ CPU_UNDER_TORCHRUN = 'cpu=not torch.cuda.is_available() and int(os.environ.get("
 ACC_ENV_COMMENT = "# without --accelerator, CPU-only machines need cpu=True for torchrun's processes to train together"
 
 
-def accelerator_ctor(ctx: Context) -> str:
+def accelerator_ctor(ctx: Context, ddp=None) -> str:
+    """The `accelerator = Accelerator(...)` line; `ddp` (rules/_ddp_options.Plan) adds the removed DDP wrapper's
+    options as a kwargs handler."""
     args = []
     choice = ctx.facts.device_choice  # PTM114 (CPU processes) or PTM115 (the script's own device flag)
     if ctx.options.accelerator == "cpu" or (ctx.options.accelerator is None and choice == "cpu"):
@@ -95,6 +106,8 @@ def accelerator_ctor(ctx: Context) -> str:
     if precision:
         args.append(f"mixed_precision={precision}")
     args.extend(f"{k}={v}" for k, v in ctx.facts.accelerator_kwargs.items())  # PTM141, PTM142
+    if ddp is not None and ddp.argument is not None:
+        args.append(f"{ddp.argument[0]}={ddp.argument[1]}")  # PTM131: the removed DDP wrapper's options
     return f"{ctx.fw} = Accelerator({', '.join(args)})"
 
 
@@ -108,18 +121,18 @@ def _comments(*texts) -> List[cst.EmptyLine]:
     return [cst.EmptyLine(comment=cst.Comment(t)) for t in texts if t]
 
 
-def creation_statements(ctx: Context) -> List[cst.BaseStatement]:
+def creation_statements(ctx: Context, ddp=None) -> List[cst.BaseStatement]:
     # why the object picks the CPU, or follows the script's flag (unless --accelerator decided)
     note = ctx.facts.device_comment if ctx.options.accelerator is None and ctx.facts.device_choice else None
     if ctx.target == "fabric":
-        code = fabric_ctor(ctx)
+        code = fabric_ctor(ctx, ddp)
         stmts = [cst.parse_statement(code)]
         stmts[0] = stmts[0].with_changes(leading_lines=_comments(ENV_COMMENT if "os.environ" in code else None,
                                                                  note if "accelerator=" in code else None))
         if ctx.options.launcher != "fabric-run":
             stmts.append(cst.parse_statement(f"{ctx.fw}.launch()"))
         return stmts + _matmul_precision(ctx)
-    code = accelerator_ctor(ctx)
+    code = accelerator_ctor(ctx, ddp)
     stmt = cst.parse_statement(code)
     stmt = stmt.with_changes(leading_lines=_comments(ACC_ENV_COMMENT if "os.environ" in code else None, note))
     return [stmt] + _matmul_precision(ctx)
@@ -206,15 +219,40 @@ class _Transformer(RuleTransformer):
             where = binding_index(body, self.facts.create_after)
             idx = idx if where is None else max(idx, where + 1)
         idx = after_group_start(body, idx, self.fw)
-        new = creation_statements(self.ctx)
+        ddp = self._ddp_plan(body, idx)
+        new = creation_statements(self.ctx, ddp)
+        for message in ddp.todos if ddp is not None else ():  # PTM131's: what the removed DDP wrapper had
+            new[0] = with_todo(new[0], "PTM131", message)
         if module_level and idx < len(body):
             # keep the blank lines that separated imports from code, above our block instead
             new[0] = new[0].with_changes(leading_lines=list(body[idx].leading_lines) + list(new[0].leading_lines))
             body = list(body[:idx]) + [body[idx].with_changes(leading_lines=[cst.EmptyLine()])] + list(body[idx + 1:])
         if body:
-            self.report(self.where(min(idx, len(body) - 1), body), f"created `{self.fw}`, the {self.ctx.target} object that the migrated code uses", True)
+            where = self.where(min(idx, len(body) - 1), body)
+            self.report(where, f"created `{self.fw}`, the {self.ctx.target} object that the migrated code uses", True)
+            for message in ddp.todos if ddp is not None else ():
+                self.report(where, message, False)
+                self.ctx.diagnostics[-1] = dataclasses.replace(self.ctx.diagnostics[-1], code="PTM131")
+            if ddp is not None and ddp.argument is not None:
+                self.report(where, f"`{ddp.argument[0]}={ddp.argument[1]}`: the options of the removed "
+                                   f"DistributedDataParallel wrapper, for the framework's DDP", True)
+        for module, name in ddp.imports if ddp is not None else ():
+            self.ctx.imports.add(module, name)
         self._schedule_imports()
         return list(body[:idx]) + new + list(body[idx:])
+
+    def visit_Module(self, node: cst.Module):
+        self._module = node
+        return True
+
+    def _ddp_plan(self, body: Sequence[cst.BaseStatement], idx: int):
+        """The removed DDP wrappers' options for the object created at `body[idx]` (rules/_ddp_options.py)."""
+        if not self.facts.ddp_wrappers:
+            return None
+        from migrator.rules import _ddp_options
+        at = _ddp_options.place(self._module, self.facts.setup_scope, body, idx)
+        return _ddp_options.plan(self._module, self.facts.ddp_wrappers, self.ctx.target, at,
+                                 self.ctx.options.strategy, self.ctx.options.launcher)
 
     def _schedule_imports(self) -> None:
         if self.ctx.target == "fabric":

@@ -452,6 +452,22 @@ def test_launch_hints_only_for_entry_scripts(tmp_path, monkeypatch):
     assert "To run trainer.py" not in r.stderr
 
 
+def test_launch_hint_is_torchrun_where_the_code_reads_rank(tmp_path, monkeypatch):
+    """A helper beside the script that reads RANK (MAE's and DETR's init_distributed_mode): Fabric's own launcher
+    does not set it, so only torchrun is offered for Fabric; without such a read, `python train.py` is."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "train.py").write_text(LOOP_CALLER.replace("from trainer import fit", "from trainer import fit\nimport misc"))
+    (tmp_path / "trainer.py").write_text(LOOP_LIB)
+    r = invoke([".", "--target", "fabric", "--diff", "--devices", "2"])
+    assert "python train.py    # Fabric starts 2 processes itself" in r.stderr, r.stderr
+    (tmp_path / "misc.py").write_text('import os\n\n\ndef init_distributed_mode(args):\n'
+                                      '    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:\n'
+                                      '        args.rank = int(os.environ["RANK"])\n')
+    r = invoke([".", "--target", "fabric", "--diff", "--devices", "2"])
+    assert "python train.py    #" not in r.stderr, r.stderr
+    assert "torchrun --nproc_per_node 2 train.py    # not `python train.py`: misc.py:5 reads RANK" in r.stderr
+
+
 @pytest.mark.parametrize("code,entry", [
     ("import torch\nfabric = Fabric()\nfabric.launch()\n", True),
     ("def main():\n    fabric = Fabric()\n\n\nif '__main__' == __name__:\n    main()\n", True),
