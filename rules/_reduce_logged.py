@@ -13,8 +13,9 @@ on one process. So one process logs the same number as before.
 Safe only when the statement runs exactly when the loss's backward does, which DDP already makes every rank run:
 the same function, after the backward, with nothing between them that leaves the loop or the function
 (`break`, `continue`, `return`, `raise`) or rebinds the loss, and no condition around the statement that the
-backward is not under, except `with` blocks and `if` tests on step or epoch counters and settings
-(`if step % 10 == 0:`). Anything else keeps the value and says that the main process logs its own shard's.
+backward is not under, except `with` blocks and `if` tests on step or epoch counters, the enclosing loops'
+indices and settings (`if step % 10 == 0:`, `if i % args.log_interval == 0:`), none of them named for a value of
+the data (`best_loss`, `logits`). Anything else keeps the value and says that the main process logs its own shard's.
 """
 from __future__ import annotations
 
@@ -28,7 +29,9 @@ from migrator.names import dotted
 
 # names (or last attributes) a test may read and still be the same on every rank: counters and settings
 UNIFORM_WORDS = ("step", "epoch", "iter", "interval", "every", "freq", "log", "print", "idx", "global", "period",
-                 "num_", "max_", "eval", "save", "debug", "verbose")
+                 "num_", "max_", "eval", "save", "debug", "verbose", "accum")
+# ... unless the name also says it holds a value of the data (`logits`, `best_loss`, `val_acc`)
+DATA_WORDS = ("loss", "logit", "pred", "score", "metric", "grad_norm", "nan", "best", "accuracy", "output")
 SETTINGS_ROOTS = ("args", "config", "cfg", "opt", "opts", "hparams", "hp", "params", "flags", "FLAGS")
 _EXITS = (cst.Break, cst.Continue, cst.Return, cst.Raise)
 
@@ -103,8 +106,32 @@ class Index:
         return out
 
 
-def uniform_test(test: cst.BaseExpression) -> bool:
-    """A test every rank answers alike: counters, settings and constants compared or combined, no call, no rank."""
+def _data_word(word: str) -> bool:
+    w = word.lower()
+    return any(d in w for d in DATA_WORDS) or w == "acc" or w.startswith("acc_") or w.endswith("_acc")
+
+
+def loop_counters(ancestors: Ancestors) -> Set[str]:
+    """Names that count the iterations of the enclosing loops: `i` of `for i in range(n)` and of
+    `for i, batch in enumerate(loader)` (every rank runs as many batches: the sampler pads its shard)."""
+    out: Set[str] = set()
+    for node, _ in ancestors:
+        if not (isinstance(node, cst.For) and isinstance(node.iter, cst.Call)):
+            continue
+        func = dotted(node.iter.func)
+        if func == "range" and isinstance(node.target, cst.Name):
+            out.add(node.target.value)
+        elif func == "enumerate":
+            target = node.target
+            first = target.elements[0].value if isinstance(target, (cst.Tuple, cst.List)) and target.elements else None
+            if isinstance(first, cst.Name):
+                out.add(first.value)
+    return out
+
+
+def uniform_test(test: cst.BaseExpression, counters: Set[str] = frozenset()) -> bool:
+    """A test every rank answers alike: counters (`counters`: the enclosing loops'), settings and constants compared
+    or combined, no call, no rank."""
     if se.rankish(test):
         return False
     for node in m.findall(test, m.Call() | m.Subscript() | m.Lambda() | m.Await()):
@@ -127,10 +154,13 @@ def uniform_test(test: cst.BaseExpression) -> bool:
             continue
         word = leaf.value if isinstance(leaf, cst.Name) else leaf.attr.value
         root = (dotted(leaf) or "").split(".")[0]
+        if isinstance(leaf, cst.Name) and word in counters:
+            continue
+        if _data_word(word):
+            return False
         if word.isupper() or any(w in word.lower() for w in UNIFORM_WORDS):
             continue
-        if isinstance(leaf, cst.Attribute) and root in SETTINGS_ROOTS and "loss" not in word.lower() \
-                and "acc" not in word.lower():
+        if isinstance(leaf, cst.Attribute) and root in SETTINGS_ROOTS:
             continue
         return False
     return True
@@ -161,8 +191,9 @@ def why_not(index: Index, stmt: cst.CSTNode, name: str) -> Optional[str]:
     b_anc = index.where[id(back)][1]
     while shared < min(len(ancestors), len(b_anc)) and ancestors[shared] == b_anc[shared]:
         shared += 1
+    counters = loop_counters(ancestors)
     for node, label in ancestors[shared:]:
-        if isinstance(node, cst.If) and uniform_test(node.test):
+        if isinstance(node, cst.If) and uniform_test(node.test, counters):
             continue
         if isinstance(node, cst.With) and not any(se.rankish(i.item) for i in node.items):
             continue

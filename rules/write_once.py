@@ -23,8 +23,8 @@ loss.item()})`, a line written to the log) is the mean over ranks: `loss_mean = 
 .clone(), reduce_op="mean")` / `loss_mean = accelerator.reduce(loss.detach(), reduction="mean")` goes right before it,
 outside the main-process guard (a collective every rank must reach), and it logs `loss_mean.item()`; on one process
 that is the same number. Only where the statement runs whenever the loss's backward does (same function, after the
-backward, only `with` blocks and step or epoch tests such as `if step % 10 == 0:` around it, no `break` / `continue`
-/ `return` / `raise` and no new `loss` in between: rules/_reduce_logged.py); elsewhere the value stays the main
+backward, only `with` blocks and tests of counters, loop indices and settings such as `if step % 10 == 0:` around
+it, no `break` / `continue` / `return` / `raise` and no new `loss` in between: rules/_reduce_logged.py); elsewhere the value stays the main
 process's own (its shard's) and a note says why. Other logged numbers (an accuracy, a running sum, a value of a
 helper) are the main process's own too, unless the script reduces them (PTM112 reduces sums over a set-up loader).
 

@@ -191,6 +191,17 @@ def test_logged_loss_stays_rank_zeros_own_where_a_collective_could_hang(body, wh
     assert why in note, note
 
 
+def test_logged_loss_under_a_loop_index_or_a_setting_test_is_reduced():
+    loop = ("    for i, batch in enumerate(loader):\n        loss = model(batch).sum()\n        loss.backward()\n"
+            "        optimizer.step()\n        if i % args.log_interval == 0 and not args.dry_run:\n"
+            "            wandb.log({'loss': loss.item()})\n")
+    r = _migrate("", head=RHEAD, loop=loop)
+    assert "        if i % args.log_interval == 0 and not args.dry_run:\n            loss_mean = fabric" in r.code
+    r = _migrate("", head=RHEAD, loop=loop.replace("i % args.log_interval == 0 and not args.dry_run",
+                                                    "i % 10 == 0 and args.best_loss > 1"))
+    assert "all_reduce" not in r.code  # `best_loss` names a value of the data
+
+
 def test_logged_value_of_a_helper_or_a_rank_guard_is_not_reduced():
     helper = "def log_loss(writer, loss, step):\n    writer.add_scalar('loss', loss.item(), step)\n\n\n"
     head = RHEAD.replace("\n\n\ndef main():", "\n\n\n" + helper + "def main():")
