@@ -24,9 +24,10 @@ loss.item()})`, a line written to the log) is the mean over ranks: `loss_mean = 
 outside the main-process guard (a collective every rank must reach), and it logs `loss_mean.item()`; on one process
 that is the same number. Only where the statement runs whenever the loss's backward does (same function, after the
 backward, only `with` blocks and tests of counters, loop indices and settings such as `if step % 10 == 0:` around
-it, no `break` / `continue` / `return` / `raise` and no new `loss` in between: rules/_reduce_logged.py); elsewhere the value stays the main
-process's own (its shard's) and a note says why. Other logged numbers (an accuracy, a running sum, a value of a
-helper) are the main process's own too, unless the script reduces them (PTM112 reduces sums over a set-up loader).
+it, no `break` / `continue` / `return` / `raise` and no new `loss` in between: rules/_reduce_logged.py);
+elsewhere the value stays the main process's own (its shard's) and a note says why. Other logged numbers (an
+accuracy, a running sum, a value of a helper) are the main process's own too, unless the script reduces them
+(PTM112 reduces sums over a set-up loader).
 
 Example: `save_image(fake, f"samples/{epoch}.png")` -> `if fabric.is_global_zero: save_image(...)`;
 `writer = SummaryWriter("runs/x")` -> `writer = SummaryWriter("runs/x") if fabric.is_global_zero else None`.
