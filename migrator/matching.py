@@ -8,6 +8,7 @@ pt-migrate needs to start; the rules only ever match node types with field patte
     m.Arg(m.Attribute(attr=m.Name("x")))   # nested
     m.Call(args=[])                        # a sequence field: same length, element by element
     m.matches(node, pattern), m.findall(tree, pattern)   # findall: every matching node, in visiting order
+    m.iter_nodes(tree)                     # every node, in visiting order, without libcst's copy of each
 """
 from __future__ import annotations
 
@@ -19,8 +20,26 @@ import libcst as cst
 _FIELDS: Dict[type, Tuple[str, ...]] = {}
 
 
+def _kinds(node_type: type) -> frozenset:
+    """`node_type` and every subclass of it: a set lookup of `type(node)` instead of isinstance, which goes
+    through ABCMeta for libcst's node classes (several times slower)."""
+    kinds = _KINDS.get(node_type)
+    if kinds is None:
+        found, todo = {node_type}, [node_type]
+        while todo:
+            for sub in todo.pop().__subclasses__():
+                if sub not in found:
+                    found.add(sub)
+                    todo.append(sub)
+        kinds = _KINDS[node_type] = frozenset(found)
+    return kinds
+
+
+_KINDS: Dict[type, frozenset] = {}
+
+
 class Pattern:
-    __slots__ = ("node_type", "fields")
+    __slots__ = ("node_type", "fields", "kinds")
 
     def __init__(self, node_type: type, args: tuple, kwargs: dict):
         names = _FIELDS.get(node_type)
@@ -30,24 +49,26 @@ class Pattern:
         fields.update(kwargs)
         self.node_type = node_type
         self.fields = fields
+        self.kinds = _kinds(node_type)
 
     def __or__(self, other) -> "OneOf":
         return OneOf(self, other)
 
     def test(self, node: Any) -> bool:
-        if not isinstance(node, self.node_type):
+        if type(node) not in self.kinds:
             return False
         return all(_test(getattr(node, name), want) for name, want in self.fields.items())
 
 
 class OneOf:
-    __slots__ = ("options",)
+    __slots__ = ("options", "kinds")
 
     def __init__(self, *options):
         flat: List[Any] = []
         for o in options:
             flat.extend(o.options if isinstance(o, OneOf) else (o,))
         self.options = tuple(flat)
+        self.kinds = frozenset().union(*(o.kinds for o in flat))
 
     def __or__(self, other) -> "OneOf":
         return OneOf(self, other)
@@ -81,22 +102,85 @@ class Visitor(cst.CSTVisitor):
         pass
 
 
-class _FindAll(Visitor):
-    def __init__(self, pattern):
+class _Order(cst.CSTVisitor):
+    """Records the attributes that libcst's own visit of one node goes through, in order, without entering them."""
+
+    def __init__(self):
         super().__init__()
-        self.pattern = pattern
-        self.found: List[cst.CSTNode] = []
+        self.names: List[str] = []
 
     def on_visit(self, node: cst.CSTNode) -> bool:
-        if self.pattern.test(node):
-            self.found.append(node)
-        return True
+        return False
+
+    def on_leave(self, original_node: cst.CSTNode) -> None:
+        pass
+
+    def on_visit_attribute(self, node: cst.CSTNode, attribute: str) -> None:
+        if attribute not in self.names:
+            self.names.append(attribute)
+
+    def on_leave_attribute(self, node: cst.CSTNode, attribute: str) -> None:
+        pass
+
+
+_ORDER: Dict[type, Tuple[str, ...]] = {}
+
+
+def _child_names(node: cst.CSTNode) -> Tuple[str, ...]:
+    """The attributes holding a node's children, in libcst's visiting order (source order), learnt once per node
+    type from libcst's own `_visit_and_replace_children`: every visit helper reports its attribute, whatever the
+    value (None, a sentinel, a sequence or a node), so the order depends on the type only. The one exception, an
+    f-string part's `format_spec`, is visited last and only when present: a field that the recording missed and
+    that could hold a node is walked last."""
+    kind = type(node)
+    names = _ORDER.get(kind)
+    if names is None:
+        recorder = _Order()
+        node._visit_and_replace_children(recorder)
+        rest = [f.name for f in dataclasses.fields(node) if f.name not in recorder.names
+                and not isinstance(getattr(node, f.name), (str, int, float))]
+        names = _ORDER[kind] = tuple(recorder.names + rest)
+    return names
+
+
+def iter_nodes(tree: cst.CSTNode):
+    """Every node of `tree`, itself first, in the order a libcst visitor's `on_visit` sees them. A read-only walk:
+    libcst's `visit` builds a copy of every node it passes (`_visit_and_replace_children`) even for a visitor that
+    changes nothing, which is most of the cost of a search; this reads the attributes instead."""
+    stack = [tree]
+    pop, push, order, sequence = stack.pop, stack.extend, _ORDER, (tuple, list)
+    while stack:
+        node = pop()
+        yield node
+        names = order.get(type(node))
+        if names is None:
+            names = _child_names(node)
+        if not names:
+            continue
+        children = []
+        for name in names:
+            value = getattr(node, name)
+            kind = type(value)
+            if kind in order or kind in _NODE_TYPES:
+                children.append(value)
+            elif kind in sequence:
+                children.extend(value)
+            elif value is not None and kind is not _SENTINEL and isinstance(value, cst.CSTNode):  # a type not met yet
+                children.append(value)
+        if children:
+            children.reverse()
+            push(children)
+
+
+_SENTINEL = type(cst.MaybeSentinel.DEFAULT)
+_NODE_TYPES = frozenset(c for c in vars(cst).values() if isinstance(c, type) and issubclass(c, cst.CSTNode))
 
 
 def findall(tree: cst.CSTNode, pattern, metadata_resolver=None) -> List[cst.CSTNode]:
-    finder = _FindAll(pattern)
-    tree.visit(finder)
-    return finder.found
+    """Every node of `tree` (itself included) that matches `pattern`, in libcst's visiting order, as
+    libcst.matchers.findall gives them. Node types are checked first, by a set lookup."""
+    test, kinds = pattern.test, pattern.kinds
+    return [node for node in iter_nodes(tree) if type(node) in kinds and test(node)]
 
 
 def __getattr__(name: str):
