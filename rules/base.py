@@ -140,9 +140,25 @@ _STATEMENTS = (cst.SimpleStatementLine, cst.BaseCompoundStatement)
 _STATEMENT_TYPES = frozenset(c for c in vars(cst).values() if isinstance(c, type) and issubclass(c, _STATEMENTS))
 
 
+_HOOKS: dict = {}
+
+
+def _hook(cls: type, prefix: str, node_type: type):
+    """`cls`'s `visit_<Node>` / `leave_<Node>` function for a node type, or None: libcst's CSTTransformer looks
+    it up by name (an f-string and a getattr) at every node of every pass; the answer depends on the classes only.
+    A transformer with hooks set on the instance when its walk starts keeps libcst's lookup."""
+    key = (cls, prefix, node_type)
+    try:
+        return _HOOKS[key]
+    except KeyError:
+        hook = _HOOKS[key] = getattr(cls, prefix + node_type.__name__, None)
+        return hook
+
+
 class RuleTransformer(cst.CSTTransformer):
     """A transformer that knows which scope it is in and can report diagnostics for its rule."""
     METADATA_DEPENDENCIES = (PositionProvider,)
+    _own_hooks: Optional[bool] = None  # whether the instance has visit_/leave_ attributes of its own
 
     def __init__(self, rule: Rule, ctx: Context):
         super().__init__()
@@ -227,7 +243,13 @@ class RuleTransformer(cst.CSTTransformer):
             if self._pending_comments:  # comments of a statement removed just before land on this one
                 self._receivers[id(node)] = self._pending_comments
                 self._pending_comments = []
-        descend = super().on_visit(node)
+        if self._own_hooks is None:  # hooks set on the instance (tests do): libcst's lookup by name
+            self._own_hooks = any(k.startswith(("visit_", "leave_")) for k in vars(self))
+        if self._own_hooks:
+            descend = super().on_visit(node)
+        else:
+            hook = _hook(type(self), "visit_", type(node))
+            descend = hook is None or hook(self, node) is not False  # as CSTTransformer.on_visit
         return descend and not (self.skip and id(node) in self.skip)  # its leave hooks still run
 
     # No rule has `visit_<Node>_<attribute>` hooks: skip libcst's lookup of one per attribute of every node.
@@ -250,7 +272,11 @@ class RuleTransformer(cst.CSTTransformer):
         return cst.RemoveFromParent()
 
     def on_leave(self, original_node, updated_node):
-        result = super().on_leave(original_node, updated_node)
+        if self._own_hooks:
+            result = super().on_leave(original_node, updated_node)
+        else:
+            hook = _hook(type(self), "leave_", type(original_node))  # as CSTTransformer.on_leave
+            result = updated_node if hook is None else hook(self, original_node, updated_node)
         if type(original_node) in _STATEMENT_TYPES:
             self._stmts.pop()
             carried = self._receivers.pop(id(original_node), None) if self._receivers else None
