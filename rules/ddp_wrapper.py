@@ -5,7 +5,9 @@ What it does: `model = DDP(model, device_ids=[rank])` is deleted and `model = DD
 becomes `accelerator.unwrap_model(model)` and attributes or methods of the user's class read off a set-up
 model (`model.init_hidden(...)`, `model.config`) go through `accelerator.unwrap_model(model)`. For Fabric,
 `model.module` stays (it is the original module) and methods other than `forward` that the script calls on
-a set-up model are marked with `model.mark_forward_method("name")` right after setup (PTM105).
+a set-up model are marked with `model.mark_forward_method("name")` right after setup (PTM105): only names that the
+module's classes define as methods (a submodule called directly, `model.encoder(x)`, or a staticmethod is not one,
+and marking it makes setup raise); where the model's class is imported, a TODO says what to mark.
 
 A wrapper goes only where the framework wraps the model in its place: the model is set up (an optimizer of the
 file trains it, its parameter groups included, or the script hands it to setup / prepare), or the wrapper is in a
@@ -45,10 +47,15 @@ Fix safety: safe. On Accelerate, a custom method that computes the training loss
 whose result a backward in the loop around it takes) would bypass DDP's gradient hooks through `unwrap_model`: it
 runs through the prepared model instead, with the module's `forward` pointed at the method for that call
 (`accelerator.unwrap_model(model).forward = accelerator.unwrap_model(model).training_loss`, `loss = model(x)`,
-`del accelerator.unwrap_model(model).forward`: what Fabric's `mark_forward_method` does). A call in another shape
+`del accelerator.unwrap_model(model).forward`: what Fabric's `mark_forward_method` does); a method that calls the
+model's own forward (`self(x)`) gets a redirection that removes itself before the call
+(`... .forward = lambda *args, **kwargs: delattr(..., "forward") or ... .training_loss(*args, **kwargs)`), else it
+would call itself forever. A call in another shape
 (not a one-statement assignment on a model name) keeps a TODO: the gradients would not sync.
 """
 from __future__ import annotations
+
+from typing import Optional
 
 import libcst as cst
 from migrator import matching as m
@@ -70,6 +77,51 @@ MODULE_API = {
     "get_parameter", "type", "share_memory", "mark_forward_method", "no_sync", "module", "training",
     "register_module", "add_module", "__class__", "__dict__",
 }
+
+
+def class_members(module: cst.Module):
+    """(methods, other names) of the module's classes: `def name` bound as a method (not a staticmethod or a
+    property) and names bound otherwise (`self.encoder = nn.Linear(...)`, class attributes, properties)."""
+    methods, other = set(), set()
+    for cls in m.findall(module, m.ClassDef()):
+        for stmt in cls.body.body:
+            if isinstance(stmt, cst.FunctionDef):
+                plain = not any(dotted(d.decorator) in ("staticmethod", "property") or
+                                (dotted(d.decorator) or "").endswith(".setter") for d in stmt.decorators)
+                (methods if plain else other).add(stmt.name.value)
+        for a in m.findall(cls, m.Assign()):
+            for t in a.targets:
+                name = dotted(t.target) or ""
+                if name.startswith("self.") and name.count(".") == 1:
+                    other.add(name[5:])
+                elif name and "." not in name:
+                    other.add(name)
+    return methods, other
+
+
+def calls_own_forward(module: Optional[cst.Module], method: str) -> bool:
+    """A method of the module's classes named `method` calls `self(...)` or `self.forward(...)`: pointing the
+    module's forward at it (Accelerate's route for a loss method) would make it call itself forever."""
+    if module is None:
+        return False
+    own = m.Call(func=m.Name("self")) | m.Call(func=m.Attribute(value=m.Name("self"), attr=m.Name("forward")))
+    return any(isinstance(s, cst.FunctionDef) and s.name.value == method and m.findall(s.body, own)
+               for cls in m.findall(module, m.ClassDef()) for s in cls.body.body)
+
+
+def forward_methods_to_mark(module: cst.Module, model: str):
+    """(names to mark, names unsure): of non_forward_methods, those the module's classes define as methods (and
+    bind to nothing else) are marked; a submodule or attribute (`model.encoder(x)`) is not (Fabric's
+    mark_forward_method raises AttributeError on what is not a method); a name the module does not define (the
+    class is imported) is unsure."""
+    methods, other = class_members(module)
+    mark, unsure = [], []
+    for name in non_forward_methods(module, model):
+        if name in methods and name not in other:
+            mark.append(name)
+        elif name not in methods and name not in other:
+            unsure.append(name)
+    return mark, unsure
 
 
 def non_forward_methods(module: cst.Module, model: str):
@@ -159,6 +211,7 @@ class _Transformer(RuleTransformer):
         removed wrapper) names the plain model: it becomes `model`. After the setup it is Fabric's original module
         and stays."""
         self._before_setup: set = set()
+        self._module = node
         if self.ctx.target != "fabric" or ".module" not in (self.ctx.text or ".module"):
             return True
         from migrator.rules._moves import _uses_for_training, setup_block, setup_point
@@ -202,7 +255,7 @@ class _Transformer(RuleTransformer):
     def leave_SimpleStatementLine(self, original_node, updated_node):
         route = self._routes.pop(id(original_node), None) if self._routes else None
         if route is not None:
-            base, attr = route
+            base, attr, once = route
 
             class _Direct(cst.CSTTransformer):  # model.attr(...) -> model(...)
                 def leave_Call(self, o, u):
@@ -213,11 +266,20 @@ class _Transformer(RuleTransformer):
                     return u
 
             inner = f"{self.fw}.unwrap_model({base})"
+            call = updated_node.visit(_Direct()).with_changes(leading_lines=[])
+            if once:  # the method calls the model's own forward: the redirection removes itself first, as Fabric's does
+                first = cst.parse_statement(
+                    f'{inner}.forward = lambda *args, **kwargs: delattr({inner}, "forward") or '
+                    f'{inner}.{attr}(*args, **kwargs)').with_changes(
+                    leading_lines=list(updated_node.leading_lines) + [cst.EmptyLine(comment=cst.Comment(
+                        f"# `{attr}` runs through the prepared model's forward (Accelerate has no "
+                        f"mark_forward_method), so DDP averages its gradients; it calls the model's forward itself, "
+                        f"so the redirection removes itself before the call"))])
+                return cst.FlattenSentinel([first, call])
             first = cst.parse_statement(f"{inner}.forward = {inner}.{attr}").with_changes(
                 leading_lines=list(updated_node.leading_lines) + [cst.EmptyLine(comment=cst.Comment(
                     f"# `{attr}` runs through the prepared model's forward (Accelerate has no mark_forward_method), "
                     f"so DDP averages its gradients"))])
-            call = updated_node.visit(_Direct()).with_changes(leading_lines=[])
             return cst.FlattenSentinel([first, call, cst.parse_statement(f"del {inner}.forward")])
         small = updated_node.body[0] if len(updated_node.body) == 1 else None
         if isinstance(small, cst.Assign) and len(small.targets) == 1 and \
@@ -263,7 +325,8 @@ class _Transformer(RuleTransformer):
             # call: what Fabric's mark_forward_method does
             if isinstance(original_node.value, cst.Name) and len(self._stmts) and \
                     isinstance(self._stmts[-1], cst.SimpleStatementLine) and len(self._stmts[-1].body) == 1:
-                self._routes[id(self._stmts[-1])] = (base, attr)
+                self._routes[id(self._stmts[-1])] = (base, attr,
+                                                     calls_own_forward(getattr(self, "_module", None), attr))
                 self.report(original_node, f"`{base}.{attr}(...)` computes the training loss outside `forward`: it "
                                            f"now runs through the prepared model's forward (the module's `forward` "
                                            f"is `{attr}` for that call), so DDP averages its gradients", True)

@@ -38,7 +38,7 @@ import libcst as cst
 from migrator import matching as m
 
 from migrator.names import assigned_names, dotted
-from migrator.rules.ddp_wrapper import non_forward_methods
+from migrator.rules.ddp_wrapper import forward_methods_to_mark
 from migrator.rules._moves import _assigned, _uses_for_training, setup_point
 from migrator.rules.base import Context, Example, Rule, RuleTransformer, with_todo
 from migrator.rules.framework_object import _Transformer as _FrameworkPlacement
@@ -130,8 +130,17 @@ class _Transformer(_FrameworkPlacement):
         new = [cst.parse_statement(line) for line in setup_lines(self.ctx, optimizers)]
         if self.ctx.target == "fabric" and getattr(self, "_module", None) is not None:
             for model in self.facts.models:
-                for meth in non_forward_methods(self._module, model):
+                mark, unsure = forward_methods_to_mark(self._module, model)
+                for meth in mark:
                     new.append(cst.parse_statement(f'{model}.mark_forward_method("{meth}")'))
+                if unsure:
+                    calls = ", ".join(f"`{model}.{n}(...)`" for n in unsure)
+                    new[0] = with_todo(new[0], self.rule.code, (
+                        f"{calls} called outside forward, on a class this file does not define: if it is a method "
+                        f"that computes the training loss, add `{model}.mark_forward_method(\"NAME\")` after this line "
+                        f"(a submodule or attribute needs nothing)"))
+                    self.report(self.where(last, body), f"{calls}: pt-migrate cannot tell whether it is a method "
+                                                        f"to mark with mark_forward_method", False)
         what = ", ".join(self.facts.models + list(optimizers))
         self.report(self.where(last, body), f"set up {what} with {self.fw}", True)
         return list(body[: last + 1]) + new + list(body[last + 1:])
