@@ -3,7 +3,8 @@
 What it does: deletes `sampler = DistributedSampler(ds, ...)`, removes `sampler=sampler` from the
 DataLoader and gives the loader the sampler's shuffle setting instead (`shuffle=True` by default, or the
 `shuffle=` the sampler had; a `shuffle=(sampler is None)` argument becomes that value); deletes
-`sampler.set_epoch(epoch)` and `loader.sampler.set_epoch(epoch)`. A loader factory that returns its sampler
+`sampler.set_epoch(epoch)` and `loader.sampler.set_epoch(epoch)`. An inline `sampler=DistributedSampler(ds) if
+distributed else None` goes the same way (its loader's `shuffle=not distributed` becomes the sampler's shuffle). A loader factory that returns its sampler
 (`return loader, sampler`) returns None in its place, so its callers unpack as many values as before; their
 `set_epoch` calls on what it returned go too, and only the loader is set up. For both targets.
 
@@ -157,10 +158,15 @@ class _Transformer(RuleTransformer):
         if idx is None:
             return updated_node
         value = args[idx].value
+        given = original_node.args[idx].value
+        if isinstance(given, cst.IfExp) and m.matches(given.orelse, m.Name("None")):
+            given = given.body  # `sampler=DistributedSampler(ds) if distributed else None`: the same loader either way
+        elif isinstance(given, cst.IfExp) and m.matches(given.body, m.Name("None")):
+            given = given.orelse
         if dotted(value) in self.samplers:
             shuffle = self.samplers[dotted(value)]
-        elif self._sampler_call(original_node.args[idx].value):
-            shuffle = self._shuffle_of(original_node.args[idx].value)
+        elif self._sampler_call(given):
+            shuffle = self._shuffle_of(given)
         else:
             return updated_node
         # a loader built inside a class (`_make_loader` of a trainer) is not one the setup rules reach: it is set up

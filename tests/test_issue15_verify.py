@@ -85,6 +85,8 @@ CASES = [  # (original, broken migration, target, check, steps)
     # asks for a process group that does not exist
     ("rank_env_sentinel_compile.py", "fabric_sentinel_always_true.py", "fabric", "a", 5),
     ("rank_env_sentinel_compile.py", "accelerate_sentinel_always_true.py", "accelerate", "a", 5),
+    # the inline `DistributedSampler(ds) if ddp else None` kept under prepare: each rank sees half its shard
+    ("rank_env_sentinel_compile.py", "accelerate_sampler_twice.py", "accelerate", "d", FULL_STEPS),
 ]
 
 
@@ -426,3 +428,16 @@ def test_runner_records_its_own_lines(tmp_path):
     assert r.stdout == "a 1\nb 2\nc\n"
     rec = json.loads(next(out.glob("*.json")).read_text())
     assert rec["stdout_lines"] == ["a 1", "b 2", "c"]
+
+
+def test_coverage_part_of_d():
+    """d under --full: the ranks together see as many samples as the original; only runs that went to their end."""
+    done = dict(_rec(0, world=1), status="finished", samples=512)
+    orig = _run(done)
+    half = _run(dict(_rec(0), status="finished", samples=128), dict(_rec(1), status="finished", samples=128))
+    c = vc.check_coverage(orig, half, 2)
+    assert c is not None and c.status == "fail" and "256 samples, the original on 512" in c.message
+    whole = _run(dict(_rec(0), status="finished", samples=256), dict(_rec(1), status="finished", samples=264))
+    assert vc.check_coverage(orig, whole, 2) is None
+    stopped = _run(dict(_rec(0), status="stopped", samples=40), dict(_rec(1), status="stopped", samples=40))
+    assert vc.check_coverage(orig, stopped, 2) is None

@@ -441,6 +441,23 @@ def check_sync(multi: Run, n: int) -> Check:
                               f"{'' if exact else ' (within rtol %g)' % SYNC_RTOL}", data)
 
 
+def check_coverage(orig: Run, multi: Run, n: int) -> Optional[Check]:
+    """d, when both runs went to their end (--full): the N ranks together train on as many samples as the original
+    did on one process (a loader sharded twice, by the script's DistributedSampler and again by prepare, gives
+    each rank half of its shard). None when it cannot tell (a run stopped at the step limit, or failed)."""
+    if not orig.ok() or not multi.results or _usable(multi, n):
+        return None
+    o = _rank0(orig) or {}
+    if o.get("status") != "finished" or any(r.get("status") != "finished" for r in multi.results):
+        return None
+    want, got = o.get("samples") or 0, sum(r.get("samples") or 0 for r in multi.results)
+    if want and got < 0.9 * want:
+        return Check("d", "fail", f"the {n} ranks together trained on {got} samples, the original on {want}: part "
+                                  f"of the data is never seen (a loader sharded twice? a DistributedSampler kept "
+                                  f"under setup/prepare)", {"original_samples": want, "ranks_samples": got})
+    return None
+
+
 def check_sharding(multi: Run, n: int, original_source: str = "") -> Check:
     """Ranks must not train on identical batches. A script with no DataLoader (full-batch training, or batches cut
     by hand from one tensor) has nothing the framework can shard: every rank then trains on the same data, which
@@ -730,7 +747,7 @@ def run_verify(script: Path, script_args: List[str], target: str, devices: int =
         spawns = bool(_SPAWNS.search(script.read_text(encoding="utf-8", errors="replace")))
         orig_n = skipped
         started = time.time()  # checkpoints written from here on are the runs'
-        if set(checks) & set("agij"):
+        if set(checks) & set("agij") or ("d" in checks and steps >= FULL_STEPS):  # d's coverage part (--full)
             orig = _execute(make("original", [py], orig_dir, orig_script, False), base_env, timeout)
         if set(checks) & set("aef"):
             single = _execute(make("migrated-1", [py], mig_dir, mig_script, target == "fabric"), base_env, timeout)
@@ -784,7 +801,8 @@ def run_verify(script: Path, script_args: List[str], target: str, devices: int =
                                  own_sampler and target != "fabric", spawns),
             "b": lambda: check_multi(multi, devices, steps),
             "c": lambda: check_sync(multi, devices),
-            "d": lambda: check_sharding(multi, devices, script.read_text(encoding="utf-8", errors="replace")),
+            "d": lambda: check_coverage(orig, multi, devices) or
+            check_sharding(multi, devices, script.read_text(encoding="utf-8", errors="replace")),
             "e": lambda: check_output(single, multi, devices, target),
             "f": lambda: check_throughput(single, multi, devices),
             "k": lambda: check_written_once(multi, devices, target),
