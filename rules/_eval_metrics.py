@@ -3,7 +3,8 @@
 - `loader_flow(module, facts)`: from each loader of the setup scope, the names it reaches (a function's parameter,
   a method's parameter, `self.x` of a class whose constructor receives it), the `for` loops over each, and whether
   it is handed to code out of sight (then nothing is decided for it).
-- `trains(loop, facts)`: the loop backpropagates or steps (a training loop), directly or through a local function.
+- `trains(loop, facts)`: the loop backpropagates or steps (a training loop), directly, through a local function, or
+  through a method of its own class called on `self` (a trainer's `_run_batch`).
 - `collected(loop, numbers, lists)`: what an evaluation loop adds to names started before it, each with the
   rewrite that gathers it across ranks (Accelerate's `gather_for_metrics`), or why it cannot be gathered.
 
@@ -138,6 +139,11 @@ def trains(loop: cst.For, facts, module: Optional[cst.Module] = None) -> bool:
     """The loop backpropagates, steps or zeroes gradients, itself or through a local function that does (read in
     the module, so a helper already migrated to `fabric.backward` counts too)."""
     funcs = {s.name.value: s for s in module.body if isinstance(s, cst.FunctionDef)} if module is not None else {}
+    # a loop in a method that calls `self.update(x, y)`, where the backward is (a trainer class): its class's methods
+    for cls in (m.findall(module, m.ClassDef()) if module is not None else []):
+        if any(f is loop for f in m.findall(cls, m.For())):
+            funcs.update({f"self.{s.name.value}": s for s in cls.body.body if isinstance(s, cst.FunctionDef)})
+            break
     seen: Set[str] = set()
     todo: List[cst.CSTNode] = [loop.body]
     while todo:
