@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Set
 
 import libcst as cst
-from libcst.metadata import MetadataWrapper, QualifiedNameProvider
+from libcst.metadata import GlobalScope, MetadataWrapper, QualifiedNameProvider, ScopeProvider
 
 from migrator import matching as m
 from migrator import param_sources, samplers
@@ -106,6 +106,9 @@ class Facts:
     on_target: bool = False
     handed_over: Set[str] = field(default_factory=set)  # names the script itself passes to setup / prepare
     bare_models: List[str] = field(default_factory=list)  # trained by hand, no optimizer (migrator/manual_updates.py)
+    # optimizers that the setup block binds only under an `if` (migrator/bindings.py): unbound on the other path,
+    # so they are set up where they are made and the setup after that `if` does not name them (PTM105, PTM135)
+    conditional_optimizers: Set[str] = field(default_factory=set)
     # asked of PTM100 by PTM114 / PTM115: the device the object picks ("cpu", or (flag code, checks CUDA itself)),
     # a comment above its creation, and a name bound in its block that the creation must follow
     device_choice: object = None
@@ -287,6 +290,12 @@ class _Collector(Visitor):
         if info and env_key(node) in RANK_ENV:
             info.reads_rank_env = True
 
+    def _optimizer_by_name(self, func: cst.BaseExpression) -> bool:
+        """`getattr(optim, args.optim)(model.parameters(), lr=lr)`: an optimizer class of torch.optim picked by
+        name (TCN's scripts)."""
+        return isinstance(func, cst.Call) and dotted(func.func) == "getattr" and len(func.args) >= 2 and \
+            "torch.optim" in self.qnames(func.args[0].value)
+
     def visit_Assign(self, node: cst.Assign) -> None:
         if self.class_depth and not self.func:
             return
@@ -300,7 +309,7 @@ class _Collector(Visitor):
                 self.facts.fw = targets[0]
                 if self.info():
                     self.info().binds_fw = targets[0]
-            elif is_optimizer_ctor(q) and len(targets) == 1:
+            elif (is_optimizer_ctor(q) or self._optimizer_by_name(value.func)) and len(targets) == 1:
                 self.facts.optimizers.setdefault(targets[0], []).extend(
                     mm for mm in _models_in(value) if mm not in self.facts.optimizers.get(targets[0], []))
                 self.optimizer_scopes.append(scope)
@@ -577,6 +586,7 @@ def analyze(wrapper: MetadataWrapper, target: str, external_fw: frozenset = froz
         if found:
             facts.setup_scope, facts.bare_models = found
     _lift_factory(facts)
+    facts.conditional_optimizers = _conditional_optimizers(module, facts)
     if facts.setup_scope:
         facts.loaders = collector.loaders_by_scope.get(facts.setup_scope, [])
         if facts.setup_scope == MAIN_GUARD:
@@ -590,8 +600,22 @@ def analyze(wrapper: MetadataWrapper, target: str, external_fw: frozenset = froz
         # or a sibling that makes it calls the class (migrator.project). Otherwise (an agent built by a config
         # system, as hydra's instantiate does) its callers are out of sight: the class keeps its signature
         facts.fw_classes = {c for c in facts.fw_classes if module_name and f"{module_name}.{c}" in external_fw}
-    _propagate(facts, _uses_other_than_calls(module, local), forced, _handed_to_processes(module, local))
+    _propagate(facts, _uses_other_than_calls(module, local, wrapper), forced, _handed_to_processes(module, local))
     return facts
+
+
+def _conditional_optimizers(module: cst.Module, facts: Facts) -> Set[str]:
+    """The optimizers that may be unbound where PTM105 sets up (`if args.use_optimizer: opt = AdamW(...)`)."""
+    if not facts.optimizers or not facts.setup_scope:
+        return set()
+    from migrator.bindings import maybe_unbound
+    from migrator.rules._moves import _uses_for_training, setup_block, setup_point
+    body = setup_block(module, facts)
+    last = setup_point(body, facts) if body else None
+    if last is None or (not isinstance(body[last], cst.SimpleStatementLine)
+                        and _uses_for_training(body[last], set(facts.models), set(facts.optimizers))):
+        return set()  # made inside a block that also trains: set up there, after it is made (PTM105 _descend)
+    return maybe_unbound(body[: last + 1], facts.optimizers)
 
 
 def _resolve_optimizers(facts: Facts, collector: "_Collector") -> None:
@@ -642,8 +666,10 @@ def _lift_factory(facts: Facts) -> None:
     facts.setup_scope = scope
 
 
-def _uses_other_than_calls(module: cst.Module, local: Set[str]) -> Set[str]:
-    """Local functions referenced other than as `f(...)` (callbacks, mp.spawn targets)."""
+def _uses_other_than_calls(module: cst.Module, local: Set[str], wrapper: Optional[MetadataWrapper] = None) -> Set[str]:
+    """Local functions referenced other than as `f(...)` (callbacks, mp.spawn targets). A name that a function
+    binds itself (a parameter or local named like the function) is not a use of it; given `wrapper`, libcst's
+    ScopeProvider tells those apart."""
     skip: Set[int] = set()
     seen: List[cst.Name] = []
 
@@ -672,7 +698,22 @@ def _uses_other_than_calls(module: cst.Module, local: Set[str]) -> Set[str]:
                 seen.append(node)
 
     module.visit(V())
-    return {n.value for n in seen if id(n) not in skip}
+    found = [n for n in seen if id(n) not in skip]
+    if found and wrapper is not None:
+        found = [n for n in found if not _bound_locally(wrapper, n)]  # only then: the scope analysis costs time
+    return {n.value for n in found}
+
+
+def _bound_locally(wrapper: MetadataWrapper, name: cst.Name) -> bool:
+    """Whether this use of a name reads a parameter or local of a function (`def test(model, train=False)`), not
+    the module-level function of that name. libcst's ScopeProvider resolves it; a use it cannot resolve, or one
+    that may reach the global, counts as a use of the function."""
+    scope = wrapper.resolve(ScopeProvider).get(name)
+    if scope is None:
+        return False
+    accesses = [a for a in scope.accesses[name.value] if a.node is name] if name.value in scope.accesses else []
+    referents = {r for a in accesses for r in a.referents}
+    return bool(referents) and not any(isinstance(r.scope, GlobalScope) for r in referents)
 
 
 def _propagate(facts: Facts, not_only_called: Set[str], forced: Set[str] = frozenset(),
