@@ -102,6 +102,8 @@ def constructs_optimizer(code: str) -> bool:
         if name.endswith("."):
             if re.search(rf"\b{re.escape(name)}\s*[A-Z]\w*\s*\(", code):
                 return True
+            if re.search(rf"\bgetattr\(\s*{re.escape(name[:-1])}\s*,", code):  # getattr(optim, args.optim)(...)
+                return True
         elif name[:1].isupper() and re.search(rf"(?<![\w.]){re.escape(name)}\s*\(", code):
             return True
     return False
