@@ -16,7 +16,9 @@ that trains the model. Accelerate form: `accelerator.clip_grad_norm_(params, max
 
 A model trained without an optimizer (parameters updated by hand) keeps `torch.nn.utils.clip_grad_norm_` on Fabric
 (`clip_gradients` needs the optimizer): after the backward the gradients are already averaged across the
-processes, so each rank clips the same values.
+processes, so each rank clips the same values. So does a model whose optimizer is made only under an `if`
+(`if args.use_optimizer: opt = AdamW(...)`, the other path updates the parameters by hand): `clip_gradients`
+would name an optimizer that the other path never binds.
 
 Fix safety: safe. Clipping of parameters whose model or optimizer cannot be told gets a TODO (Fabric).
 """
@@ -59,6 +61,11 @@ class _Transformer(RuleTransformer):
         if owner is not None and optimizer is None and owner in self.facts.bare_models:
             self.note(original_node, f"kept `{kind[1]}`: `{owner}` has no optimizer for `{self.fw}.clip_gradients`; "
                                      f"the framework has averaged the gradients by then, so every rank clips alike")
+            return updated_node
+        if optimizer is not None and optimizer in self.facts.conditional_optimizers:
+            self.note(original_node, f"kept `{kind[1]}`: `{optimizer}` is made only on some paths (the others update "
+                                     f"`{owner}` by hand), so `{self.fw}.clip_gradients` could not name it; the "
+                                     f"framework has averaged the gradients by then, so every rank clips alike")
             return updated_node
         if owner is None or optimizer is None or value is None:
             self.todo(original_node, f"cannot tell the model/optimizer of this clipping: use "

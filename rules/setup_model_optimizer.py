@@ -20,6 +20,11 @@ is set up alone: `model = fabric.setup(model)` / `model = accelerator.prepare(mo
 When no DataLoader is set up there (batches cut by hand from a tensor), a TODO says that every process trains
 on the same data.
 
+An optimizer made only under an `if` (`if args.use_optimizer: opt = AdamW(...)`, the other path updates the
+parameters by hand) is set up right after it is made, `opt = fabric.setup_optimizers(opt)` /
+`opt = accelerator.prepare(opt)`, and its model alone after the `if` (`model = fabric.setup(model)`): a setup
+that named it would raise NameError on the other path.
+
 An optimizer created inside a loop or block that then trains (a run loop, a sweep) is set up there, after its
 creation; an `if` / `elif` that only picks the optimizer (`if args.optimizer == "adamw": ... elif ...`) gets the
 setup after the whole statement, for every branch.
@@ -37,6 +42,7 @@ from typing import Dict, List
 import libcst as cst
 from migrator import matching as m
 
+from migrator.bindings import ALWAYS, NO, stmt_binds
 from migrator.names import assigned_names, dotted
 from migrator.rules.ddp_wrapper import forward_methods_to_mark
 from migrator.rules._moves import _assigned, _uses_for_training, setup_point
@@ -53,11 +59,49 @@ def setup_lines(ctx: Context, optimizers: Dict[str, List[str]]) -> List[str]:
     owners = [ms[0] for ms in optimizers.values() if len(ms) == 1]
     one_to_one = all(len(ms) == 1 for ms in optimizers.values()) and len(set(owners)) == len(owners)
     if one_to_one:
-        return [f"{ms[0]}, {o} = {fw}.setup({ms[0]}, {o})" for o, ms in optimizers.items()]
+        # a model whose optimizer is set up where it is made (conditional_optimizers) is set up alone
+        return ([f"{ms[0]}, {o} = {fw}.setup({ms[0]}, {o})" for o, ms in optimizers.items()]
+                + [f"{mm} = {fw}.setup({mm})" for mm in models if mm not in owners])
     lines = [f"{mm} = {fw}.setup_module({mm})" for mm in models]
     opts = list(optimizers)
     lines.append(f"{', '.join(opts)} = {fw}.setup_optimizers({', '.join(opts)})")
     return lines
+
+
+def _after_made(stmt: cst.CSTNode, name: str, line: cst.BaseStatement):
+    """`stmt` (an `if` / `with` that binds `name` on some paths) with `line` after each place that makes it, or None
+    when that place cannot be told (a branch binds it twice on different paths)."""
+    if isinstance(stmt, cst.With):
+        block = _block_after(stmt.body, name, line)
+        return None if block is None else stmt.with_changes(body=block)
+    if not isinstance(stmt, cst.If):
+        return None
+    body = _block_after(stmt.body, name, line)
+    orelse = stmt.orelse
+    if isinstance(orelse, cst.If):
+        orelse = _after_made(orelse, name, line)
+    elif isinstance(orelse, cst.Else):
+        block = _block_after(orelse.body, name, line)
+        orelse = None if block is None else orelse.with_changes(body=block)
+    if body is None or (stmt.orelse is not None and orelse is None):
+        return None
+    return stmt.with_changes(body=body, orelse=orelse)
+
+
+def _block_after(block, name: str, line: cst.BaseStatement):
+    if not isinstance(block, cst.IndentedBlock):  # `if flag: opt = Adam(...)` on one line
+        block = cst.IndentedBlock(body=[cst.SimpleStatementLine(body=block.body)])
+    stmts = list(block.body)
+    makers = [i for i, s in enumerate(stmts) if stmt_binds(s, name) != NO]
+    if not makers:
+        return block
+    i = makers[-1]
+    if stmt_binds(stmts[i], name) == ALWAYS and not isinstance(stmts[i], (cst.If, cst.With)):
+        return block.with_changes(body=stmts[: i + 1] + [line] + stmts[i + 1:])
+    if len(makers) > 1:
+        return None
+    new = _after_made(stmts[i], name, line)
+    return None if new is None else block.with_changes(body=stmts[:i] + [new] + stmts[i + 1:])
 
 
 def already_set_up(body, fw: str, names: List[str]) -> bool:
@@ -127,6 +171,10 @@ class _Transformer(_FrameworkPlacement):
         inner = self._descend(body, last, module_level)
         if inner is not None:
             return inner
+        conditional = [o for o in optimizers if o in self.facts.conditional_optimizers]
+        if conditional:
+            body = self._setup_where_made(body, last, conditional)
+            optimizers = {o: ms for o, ms in optimizers.items() if o not in conditional}
         new = [cst.parse_statement(line) for line in setup_lines(self.ctx, optimizers)]
         if self.ctx.target == "fabric" and getattr(self, "_module", None) is not None:
             for model in self.facts.models:
@@ -145,6 +193,32 @@ class _Transformer(_FrameworkPlacement):
         self.report(self.where(last, body), f"set up {what} with {self.fw}", True)
         return list(body[: last + 1]) + new + list(body[last + 1:])
 
+
+    def _setup_where_made(self, body, last: int, conditional: List[str]):
+        """Optimizers made only under an `if` (`if args.use_optimizer: opt = AdamW(...)`, the other path updates the
+        parameters by hand): each is set up right after it is made, `opt = fabric.setup_optimizers(opt)` /
+        `opt = accelerator.prepare(opt)`, and its model alone after the `if`. Fabric and Accelerate take the
+        optimizer of a model set up separately (the parameters are the same tensors after the model's move). Where
+        the place that makes it cannot be told, the optimizer is left as it is with a TODO: it still steps the
+        set-up model's parameters, whose gradients the framework's backward has averaged."""
+        body = list(body)
+        call = "setup_optimizers" if self.ctx.target == "fabric" else "prepare"
+        for o in conditional:
+            makers = [i for i, s in enumerate(body[: last + 1]) if stmt_binds(s, o) != NO]
+            line = cst.parse_statement(f"{o} = {self.fw}.{call}({o})")
+            new = _after_made(body[makers[0]], o, line) if len(makers) == 1 else None
+            if new is None:
+                if makers:
+                    msg = (f"`{o}` is made only on some paths: set it up where it is made with "
+                           f"`{o} = {self.fw}.{call}({o})`")
+                    self.report(self.where(makers[-1], body), msg, False)
+                    body[makers[-1]] = with_todo(body[makers[-1]], self.rule.code, msg)
+                continue
+            self.report(self.where(makers[0], body), f"set up {o} where it is made, with {self.fw}.{call}: it is made "
+                                                     f"only on some paths, so the setup after it names only "
+                                                     f"the model", True)
+            body[makers[0]] = new
+        return body
 
     def _descend(self, body, last: int, module_level: bool):
         """When the statement that creates the last optimizer is a loop, `with` or `if` that also trains
