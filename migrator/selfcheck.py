@@ -340,8 +340,10 @@ def _signature_fit(before: ast.Module, after: ast.Module) -> List[Problem]:
     for key in changed:
         (methods if new_defs[key][0] == "method" else functions).setdefault(key.rsplit(".", 1)[-1], []).append(key)
     call_funcs = {id(n.func): n for n in ast.walk(after) if isinstance(n, ast.Call)}
+    local = _function_local_loads(after)
     for node in ast.walk(after):
-        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and node.id in functions:
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and node.id in functions \
+                and id(node) not in local:
             keys, shown = functions[node.id], node.id
         elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "self" \
                 and node.attr in methods:
@@ -401,6 +403,55 @@ def fits_elsewhere(module: str, changed: Dict[str, Signature], caller: str) -> L
             problems.append(Problem(node.lineno, f"this call of `{shown}` (from {module}) does not fit the "
                                                  f"parameters the migration gave it"))
     return problems
+
+
+_SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ListComp, ast.SetComp, ast.DictComp,
+           ast.GeneratorExp)
+
+
+def _own_bindings(scope) -> Set[str]:
+    """Names a function, lambda or comprehension binds itself (parameters, assignments, imports, nested defs),
+    less those it declares global: Python's rule for what is local to a function scope."""
+    if isinstance(scope, (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)):
+        return {n.id for g in scope.generators for n in ast.walk(g.target) if isinstance(n, ast.Name)}
+    a = scope.args
+    bound = {p.arg for p in a.posonlyargs + a.args + a.kwonlyargs + [a.vararg, a.kwarg] if p is not None}
+    declared: Set[str] = set()
+    todo = list(scope.body) if isinstance(scope.body, list) else [scope.body]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, ast.Global):
+            declared.update(node.names)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            bound.add(node.name)
+            todo.extend(node.decorator_list)
+            continue  # its body is its own scope
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
+            bound.add(node.id)
+        elif isinstance(node, ast.alias):
+            bound.add((node.asname or node.name).split(".")[0])
+        elif isinstance(node, ast.ExceptHandler) and node.name:
+            bound.add(node.name)
+        if isinstance(node, _SCOPES):
+            continue
+        todo.extend(ast.iter_child_nodes(node))
+    return bound - declared
+
+
+def _function_local_loads(tree: ast.Module) -> Set[int]:
+    """id() of the Name loads that read a function's own parameter or local (or an enclosing function's), not a
+    module-level name: `train` in `def test(model, train=False): if train: ...` is not the function `train`."""
+    found: Set[int] = set()
+
+    def walk(node, bound: Set[str]) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.Name) and isinstance(child.ctx, ast.Load) and child.id in bound:
+                found.add(id(child))
+            inner = bound | _own_bindings(child) if isinstance(child, _SCOPES) else bound
+            walk(child, inner)
+
+    walk(tree, set())
+    return found
 
 
 def _dotted(node) -> Optional[str]:

@@ -87,6 +87,29 @@ def test_a_function_handed_over_as_a_value_must_keep_its_parameters():
     assert any("handed over as a value" in m for m in found)
 
 
+def test_a_parameter_named_like_a_changed_function_is_not_that_function():
+    # `def test(model, train=False)`: its `train` is the parameter, not the module's train(fabric, ...)
+    found = messages("""
+        def train(model):
+            model.step()
+        def test(model, train=False):
+            model.train(train)
+            return [train for train in (1,)], (lambda fit: fit)(train)
+        train(1)
+    """, """
+        def train(fabric, model):
+            model.step()
+        def test(model, train=False):
+            model.train(train)
+            return [train for train in (1,)], (lambda fit: fit)(train)
+        train(fabric, 1)
+    """)
+    assert not any("train" in m for m in found), found
+    found = messages("def train(m):\n    pass\ndef test(m):\n    return train\n",
+                     "def train(fabric, m):\n    pass\ndef test(m):\n    return train\n")
+    assert any("handed over as a value" in m for m in found)
+
+
 @pytest.mark.parametrize("call,fits", [("worker(1, cfg)", True), ("worker(0, 1, cfg)", False),
                                        ("worker(world_size=1, cfg=cfg)", True), ("worker(*a)", True),
                                        ("worker(1)", False), ("worker(1, cfg, rank=0)", False)])
