@@ -19,15 +19,21 @@ What it does: in the framework scope,
 - `torch.save(model, path)` of a set-up model pickles a whole module (`fabric.save` takes only a dict): Fabric
   `if fabric.is_global_zero: torch.save(model.module, path)` (the plain module), Accelerate
   `accelerator.save(accelerator.unwrap_model(model), path)`; a load of that file restores the plain class;
+- `with open(path, "wb") as f:` whose body only `torch.save`s to `f` (and calls `f`'s own methods) goes whole under
+  `if fabric.is_global_zero:` / `if accelerator.is_main_process:`, the save kept as `torch.save` on Fabric
+  (`fabric.save` takes a path) and `accelerator.save(obj, f)` on Accelerate; a save through a handle of a block
+  that does more gets a TODO. PTM151 leaves such blocks to this rule;
 - a `torch.load` of a file that only the main process wrote (a whole-module pickle, any `accelerator.save`, under
   a rank guard or not, a `torch.save` kept in a helper called under a guard; the same path, or any path once such
   a file was written to one computed at run time) gets `fabric.barrier()` / `accelerator.wait_for_everyone()`
   before it, so no rank reads a file still being written (not when the load is itself under a rank guard, nor in
-  a function called under one);
+  a function called under one); a load through `with open(path, "rb") as f:` waits before that `with`, which
+  would otherwise open the file before it is written;
 - a model built again after the setup point (a new instance for inference) is plain: its `state_dict` /
   `load_state_dict` are left as written.
 
-Why: `fabric.save` under a rank guard waits forever for the other ranks. Accelerate's prepared model is
+Why: `fabric.save` under a rank guard waits forever for the other ranks. `open(path, "wb")` truncates the file
+on every rank that runs it: a rank opening it after rank 0 wrote leaves it empty for the reload (EOFError). Accelerate's prepared model is
 `DistributedDataParallel`: its `state_dict()` keys gain `module.` and `model.module` does not exist in a
 single-process run. A hand-written `{"cuda:0": f"cuda:{rank}"}` names devices the framework now chooses.
 On Accelerate, `accelerator.device` is `cpu:0` in a multi-process CPU run and `torch.load` rejects that
@@ -48,17 +54,19 @@ the device are reported, not guessed; a whole-module pickle inside an expression
 """
 from __future__ import annotations
 
-from typing import List, Set
+from typing import List, Optional, Set, Tuple
 
 import libcst as cst
 from libcst.metadata import QualifiedNameProvider
 
+from migrator import side_effects as se
 from migrator.diagnostics import WARNING
 from migrator.names import dotted, qualified_names
 from migrator.rules._moves import is_device_arg, plain_after_setup, plain_models_here
 from migrator.rules.base import Example, Context, Rule, RuleTransformer, guarded, has_todo, with_todo
 from migrator.rules.rank_zero import (
     rank_flags,
+    guard_flag,
     GLOBAL_RANK_NAMES,
     LOCAL_RANK_NAMES,
     guard_parts,
@@ -73,6 +81,42 @@ RANKISH = GLOBAL_RANK_NAMES | LOCAL_RANK_NAMES | {"device_id", "gpu_index"}
 def _literal(code: str) -> bool:
     """A path written as a plain string literal (its code starts and ends with a quote, no f prefix)."""
     return code[:1] in "\"'" and code[-1:] in "\"'"
+
+
+def save_through_handle(node: cst.With, qn) -> Optional[Tuple[cst.Call, str]]:
+    """`with open(path, "wb") as f:` whose body only writes `f`: one or more `torch.save(obj, f)` and calls of `f`'s
+    own methods (`f.flush()`). Returns (the `open(...)` call, the handle's name), or None.
+
+    PTM136 owns such a block (PTM151 leaves it alone): the whole block goes under the main-process guard, since
+    `open(..., "w")` truncates the file on every rank that runs it, even where only rank 0 calls `torch.save`."""
+    if len(node.items) != 1 or node.items[0].asname is None or not isinstance(node.items[0].item, cst.Call):
+        return None
+    call, handle = node.items[0].item, dotted(node.items[0].asname.name)
+    if handle is None or se.open_mode(call, qn) != "function" or se.opened_path(call) is None:
+        return None
+    saves = 0
+    for stmt in node.body.body:
+        if not isinstance(stmt, cst.SimpleStatementLine):
+            return None
+        for small in stmt.body:
+            if not (isinstance(small, cst.Expr) and isinstance(small.value, cst.Call)):
+                return None
+            inner = small.value
+            if "torch.save" in qn(inner.func):
+                if _save_target(inner) != handle:
+                    return None
+                saves += 1
+            elif not (isinstance(inner.func, cst.Attribute) and dotted(inner.func.value) == handle):
+                return None
+    return (call, handle) if saves else None
+
+
+def _save_target(call: cst.Call) -> Optional[str]:
+    """The code of the second argument of `torch.save(obj, f)` (positional or `f=`)."""
+    positional = [a for a in call.args if a.keyword is None and not a.star]
+    f = next((a for a in call.args if a.keyword is not None and a.keyword.value == "f"), None)
+    f = f or (positional[1] if len(positional) > 1 else None)
+    return cst.Module([]).code_for_node(f.value) if f is not None else None
 
 
 def _swap_first_two(call: cst.Call) -> cst.Call:
@@ -123,6 +167,9 @@ class _Transformer(RuleTransformer):
         self.whole_paths: Set[str] = set()  # paths of pickled whole modules
         self.guards = 0  # depth of rank-0 guards around the visit
         self.wait_before: Set[int] = set()  # ids of statements that load a file written by the main process
+        self.save_blocks: Set[int] = set()  # ids of `with open(p, "wb") as f: torch.save(x, f)` guarded whole
+        self.added_waits: Set[int] = set()  # ids of the barrier statements this pass added
+        self.rank0_blocks: Set[int] = set()  # such blocks that run on the main process only (guarded here or before)
         return True
 
     def _code(self, node: cst.CSTNode) -> str:
@@ -141,12 +188,96 @@ class _Transformer(RuleTransformer):
         if id(original_node) in getattr(self, "_guard_stmt", ()):
             # the whole-module pickle, written on rank 0 only
             return guarded(updated_node, cst.parse_expression(f"{self.fw}.is_global_zero"))
+        return self._wait_first(original_node, updated_node)
+
+    # -- `with open(path, "wb") as f: torch.save(x, f)`: the whole block on the main process
+    def visit_With(self, node: cst.With):
+        if not self.in_fw_scope():
+            return True
+        if self.guards or any(d in self.called_under_guard for d in self.defs):
+            if save_through_handle(node, self.qn) is not None:
+                self.rank0_blocks.add(id(node))  # already on the main process only (a rerun, or the script's guard)
+        else:
+            found = save_through_handle(node, self.qn)
+            if found is not None:
+                hazard = self._hazard(node.body)
+                if hazard is None:
+                    self.save_blocks.add(id(node))
+                    self.rank0_blocks.add(id(node))
+                    self.guards += 1  # the saves inside run on the main process only
+                else:
+                    self.todo(found[0], f"`{self._code(found[0])}` truncates the file on every rank: the whole `with` "
+                                        f"block should run under `if {self._code(self._flag())}:`, but {hazard}")
+        return True
+
+    def leave_With(self, original_node, updated_node):
+        if id(original_node) in self.save_blocks:
+            self.guards -= 1
+            path = self._code(se.opened_path(original_node.items[0].item).value)
+            self.saved_paths.add(path)  # a later read of it waits for the main process
+            self.report(original_node, f"`with open({path}, ...)` writes the file through its handle: the whole block "
+                                       f"runs on the main process only (opening it on every rank would truncate what "
+                                       f"rank 0 wrote)", True)
+            updated_node = guarded(updated_node, self._flag())
+        return self._wait_first(original_node, updated_node)
+
+    def _flag(self) -> cst.BaseExpression:
+        return guard_flag(self.ctx, "global", fw=self.fw)
+
+    def _hazard(self, body: cst.BaseSuite) -> Optional[str]:
+        """Why a save block may not run on the main process alone (a call every rank must make), or None."""
+        from migrator import matching as m
+        for call in m.findall(body, m.Call()):
+            name = dotted(call.func) or ""
+            if name.startswith(self.fw + ".") and not name.endswith(".unwrap_model"):
+                return f"it calls `{name}`, which every rank must reach: call it first, outside the block"
+            if name in self._models_here():
+                return f"it runs the set-up model (`{name}(...)`): compute that on every rank first"
+        return None
+
+    def _handle_with(self, handle: Optional[str]) -> Optional[cst.With]:
+        """The enclosing `with open(path) as handle:` statement that binds `handle`, innermost first, or None."""
+        for stmt in reversed(self._stmts):
+            if isinstance(stmt, cst.With):
+                for item in stmt.items:
+                    if item.asname is not None and dotted(item.asname.name) == handle \
+                            and isinstance(item.item, cst.Call) and dotted(item.item.func) == "open" \
+                            and se.opened_path(item.item) is not None:
+                        return stmt
+        return None
+
+    def _wait_first(self, original_node, updated_node):
+        """The statement with `fabric.barrier()` / `accelerator.wait_for_everyone()` above it, when it loads (or
+        opens for a load) a file that the main process alone wrote."""
         if id(original_node) not in self.wait_before:
             return updated_node
         wait = "barrier" if self.ctx.target == "fabric" else "wait_for_everyone"
         stmt = cst.parse_statement(f"{self.fw}.{wait}()").with_changes(leading_lines=updated_node.leading_lines)
         self.report(original_node, f"`{self.fw}.{wait}()` before the load: the main process alone wrote the file", True)
+        self.added_waits.add(id(stmt))
         return cst.FlattenSentinel([stmt, updated_node.with_changes(leading_lines=[])])
+
+    def leave_IndentedBlock(self, original_node, updated_node):
+        body = self._one_wait(updated_node.body)
+        return updated_node if body is updated_node.body else updated_node.with_changes(body=body)
+
+    def leave_Module(self, original_node, updated_node):
+        body = self._one_wait(updated_node.body)
+        return updated_node if body is updated_node.body else updated_node.with_changes(body=body)
+
+    def _bare(self, stmt) -> str:
+        return self._code(stmt.with_changes(leading_lines=[])).strip()
+
+    def _one_wait(self, body) -> list:
+        """The statements without a wait added right after the same wait (a rerun on this rule's own output)."""
+        if not self.added_waits:
+            return body
+        out = []
+        for stmt in body:
+            if id(stmt) in self.added_waits and out and self._bare(out[-1]) == self._bare(stmt):
+                continue
+            out.append(stmt)
+        return out if len(out) != len(body) else body
 
     def visit_FunctionDef(self, node: cst.FunctionDef):
         self.defs.append(node.name.value)
@@ -188,6 +319,21 @@ class _Transformer(RuleTransformer):
                       + (f"use `{self.fw}.save(path, state)` on every rank" if self.ctx.target == "fabric"
                          else f"use `{self.fw}.save(obj, path)`"))
             return updated_node
+        path_node = keywords["f"].value if "f" in keywords else positional[-1].value
+        opened = self._handle_with(self._code(path_node))
+        if opened is not None and id(opened) in self.rank0_blocks:
+            path = self._code(se.opened_path(opened.items[0].item).value)
+            self.saved_paths.add(path)
+            if self.ctx.target == "fabric":  # `fabric.save` takes a path and has a barrier: rank 0 writes the handle
+                self.report(original_node, f"`torch.save` through the handle of {path} stays (the block runs on "
+                                           f"rank 0 only; the set-up model's state_dict has plain keys)", True)
+                return updated_node
+            self.report(original_node, f"`torch.save` -> `{self.fw}.save`, through the handle of {path}", True)
+            return updated_node.with_changes(func=cst.Attribute(value=self.fw_expr(), attr=cst.Name("save")))
+        if opened is not None:
+            self.todo(original_node, f"`torch.save` writes through a handle opened on every rank: open and write the "
+                                     f"file under `if {self._code(self._flag())}:` only (`{self.fw}.save` takes a path)")
+            return updated_node
         if self.ctx.target == "fabric" and any(d in self.called_under_guard for d in self.defs):
             self.todo(original_node, f"`{self.defs[-1]}` is called under a rank-0 guard: `{self.fw}.save` there would "
                                      f"hang the other ranks, so `torch.save` stays (right for DDP); for sharded "
@@ -211,6 +357,11 @@ class _Transformer(RuleTransformer):
         """`torch.save(model, path)` pickles the whole module: the unwrapped one, written by the main process only
         (`fabric.save` takes a dict, so it is not used)."""
         model = obj_arg.value
+        opened = self._handle_with(self._code(path_arg.value)) if path_arg is not None else None
+        if opened is not None and id(opened) not in self.rank0_blocks:
+            self.todo(original_node, f"`torch.save({dotted(model)}, ...)` writes through a handle opened on every rank: "
+                                     f"open and write the file under `if {self._code(self._flag())}:` only")
+            return updated_node
         if self.ctx.target == "fabric":
             unwrapped = cst.Attribute(value=model, attr=cst.Name("module"))
             call = updated_node.with_changes(args=[a.with_changes(value=unwrapped) if a is obj_arg else a
@@ -220,8 +371,9 @@ class _Transformer(RuleTransformer):
                 func=cst.Attribute(value=self.fw_expr(), attr=cst.Name("save")),
                 args=[a.with_changes(value=self._unwrapped(model)) if a is obj_arg else a for a in updated_node.args])
         if path_arg is not None:
-            self.whole_paths.add(self._code(path_arg.value))
-            self.saved_paths.add(self._code(path_arg.value))
+            path = self._code(se.opened_path(opened.items[0].item).value if opened is not None else path_arg.value)
+            self.whole_paths.add(path)
+            self.saved_paths.add(path)
         if self.ctx.target == "fabric":
             stmt = self._stmts[-1] if self._stmts else None
             if self.guards:
@@ -246,11 +398,15 @@ class _Transformer(RuleTransformer):
         path = original_node.args[0] if original_node.args and original_node.args[0].keyword is None else next(
             (a for a in original_node.args if a.keyword is not None and a.keyword.value == "f"), None)
         path_code = self._code(path.value) if path is not None else None
+        where = self._stmts[-1] if self._stmts else None
+        opened = self._handle_with(path_code)
+        if opened is not None:  # `with open(path, "rb") as f: torch.load(f)`: the wait goes before the `with`
+            where, path_code = opened, self._code(se.opened_path(opened.items[0].item).value)
         # the same path, or any path when the main process wrote to one computed at run time (f"model_{epoch}.pt")
         written = path_code in self.saved_paths or any(not _literal(p) for p in self.saved_paths)
         under_guard = self.guards or any(d in self.called_under_guard for d in self.defs)
-        if written and not under_guard and self._stmts:
-            self.wait_before.add(id(self._stmts[-1]))
+        if written and not under_guard and where is not None:
+            self.wait_before.add(id(where))
         whole = path_code in self.whole_paths or any(
             a.keyword is not None and a.keyword.value == "weights_only" and dotted(a.value) == "False"
             for a in original_node.args)
@@ -336,7 +492,8 @@ class _Transformer(RuleTransformer):
         if len(obody) != len(body):
             return result
         saves = [i for i, s in enumerate(obody) if self._is_save_stmt(s)]
-        nested = [i for i, s in enumerate(obody) if i not in saves and self._has_save(s)]
+        nested = [i for i, s in enumerate(obody) if i not in saves and self._has_save(s)
+                  and not (isinstance(s, cst.With) and save_through_handle(s, self.qn))]  # rank 0 writes the handle
         hoist: Set[int] = set()
         ok = original_node.orelse is None and bool(saves)
         if ok:

@@ -14,7 +14,8 @@ What it does: in the framework scope,
   to; `self.writer` of a trainer class likewise in its methods;
 - `wandb.init(...)` gets `mode=None if fabric.is_global_zero else "disabled"`: the other ranks' runs log nothing;
 - `logging.FileHandler(path)` / `logging.basicConfig(filename=path)` log to `os.devnull` on the other ranks.
-Reading files stays on every rank; `torch.save` is PTM136's.
+Reading files stays on every rank; `torch.save` is PTM136's, and so is a `with open(path, "wb") as f:` block that only
+`torch.save`s to `f` (PTM136 puts the whole block under the guard).
 
 Why: every process runs the whole script: each rank would write `images/400.png`, open a SummaryWriter on the same
 folder (curves doubled, event files clobbered), append its lines to the same CSV, export the same ONNX file.
@@ -53,6 +54,7 @@ from migrator.analysis import MAIN_GUARD, MODULE, is_main_guard
 from migrator.names import dotted, qualified_names
 from migrator.rules import _reduce_logged as rl
 from migrator.rules.base import Context, Example, Rule, RuleTransformer
+from migrator.rules.checkpoints import save_through_handle
 from migrator.rules.download_first import first_block_item
 from migrator.rules.rank_zero import collectives_in, guard_flag
 
@@ -467,6 +469,9 @@ class _Transformer(RuleTransformer):
             kind = "log"
         if kind is None:
             return updated_node
+        stmt = self._stmts[-1] if self._stmts else None
+        if isinstance(stmt, cst.With) and save_through_handle(stmt, self.qn) is not None:
+            return updated_node  # `with open(p, "wb") as f: torch.save(x, f)`: PTM136 guards the whole block
         path = se.log_file_arg(updated_node, self.qn) if kind == "log" else se.opened_path(updated_node)
         if path is None or (isinstance(path.value, cst.IfExp) and dotted(path.value.orelse) == "os.devnull") \
                 or se.rankish(path.value):
