@@ -15,7 +15,7 @@ The few orderings that matter:
   that it sees the model prepared;
 - schedule-length after setup-dataloaders: it reads the setup lines to know which `len(...)` counts a sharded loader;
 - rank-seed after setup-model-optimizer and seed: it goes after the last model setup and reads the seed;
-- download-first, write-once, collectives, checkpoints and rank-zero before framework-object: at module level
+- download-first, write-once, local-stop, collectives, checkpoints and rank-zero before framework-object: at module level
   the object goes right above the first statement that uses it, and the blocks, guards and calls they add use
   it (run after it, rank-zero put `master_process = fabric.is_global_zero` above the object: nanochat);
 - input-device (PTM114) after the move rules: it acts only where the script places nothing itself;
@@ -44,6 +44,7 @@ from migrator.rules.device_flag import DeviceFlag
 from migrator.rules.device_selection import DeviceSelection
 from migrator.rules.download_first import DownloadFirst
 from migrator.rules.dynamo_backend import DynamoBackend
+from migrator.rules.local_stop import LocalStop
 from migrator.rules.eval_dataset_len import ShardedMetric
 from migrator.rules.framework_object import FrameworkObject
 from migrator.rules.helper_params import HelperParams
@@ -92,6 +93,7 @@ REGISTRY: List[Rule] = [
     RankSeed(),
     DownloadFirst(),
     WriteOnce(),
+    LocalStop(),
     # collectives, then checkpoints, then rank-zero: rank-zero rewrites the guards last and checks what is
     # left under them (collectives and saves the two before could not move out); checkpoints recognise
     # guards in both the hand-written and the framework form, so they may run before it.

@@ -52,6 +52,13 @@ def not_sharded(case: Path) -> bool:
     return (case / "not_sharded.json").exists()
 
 
+def stops_early(case: Path) -> bool:
+    """Scripts that stop on a loss threshold: on 2 processes each step sees other batches, so the step at which they
+    stop is their own. Their 2-process runs must end without a traceback from any rank (every rank stopping at the
+    same step: a rank left training fails in the gradient all-reduce), with any number of step lines."""
+    return (case / "stops_early.json").exists()
+
+
 def is_distributed(case: Path) -> bool:
     """Hand-written distributed originals (torchrun / mp.spawn); checked by test_distributed_scripts.py."""
     return (case / "distributed.json").exists()
