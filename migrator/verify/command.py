@@ -650,8 +650,9 @@ def verify(script, script_args, target, devices, accelerator, steps, timeout, as
                        run trains under fp16 autocast or in fp16 rtol 2e-3, atol 1e-4; bf16 rtol 1e-2, atol 1e-3)
       b multi-process  N processes finish in time, world size N, finite losses on every rank
       c sync           parameter checksums identical on every rank after the last step
-      d sharding       ranks do not receive identical batches at the same step
-      e output once    no stdout line of 1 process appears N times with N processes
+      d sharding       ranks do not receive identical batches at the same step (with --full also: the ranks
+                       together train on at least 90% of the samples the original saw)
+      e output once    no stdout line of 1 process is printed by more than one rank with N processes
       f throughput     samples/s of 1 process vs N processes (information)
       k written once   no file is written by more than one rank (open in a writing mode, torch.save, np.save,
                        a SummaryWriter's folder, ...; the framework's own save is exempt, a per-rank path is
@@ -682,6 +683,9 @@ def verify(script, script_args, target, devices, accelerator, steps, timeout, as
     for what, path in (("SCRIPT", script), ("--migrated", migrated)):
         if cwd and path and not _under(Path(path), Path(cwd)):
             raise click.BadParameter(f"{what} {path} is not under {cwd}", param_hint="--cwd")
+    # a `timeout` or kill of this command (SIGTERM) unwinds through the runs, which stop their process groups:
+    # Fabric's own launcher starts ranks that would otherwise go on spinning after their parent is gone
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     report = run_verify(Path(script), list(script_args), target, devices, accelerator, steps, timeout,
                         Path(migrated) if migrated else None, keep, chosen, deterministic,
                         Path(cwd) if cwd else None)
@@ -1009,7 +1013,8 @@ def check_checkpoints(orig_dir: Path, mig_dir: Path, since: float, script_dirs: 
 def _print_table(report: Dict[str, Any]) -> None:
     migrated = f" (checking {report['migrated']})" if report.get("migrated") else ""
     click.echo(f"pt-migrate verify: {report['script']} -> {report['target']}{migrated}, "
-               f"{report['devices']} x {report['accelerator']}, {report['steps']} steps")
+               f"{report['devices']} x {report['accelerator']}, "
+               + ("to the end (--full)" if report['steps'] >= FULL_STEPS else f"{report['steps']} steps"))
     if report.get("error"):
         click.echo(f"error: {report['error']}", err=True)
         return
