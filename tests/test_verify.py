@@ -132,3 +132,31 @@ def test_cli_usage_errors():
     assert result.exit_code == 2
     result = subprocess.run([sys.executable, "-m", "migrator.verify", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "--migrated" in result.stdout and "sharding" in result.stdout
+
+
+def test_verify_never_writes_the_users_files(tmp_path):
+    """verify stages the script's folder with links to the user's other files; a script that writes one of them
+    (open "w" / "a", torch.save) writes a file of the staging folder, never the user's (found by a new-user trial:
+    an existing log.csv came back empty)."""
+    (tmp_path / "train.py").write_text(
+        "import torch\n"
+        "torch.manual_seed(0)\n"
+        "model = torch.nn.Linear(2, 1)\n"
+        "opt = torch.optim.SGD(model.parameters(), lr=0.1)\n"
+        "log = open('log.csv', 'w')\n"
+        "for step in range(3):\n"
+        "    opt.zero_grad()\n"
+        "    loss = model(torch.ones(4, 2)).pow(2).mean()\n"
+        "    loss.backward()\n"
+        "    opt.step()\n"
+        "    log.write(f'{step},{loss.item()}\\n')\n"
+        "    print(f'step {step} loss {loss.item():.4f}')\n"
+        "with open('notes.txt', 'a') as f:\n"
+        "    f.write('more\\n')\n"
+        "torch.save(model.state_dict(), 'final.pt')\n")
+    mine = {"log.csv": "user log\n", "notes.txt": "user notes\n", "final.pt": "user checkpoint\n"}
+    for name, text in mine.items():
+        (tmp_path / name).write_text(text)
+    report = vc.run_verify(tmp_path / "train.py", [], "fabric", 1, "cpu", 3, 120, checks="a")
+    assert {c["id"]: c["status"] for c in report["checks"]} == {"a": "pass"}, report["checks"]
+    assert {name: (tmp_path / name).read_text() for name in mine} == mine

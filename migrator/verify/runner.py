@@ -256,6 +256,26 @@ class Recorder:
             line = f"{line}, called from {script_line}"
         self.writes[p] = {"line": line, "how": how, "exempt": self.framework_saving > 0, "step": self.steps}
 
+    @staticmethod
+    def own_copy(path, mode: str) -> None:
+        """verify stages the script's folder with links to the user's files (all but the .py files): before a write
+        opens such a link, it becomes a file of the staging folder (a copy where the mode keeps the content), so the
+        write never reaches the user's file."""
+        try:
+            p = os.fsdecode(os.fspath(path))
+        except TypeError:
+            return  # a file object or a descriptor
+        try:
+            if not os.path.islink(p):
+                return
+            target = os.path.realpath(p)
+            os.unlink(p)
+            if ("a" in mode or "+" in mode) and os.path.isfile(target):
+                import shutil
+                shutil.copyfile(target, p)
+        except OSError:
+            pass
+
     def _is_user(self, path: str) -> bool:
         return "site-packages" not in path and any(path.startswith(d + os.sep) for d in self.user_dirs)
 
@@ -272,6 +292,7 @@ class Recorder:
             def open_(file, *args, **kwargs):
                 mode = args[0] if args else kwargs.get("mode", "r")
                 if isinstance(mode, str) and ("w" in mode or "a" in mode or "x" in mode or "+" in mode):
+                    rec.own_copy(file, mode)
                     rec.record_write(file, "open")
                 return original_open(file, *args, **kwargs)
 
@@ -284,6 +305,7 @@ class Recorder:
                 continue
 
             def save(obj, f, *args, __original=original, **kwargs):
+                rec.own_copy(f, "w")
                 rec.record_write(f, "torch.save")
                 return __original(obj, f, *args, **kwargs)
 
