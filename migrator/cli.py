@@ -284,19 +284,25 @@ def _summary(outcomes: List[FileOutcome], target: str, options: Options, err, pe
 
 
 def _rank_env_at(script, outcomes) -> Optional[str]:
-    """Where the run's files, or the modules beside the script, read RANK (migrator.launch.reads_rank_env)."""
-    texts = {str(o.path): o.result.code for o in outcomes if o.result and o.changed}
-    folder = Path(script.path).parent
+    """Where the script, or a module beside it that the script imports, reads RANK (migrator.launch.reads_rank_env):
+    the migrated text where the run changed it, the file's text otherwise."""
+    from migrator.project import imports_sibling
+
+    changed = {str(o.path): o.result.code for o in outcomes if o.result and o.changed}
+    own = changed.get(str(script.path), script.result.code)
+    texts = {str(script.path): own}
+    here = Path(script.path)
     try:
-        siblings = sorted(folder.glob("*.py"))[:200]
+        siblings = sorted(here.parent.glob("*.py"))[:200]
     except OSError:
         siblings = []
     for p in siblings:
-        if str(p) not in texts:
-            try:
-                texts[str(p)] = p.read_text(encoding="utf-8", errors="replace")
-            except OSError:
-                pass
+        if p.stem == here.stem or not imports_sibling(own, {p.stem}):
+            continue
+        try:
+            texts[str(p)] = changed.get(str(p)) or p.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            pass
     return reads_rank_env(texts)
 
 

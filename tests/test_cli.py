@@ -466,6 +466,10 @@ def test_launch_hint_is_torchrun_where_the_code_reads_rank(tmp_path, monkeypatch
     r = invoke([".", "--target", "fabric", "--diff", "--devices", "2"])
     assert "python train.py    #" not in r.stderr, r.stderr
     assert "torchrun --nproc_per_node 2 train.py    # not `python train.py`: misc.py:5 reads RANK" in r.stderr
+    # a module beside it that the script does not import is not its business
+    (tmp_path / "train.py").write_text(LOOP_CALLER)
+    r = invoke([".", "--target", "fabric", "--diff", "--devices", "2"])
+    assert "python train.py    # Fabric starts 2 processes itself" in r.stderr, r.stderr
 
 
 @pytest.mark.parametrize("code,entry", [
