@@ -3,7 +3,9 @@
 What it does: deletes `dist.init_process_group(...)`, `dist.destroy_process_group()`,
 `torch.cuda.set_device(...)`, `os.environ["MASTER_ADDR"|"MASTER_PORT"] = ...` and single-process defaults
 (`os.environ.setdefault("RANK"|"WORLD_SIZE"|"LOCAL_RANK"|"MASTER_ADDR"|..., ...)`); turns reads of
-`LOCAL_RANK` / `RANK` / `WORLD_SIZE` from the environment into framework properties; and turns an
+`LOCAL_RANK` / `RANK` / `WORLD_SIZE` from the environment into framework properties (a "launched distributed?"
+test, `int(os.environ.get("RANK", -1)) != -1` or `"RANK" in os.environ`, into `fabric.world_size > 1`: Fabric's
+own launcher does not set RANK in its processes); and turns an
 `mp.spawn(fn, args=(...), nprocs=n)` entry point into a plain call `fn(...)`, dropping `fn`'s first
 parameter (the rank that spawn passed) and rebinding that name to the framework's global rank.
 
@@ -136,12 +138,22 @@ class _Transformer(RuleTransformer):
                                          body=updated_node.body.with_changes(body=body))
 
     def leave_Comparison(self, original_node: cst.Comparison, updated_node: cst.Comparison):
-        """`int(os.environ.get("RANK", -1)) != -1` asks "launched as several processes?": it becomes
-        `fabric.world_size > 1` (`== -1`: `== 1`). Rewriting only the read would give `fabric.global_rank != -1`,
+        """`int(os.environ.get("RANK", -1)) != -1` and `"RANK" in os.environ` ask "launched as several
+        processes?": they become `fabric.world_size > 1` (`== -1`, `not in`: `== 1`). Rewriting only the read would give `fabric.global_rank != -1`,
         which is always true."""
         if len(original_node.comparisons) != 1 or not self.in_fw_scope():
             return updated_node
         op = original_node.comparisons[0].operator
+        size = f"{self.fw}.{PROPERTIES[self.ctx.target]['WORLD_SIZE']}"
+        if isinstance(op, (cst.In, cst.NotIn)) and dotted(original_node.comparisons[0].comparator) == "os.environ" \
+                and m.matches(original_node.left, m.SimpleString()) and \
+                original_node.left.evaluated_value in ("RANK", "WORLD_SIZE"):
+            # `"RANK" in os.environ`, the same question: Fabric's own launcher does not set RANK in its processes
+            key = original_node.left.evaluated_value
+            new = f"{size} > 1" if isinstance(op, cst.In) else f"{size} == 1"
+            self.report(original_node, f"`{key}` looked up in the environment (launched distributed?) -> `{new}`",
+                        True)
+            return cst.parse_expression(new)
         read = original_node.left
         if m.matches(read, m.Call(func=m.Name("int"))) and read.args:
             read = read.args[0].value
@@ -153,7 +165,6 @@ class _Transformer(RuleTransformer):
         other = code(original_node.comparisons[0].comparator).strip("\"'")
         if default != other or not isinstance(op, (cst.NotEqual, cst.Equal)):
             return updated_node
-        size = f"{self.fw}.{PROPERTIES[self.ctx.target]['WORLD_SIZE']}"
         new = f"{size} > 1" if isinstance(op, cst.NotEqual) else f"{size} == 1"
         self.report(original_node, f"`{key}` compared with its default (not launched distributed) -> `{new}`", True)
         return cst.parse_expression(new)
