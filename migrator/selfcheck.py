@@ -8,6 +8,9 @@ After the rules run, the output is compared with the input (both parsed with the
 - signatures: a function, method or class whose parameters the run changed is called with arguments that fit
   the new parameters everywhere in the file, and is never handed over as a value (`optimizer.step(closure)`,
   `mp.spawn(worker, ...)`, `Process(target=worker)` call it with the old arguments);
+- main-process-only names: a name the output binds only under a main-process guard (`if fabric.is_global_zero:`)
+  and reads on every rank, where the input bound it on every rank (migrator/main_only.py; pyflakes sees it
+  bound);
 - distributed machinery: a DDP wrapper, DistributedSampler or `init_process_group` removed only where the
   framework object is there and models / loaders are set up (`setup` / `prepare` / `setup_dataloaders`), and
   no DDP-only attribute (`require_backward_grad_sync`) is left on a model that is no longer wrapped.
@@ -25,6 +28,8 @@ import re
 import warnings
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Set, Tuple
+
+from migrator.main_only import main_only_reads
 
 SELF_CHECK = "PTM006"
 _BUILTINS = set(dir(builtins)) | {"__file__", "__name__", "__doc__", "__builtins__", "__spec__", "__loader__",
@@ -68,6 +73,7 @@ def check(source: str, output: str, target: str, partial: bool = False) -> List[
     problems = _new_undefined(before, after)
     problems += _import_time_order(before, after)
     problems += _signature_fit(before, after)
+    problems += [Problem(line, message, at) for line, at, message in main_only_reads(source, output)]
     if partial:
         return [p for p in problems if not any(f"`{n}`" in p.message for n in ("fabric", "accelerator"))]
     return problems + _machinery(before, after)
