@@ -40,7 +40,7 @@ import os
 import runpy
 import sys
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 ENV_STEPS = "PTM_VERIFY_STEPS"
 ENV_OUT = "PTM_VERIFY_OUT"
@@ -477,8 +477,8 @@ class Recorder:
             except Exception:
                 pass
 
-    def _patch_lightning(self) -> None:
-        for pkg in ("lightning.fabric", "lightning_fabric"):
+    def _patch_lightning(self, packages: Sequence[str] = ("lightning.fabric", "lightning_fabric")) -> None:
+        for pkg in packages:
             try:
                 fabric_mod = __import__(pkg, fromlist=["Fabric"])
                 launcher = __import__(pkg + ".strategies.launchers.subprocess_script", fromlist=["x"])
@@ -497,13 +497,15 @@ class Recorder:
             if self.single_device and not getattr(Fabric.__init__, "_ptm_verify", False):
                 original_init = Fabric.__init__
 
-                def __init__(fabric_self, *args, **kwargs):
+                # original_init bound now: a closure would see the last package's __init__ (lightning_fabric's,
+                # where both are installed), and its strategy checks reject lightning.fabric's strategy objects
+                def __init__(fabric_self, *args, _original_init=original_init, **kwargs):
                     # the single-process parity run: whatever the script asks for, one device, no launch
                     kwargs["devices"] = 1
                     kwargs["num_nodes"] = 1
                     if isinstance(kwargs.get("strategy"), str):
                         kwargs["strategy"] = "auto"
-                    original_init(fabric_self, *args, **kwargs)
+                    _original_init(fabric_self, *args, **kwargs)
 
                 __init__._ptm_verify = True
                 Fabric.__init__ = __init__
