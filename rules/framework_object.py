@@ -57,10 +57,10 @@ def fabric_ctor(ctx: Context, ddp=None) -> str:
     else:
         args = []
         choice = ctx.facts.device_choice  # PTM114 (CPU processes) or PTM115 (the script's own device flag)
-        if o.accelerator:
-            args.append(f'accelerator="{o.accelerator}"')
-        elif choice == "cpu":
+        if choice == "cpu":  # PTM114: hand-made inputs stay on the CPU, whatever --accelerator asked for
             args.append('accelerator="cpu"')
+        elif o.accelerator:
+            args.append(f'accelerator="{o.accelerator}"')
         elif choice is not None:
             flag, checks_cuda = choice
             args.append(f'accelerator="{"cuda" if checks_cuda else "auto"}" if {flag} else "cpu"')
@@ -93,7 +93,7 @@ def accelerator_ctor(ctx: Context, ddp=None) -> str:
     options as a kwargs handler."""
     args = []
     choice = ctx.facts.device_choice  # PTM114 (CPU processes) or PTM115 (the script's own device flag)
-    if ctx.options.accelerator == "cpu" or (ctx.options.accelerator is None and choice == "cpu"):
+    if ctx.options.accelerator == "cpu" or choice == "cpu":  # PTM114 wins over --accelerator, as for Fabric
         args.append("cpu=True")
     elif ctx.options.accelerator is None and choice is not None:
         flag, checks_cuda = choice
@@ -123,7 +123,8 @@ def _comments(*texts) -> List[cst.EmptyLine]:
 
 def creation_statements(ctx: Context, ddp=None) -> List[cst.BaseStatement]:
     # why the object picks the CPU, or follows the script's flag (unless --accelerator decided)
-    note = ctx.facts.device_comment if ctx.options.accelerator is None and ctx.facts.device_choice else None
+    note = ctx.facts.device_comment if ctx.facts.device_choice and (
+        ctx.options.accelerator is None or ctx.facts.device_choice == "cpu") else None
     if ctx.target == "fabric":
         code = fabric_ctor(ctx, ddp)
         stmts = [cst.parse_statement(code)]

@@ -24,7 +24,8 @@ told, a parameter whose callers are out of sight, a loader that is not set up), 
 tensors on the CPU in its forward (`torch.zeros(n)` without `device=`, `.numpy()`), or a trainer class makes them
 in its methods (class bodies are not followed), nothing is guessed: the framework object is created for
 CPU processes (`accelerator="cpu"` / `cpu=True`), which is where the original trained, and a TODO names the input
-and says how to move it to train on GPUs. An explicit `--accelerator` wins; the TODO stays.
+and says how to move it to train on GPUs. This holds with an explicit `--accelerator cuda` too (a warning says it was
+not applied): on a GPU the first step would fail with "Expected all tensors to be on the same device".
 
 Why: the framework puts the set-up model on the GPU and moves the set-up loaders' batches; a tensor made by hand
 stays on the CPU, and the first step on a GPU fails with "Expected all tensors to be on the same device". A CPU
@@ -110,6 +111,7 @@ class Plan:
         self.numpy: Set[int] = set()
         self.todos: Dict[int, List[str]] = {}
         self.reports: List[Tuple[cst.CSTNode, str]] = []
+        self.overridden: Optional[Tuple[Optional[cst.CSTNode], str]] = None  # an explicit --accelerator not applied
         self.cpu_only: List[str] = []  # what keeps the training on CPU processes
 
     def __bool__(self) -> bool:
@@ -168,8 +170,9 @@ def make_plan(module: cst.Module, ctx: Context) -> Optional[Plan]:
             p.numpy.add(id(call))
             p.reports.append((call, "`.cpu()` before `.numpy()`: the tensor is on the device now"))
     cpu_arg = 'accelerator="cpu"' if ctx.target == "fabric" else "cpu=True"
-    falls_back = ctx.options.accelerator is None and not (ctx.target == "fabric"
-                                                           and ctx.options.launcher == "fabric-run")
+    # an explicit --accelerator does not win here: on a GPU the first step would fail with "Expected all tensors to
+    # be on the same device", a crash the original (which trained on the CPU) did not have; a warning says so
+    falls_back = not (ctx.target == "fabric" and ctx.options.launcher == "fabric-run")
     where = (f"`{fw}` is created for CPU processes ({cpu_arg}), where the original trained; to train on GPUs, "
              if falls_back else "on a GPU it stays on the CPU: ")
     seen: Set[Tuple[int, str]] = set()
@@ -192,6 +195,14 @@ def make_plan(module: cst.Module, ctx: Context) -> Optional[Plan]:
         p.todos.setdefault(id(stmt), []).append(text + (f" and remove {cpu_arg}" if falls_back else ""))
         p.cpu_only.append(f"{what} in `{method}`")
     if p.cpu_only and falls_back:
+        explicit = ctx.options.accelerator
+        if explicit and explicit != "cpu":
+            first = next(stmt for stmt, _, _ in unknown if stmt is not None) if any(
+                stmt is not None for stmt, _, _ in unknown) else None
+            p.overridden = (first, f"--accelerator {explicit} is not applied: tensors made on the CPU reach the "
+                                   f"model (the TODO(pt-migrate) PTM114 comments), so `{fw}` is created for CPU "
+                                   f"processes ({cpu_arg}), where the original trained; move them to "
+                                   f"`{fw}.device`, then set the accelerator")
         facts.device_choice = "cpu"
         facts.device_comment = (f"# {cpu_arg}: tensors made on the CPU reach the model (see the TODO(pt-migrate) "
                                 f"PTM114 comments)")
@@ -293,6 +304,9 @@ class _Transformer(RuleTransformer):
         self.plan = make_plan(node, self.ctx) or Plan()
         for where, message in self.plan.reports:
             self.report(where, message, True)
+        if self.plan.overridden is not None:
+            where, message = self.plan.overridden
+            self.report(where if where is not None else node, message, False, WARNING)
         return bool(self.plan)
 
     def on_visit(self, node: cst.CSTNode) -> bool:

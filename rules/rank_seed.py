@@ -1,14 +1,26 @@
-"""PTM145 rank-seed: randomness drawn in the training loop differs between ranks; the models still start alike.
+"""PTM145 rank-seed: randomness drawn in training differs between ranks; the models and the problem start alike.
 
 What it does: in the scope that seeds (`fabric.seed_everything(s)` / `set_seed(s)`, from PTM109) and sets the
 models up, when the training loop there draws from the global RNG (`torch.randn`, `rand`, `randint`,
-`randn_like`, `rand_like`, `randint_like`, `randperm`, `bernoulli`, `multinomial`, `normal`), adds right after
-the last model setup: `if fabric.global_rank > 0: fabric.seed_everything(s + fabric.global_rank)` /
-`if accelerator.process_index > 0: set_seed(s, device_specific=True)`. Where nothing in that scope seeds (the
-module or a caller does, or nothing does: torch's default seed is the same in every process), torch's seed is
-offset instead: `torch.manual_seed(torch.initial_seed() + fabric.global_rank)` on ranks above 0.
+`randn_like`, `rand_like`, `randint_like`, `randperm`, `bernoulli`, `multinomial`, `normal`), or a Dataset class of
+the file that this scope instantiates draws from torch's, NumPy's or Python's global generator in `__getitem__` /
+`__iter__` (or a `self.` method they call), adds after the last model setup (and after any later statement
+that draws before the loop, such as building that dataset): `if fabric.global_rank > 0:
+fabric.seed_everything(s + fabric.global_rank)` / `if accelerator.process_index > 0: set_seed(s,
+device_specific=True)`. Where nothing in that scope seeds (the module or a caller does), torch's seed is offset
+instead: `torch.manual_seed(torch.initial_seed() + fabric.global_rank)` on ranks above 0 (and `random.seed(...)`,
+`numpy.random.seed(...)` where the Dataset draws from them).
 
-Why: every process seeds alike, so without it every rank draws the same noise (GAN latents, diffusion timesteps,
+A script that seeds nothing at all (no call that names a seed) and draws from a global generator before its
+training loop (at module level, in the setup function, or in a local function or class `__init__` called there:
+a target weight, a synthetic data set, a `random_split` without a generator) is first seeded alike on every rank
+right above that first draw: `fabric.seed_everything(0)` (Lightning's `seed_everything(0)` at module level when the
+object is made in a function) / `set_seed(0)`, with a warning; the seed is arbitrary. The per-rank seed after
+setup then follows, so what the unseeded original drew differently per process in training stays different.
+
+Why: in torch 2.13 an unseeded process starts torch's generator from a random seed (as Python's `random` and
+NumPy's are), so every rank of an unseeded script draws its own problem, and DDP averages the gradients of
+different problems. Every process that seeds seeds alike, so without it every rank draws the same noise (GAN latents, diffusion timesteps,
 masks) and the N processes train on N copies of one noise batch. The models must still start identical: they
 are built after the common seed, and the reseed comes after setup (DDP's constructor also broadcasts rank 0's
 parameters and buffers, on both targets). Rank 0 keeps the original stream, so one process trains exactly as
@@ -25,21 +37,33 @@ between ranks afterwards, as they do under any per-rank seed. A script that neve
 the CPU; migrated and run on a GPU, its batches arrive on the device and `torch.bernoulli(torch.full_like(x, p))`
 draws from CUDA's generator instead, so one-process losses on `--accelerator cuda` differ from the CPU original's
 (noise_seed_elsewhere on an H200: step 1 1.3062 vs 1.3075) whatever the seeding; a device-aware original
-(fixtures/noise_seed_device) draws on the device too.
+(fixtures/noise_seed_device) draws on the device too. DataLoader workers seed `random`, torch and NumPy from a base
+seed drawn from torch's generator when the loop makes the loader's iterator, after the per-rank seed, so their
+draws differ per rank too. The common seed of an unseeded script makes its runs repeatable (the original's differ
+from run to run); a Dataset or a trainer method in another module, and a statement that both draws the problem
+and trains (`Trainer().fit()`), are not seen: the per-rank seed lands after the last statement that draws.
 """
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import List, Optional, Set
 
 import libcst as cst
 
+from libcst.metadata import QualifiedNameProvider
+
 from migrator import matching as m
-from migrator.names import dotted
+from migrator.analysis import MAIN_GUARD, MODULE
+from migrator.names import dotted, qualified_names
+from migrator.rules._global_draws import Draws, first_setup_draw, seeds_anywhere, trains
+from migrator.diagnostics import WARNING
 from migrator.rules.base import Context, Example, Rule, RuleTransformer
+from migrator.rules.seed import _starts_workers
 
 DRAWS = {"randn", "rand", "randint", "randn_like", "rand_like", "randint_like", "randperm", "bernoulli",
          "multinomial", "normal"}
 MARK = "the ranks draw different random numbers in the loop"
+COMMON_MARK = "every rank draws the same problem: the script seeded nothing"
+COMMON_SEED = 0  # arbitrary: any seed shared by the ranks gives them one problem
 
 
 def _draws_in_loop(stmt) -> bool:
@@ -55,6 +79,21 @@ def _draws_in_loop(stmt) -> bool:
 
 
 class _Transformer(RuleTransformer):
+    METADATA_DEPENDENCIES = RuleTransformer.METADATA_DEPENDENCIES + (QualifiedNameProvider,)
+    draws: Optional[Draws] = None
+    first_draw = None  # (statement, scope) before which an unseeded script gets a common seed
+    common_seeded = False
+    workers = False
+
+    def visit_Module(self, node: cst.Module):
+        if not (self.facts.is_training and self.facts.setup_scope):
+            return True
+        self.draws = Draws(node, lambda n: qualified_names(self, n))
+        self.workers = _starts_workers(node)
+        if not seeds_anywhere(node):
+            self.first_draw = first_setup_draw(node, self.draws, self.facts.setup_scope)
+        return True
+
     def leave_IndentedBlock(self, original_node, updated_node):
         body = self._fix(list(updated_node.body), list(original_node.body))
         return updated_node if body is None else updated_node.with_changes(body=body)
@@ -82,7 +121,58 @@ class _Transformer(RuleTransformer):
         return name in (f"{self.fw}.setup", f"{self.fw}.setup_module", f"{self.fw}.prepare",
                         f"{self.fw}.prepare_model") and bool(args & set(self.facts.models))
 
+    def _common_seed(self, body, orig):
+        """An unseeded script that draws before training: every rank seeds alike right above the first draw."""
+        if self.first_draw is None or len(orig) != len(body):
+            return body, orig
+        stmt, scope = self.first_draw
+        at = next((i for i, s in enumerate(orig) if s is stmt), None)
+        if at is None:
+            return body, orig
+        self.first_draw = None
+        self.common_seeded = True  # the ranks' later draws, different in the unseeded original, get their own seeds
+        workers = ", workers=False" if self.workers else ""
+        if self.ctx.target == "accelerate":
+            self.ctx.imports.add("accelerate.utils", "set_seed")
+            call = f"set_seed({COMMON_SEED})"
+        elif scope == self.facts.setup_scope or (scope == MODULE and self.facts.setup_scope == MAIN_GUARD):
+            call = f"{self.fw}.seed_everything({COMMON_SEED}{workers})"
+        else:  # above the function that makes the object: Lightning's own function
+            self.ctx.imports.add("lightning.fabric", "seed_everything")
+            call = f"seed_everything({COMMON_SEED})"
+        self.report(stmt, f"the script seeds nothing and draws random numbers before training starts: each process "
+                          f"would draw its own, and the ranks would train on different problems; every rank is now "
+                          f"seeded alike above the first draw (`{call}`, an arbitrary seed: runs are now repeatable "
+                          f"and differ from the unseeded original's)", True, WARNING)
+        line = cst.parse_statement(f"{call}  # {COMMON_MARK}\n")
+        return body[:at] + [line] + body[at:], orig[:at] + [line] + orig[at:]
+
+    def _dataset_draws(self, body) -> Set[str]:
+        """Libraries drawn from by the `__getitem__` / `__iter__` of the local Dataset classes that this block
+        instantiates (itself or in a local function it calls): per-sample randomness of the set-up loaders."""
+        if self.draws is None or not self.facts.loaders:
+            return set()
+        kinds: Set[str] = set()
+        todo, seen = list(body), set()
+        while todo:
+            node = todo.pop()
+            for call in m.findall(node, m.Call()):
+                name = dotted(call.func) or ""
+                if name in self.draws.classes:
+                    kind = self.draws.item_draws(name)
+                    if kind:
+                        kinds.add(kind)
+                elif name in self.draws.functions and name not in seen:
+                    seen.add(name)
+                    todo.append(self.draws.functions[name])
+        return kinds
+
     def _fix(self, body: List[cst.BaseStatement], orig: List[cst.BaseStatement]):
+        seeded, orig = self._common_seed(body, orig)
+        fixed = self._rank_seed(seeded, orig)
+        return fixed if fixed is not None else (seeded if seeded is not body else None)
+
+    def _rank_seed(self, body: List[cst.BaseStatement], orig: List[cst.BaseStatement]):
         if not self.in_fw_scope() or not self.facts.models:
             return None
         setups = [i for i, s in enumerate(body) if self._is_model_setup(s)]
@@ -92,20 +182,42 @@ class _Transformer(RuleTransformer):
         while last + 1 < len(body) and isinstance(body[last + 1], cst.SimpleStatementLine) and \
                 "mark_forward_method" in cst.Module(body=[]).code_for_node(body[last + 1]):
             last += 1
-        if not any(_draws_in_loop(s) for s in body[last + 1:]):
+        if self.draws is not None and len(orig) == len(body):
+            # what is drawn between the setup and the training loop (a dataset, fixed noise) stays common
+            for j in range(last + 1, len(body)):
+                if any(trains(loop) for loop in m.findall(orig[j], m.For() | m.While())):
+                    break
+                if self.draws.in_node(orig[j]):
+                    last = j
+        kinds = self._dataset_draws(orig)
+        in_loop = any(_draws_in_loop(s) for s in body[last + 1:])
+        if not kinds and not in_loop and not self.common_seeded:
             return None
+        if self.common_seeded:
+            kinds |= self.draws.kinds_anywhere()
         code = cst.Module(body=[]).code_for_node
         if any(MARK in code(s) for s in body):
             return None  # done by an earlier run
         seeds = [(i, self._seed(s)) for i, s in enumerate(body[:last]) if self._seed(s) is not None]
+        where = orig[last] if len(orig) == len(body) else body[last]
+        why = ("the training loop" if in_loop or not kinds else "the Dataset's `__getitem__`/`__iter__`") \
+            if not self.common_seeded else "training (as in the unseeded original)"
         if not seeds:  # seeded elsewhere (module level, a caller) or not at all: offset torch's current seed
             rank = f"{self.fw}.global_rank" if self.ctx.target == "fabric" else f"{self.fw}.process_index"
-            text = (f"if {rank} > 0:  # {MARK}\n"
-                    f"    torch.manual_seed(torch.initial_seed() + {rank})\n")
-            self.report(orig[last] if len(orig) == len(body) else body[last],
-                        "the ranks now draw different random numbers in the training loop (torch's seed offset by the "
-                        "rank after the models are set up alike; NumPy and `random` stay as they were)", True)
-            return body[: last + 1] + [cst.parse_statement(text)] + body[last + 1:]
+            lines = [f"if {rank} > 0:  # {MARK}", f"    torch.manual_seed(torch.initial_seed() + {rank})"]
+            others = []
+            if "random" in kinds:
+                self.ctx.imports.add("random")
+                lines.append(f"    random.seed(torch.initial_seed() + {rank})")
+                others.append("`random`")
+            if "numpy" in kinds:
+                self.ctx.imports.add("numpy")
+                lines.append(f"    numpy.random.seed((torch.initial_seed() + {rank}) % 2**32)")
+                others.append("NumPy")
+            kept = "NumPy and `random` stay as they were" if not others else f"{' and '.join(others)} likewise"
+            self.report(where, f"the ranks now draw different random numbers in {why} (torch's seed offset by the "
+                               f"rank after the models are set up alike; {kept})", True)
+            return body[: last + 1] + [cst.parse_statement("\n".join(lines) + "\n")] + body[last + 1:]
         s = code(seeds[-1][1])
         if self.ctx.target == "fabric":
             text = (f"if {self.fw}.global_rank > 0:  # {MARK}\n"
@@ -114,8 +226,8 @@ class _Transformer(RuleTransformer):
             self.ctx.imports.add("accelerate.utils", "set_seed")
             text = (f"if {self.fw}.process_index > 0:  # {MARK}\n"
                     f"    set_seed({s}, device_specific=True)\n")
-        self.report(orig[last] if len(orig) == len(body) else body[last], "the ranks now draw different random numbers in the training loop (seeded per "
-                                "rank after the models are set up alike)", True)
+        self.report(where, f"the ranks now draw different random numbers in {why} (seeded per rank after the "
+                           f"models are set up alike)", True)
         return body[: last + 1] + [cst.parse_statement(text)] + body[last + 1:]
 
 
