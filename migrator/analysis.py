@@ -109,12 +109,14 @@ class Facts:
     # optimizers that the setup block binds only under an `if` (migrator/bindings.py): unbound on the other path,
     # so they are set up where they are made and the setup after that `if` does not name them (PTM105, PTM135)
     conditional_optimizers: Set[str] = field(default_factory=set)
-    # asked of PTM100 by PTM114 / PTM115: the device the object picks ("cpu", or (flag code, checks CUDA itself)),
+    # asked of PTM100 by PTM114 / PTM115: the device the object picks ("cpu", or (flag code, whether the flag checks
+    # the accelerator's presence itself, Fabric's accelerator when it is true: "cuda" or "auto")),
     # a comment above its creation, and a name bound in its block that the creation must follow
     device_choice: object = None
     device_comment: Optional[str] = None
     create_after: Optional[str] = None
-    device_flags: List[str] = field(default_factory=list)  # flags that chose the device (PTM101 records them)
+    # the script's switches that chose a device PTM101 replaced (rules/device_flag.Switch): PTM115 carries them
+    device_flags: List[object] = field(default_factory=list)
 
     @property
     def models(self) -> List[str]:

@@ -12,6 +12,16 @@ created right after the flag's binding when nothing above it uses the object (it
 otherwise). A flag that does not check `torch.cuda.is_available()` itself (an argparse `--cuda`) gives
 `"auto" if flag else "cpu"` / `cpu=not flag or (...)`, so a CPU-only machine still runs.
 
+The switches it knows (rules/device_flag.switch_of): `"cuda"` / `"mps"` / `"xpu"` strings, `torch.device(...)`
+of them, `torch.accelerator.current_accelerator()` (also inside `torch.device(...)`), conditional expressions and
+if/elif/else statements that pick an accelerator or the CPU (`use_cuda or use_mps` when the CPU comes last,
+`not args.cpu` when it comes first), and a device option (`torch.device(args.device)` -> `str(args.device) !=
+"cpu"`). For an accelerator that is not (only) CUDA, or a flag without a CUDA check, Fabric gets
+`accelerator="auto" if FLAG else "cpu"`; a flag that checks `torch.accelerator.is_available()` (or MPS's, XPU's)
+gives Accelerate `cpu=not FLAG`. Where the script's names chose the device in a way no flag can say (a helper
+`pick_device(args)`, `"mps" if args.mps else "cuda"`), the replaced device line gets a warning and a TODO: the
+switch no longer chooses the device. An index (`f"cuda:{args.gpu}"`, `torch.device(rank)`) is no switch.
+
 Where the object cannot follow the flag (the flag is bound later, `--accelerator` was given, two flags disagree,
 or the condition is `torch.cuda.is_available()` itself, which the framework's own choice does not mirror on
 other accelerators), moves to the framework's device under such a condition are taken out of the `if`: they are
@@ -30,6 +40,8 @@ Fix safety: safe. A script already on the framework, or given `--accelerator`, k
 """
 from __future__ import annotations
 
+import builtins
+from dataclasses import dataclass
 from typing import List, Optional, Sequence, Set, Tuple
 
 import libcst as cst
@@ -40,47 +52,181 @@ from migrator.names import assigned_names, dotted
 from migrator.rules.base import Context, Example, Rule, RuleTransformer
 
 CUDA_CHECK = "torch.cuda.is_available"
+# checks of an accelerator's presence: a flag that makes one is false on a machine without it
+AVAILABILITY = ("cuda.is_available", "accelerator.is_available", "mps.is_available", "xpu.is_available")
+CPU, CUDA, ACCEL = "cpu", "cuda", "accel"  # the kinds of device an expression picks; ACCEL: not (only) CUDA
+_NON_CUDA = ("mps", "xpu", "hpu", "npu")
+
+
+@dataclass(frozen=True)
+class Switch:
+    """A device choice that a name of the script decides (`"cuda" if use_cuda else "cpu"`, `torch.device(args.device)`).
+
+    flag: code that is true exactly when the choice is an accelerator, or None when it cannot be said (then the
+    framework object cannot follow it); cuda: that accelerator is CUDA itself; names: the script's names it reads.
+    """
+    flag: Optional[str]
+    cuda: bool
+    names: Tuple[str, ...]
+    target: str = ""  # the name the device was bound to (PTM101 fills it in)
+
+
+def switch_of(value: cst.BaseExpression) -> Optional[Switch]:
+    """The switch of a device expression, None when no name of the script chooses the device.
+
+    `torch.device("cuda" if use_cuda else "cpu")` -> Switch("use_cuda", cuda=True);
+    `torch.accelerator.current_accelerator() if use_accel else torch.device("cpu")` -> Switch("use_accel", False);
+    `"cpu" if args.no_cuda else "cuda"` -> "not args.no_cuda"; `torch.device(args.device)` ->
+    `str(args.device) != "cpu"`; `"cuda" if a else "mps"` -> Switch(None, ...): the script's names choose, but not
+    between an accelerator and the CPU. An index (`f"cuda:{args.gpu}"`, `torch.device(rank)`) chooses no kind.
+    """
+    while isinstance(value, cst.Call) and _is_device_call(value.func) and len(value.args) == 1:
+        value = value.args[0].value  # torch.device(<choice>)
+    if isinstance(value, cst.IfExp):
+        branches, final = [], value
+        while isinstance(final, cst.IfExp):  # "cuda" if a else "mps" if b else "cpu"
+            branches.append((final.test, _kind(final.body), _value_names(final.body)))
+            final = final.orelse
+        return _chain([(t, k) for t, k, _ in branches], _kind(final),
+                      [n for t, _, ns in branches for n in _script_names(t) + ns] + _value_names(final))
+    names = _value_names(value)
+    if len(names) == 1 and _says_device(names[0]):
+        return Switch(f'str({names[0]}) != "cpu"', False, tuple(names))
+    if not names or all(says_index(n) for n in names):
+        return None  # `torch.device(rank)`: which device of its kind, the framework's business now
+    return Switch(None, False, tuple(names))
+
+
+def switch_of_if(node: cst.If) -> Optional[Switch]:
+    """`if use_cuda: device = torch.device("cuda")` / `elif use_mps: device = "mps"` / `else: device = "cpu"`
+    -> Switch("use_cuda or use_mps", cuda=False); None when no name of the script chooses."""
+    branches, names, branch = [], [], node
+    while isinstance(branch, cst.If):
+        kind = _block_kind(branch.body)
+        branches.append((branch.test, kind))
+        names += _script_names(branch.test)
+        branch = branch.orelse
+    final = _block_kind(branch.body) if isinstance(branch, cst.Else) else None
+    return _chain(branches, final, names)
+
+
+def _block_kind(block: cst.BaseSuite) -> Optional[str]:
+    values = [s.body[0].value for s in block.body if isinstance(s, cst.SimpleStatementLine)
+              and len(s.body) == 1 and isinstance(s.body[0], cst.Assign)]
+    return _kind(values[0]) if len(values) == 1 else None
+
+
+def _chain(branches, final: Optional[str], names: List[str]) -> Optional[Switch]:
+    """`if t1: k1 elif t2: k2 else: final` as a switch: the CPU last (`t1 or t2`), or first (`not t1`)."""
+    names = list(dict.fromkeys(n for n in names))
+    if not names:
+        return None  # chosen by availability checks alone: the framework's own choice does the same
+    kinds = [k for _, k in branches]
+    if final == CPU and kinds and all(k in (CUDA, ACCEL) for k in kinds):
+        tests = [t for t, _ in branches]
+        flag = _code(tests[0]) if len(tests) == 1 else " or ".join(_atom(t) for t in tests)
+        return Switch(flag, all(k == CUDA for k in kinds), tuple(names))
+    if kinds and kinds[0] == CPU and all(k in (CUDA, ACCEL) for k in kinds[1:] + [final]):
+        return Switch(f"not {_atom(branches[0][0])}", all(k == CUDA for k in kinds[1:] + [final]), tuple(names))
+    return Switch(None, False, tuple(names))
 
 
 def flag_of(value: cst.BaseExpression) -> Optional[str]:
-    """The flag a device expression picks with: `torch.device("cuda" if use_cuda else "cpu")` -> "use_cuda";
-    `"cpu" if args.no_cuda else "cuda"` -> "not args.no_cuda". None when it picks by CUDA's presence alone."""
-    for node in m.findall(value, m.IfExp()):
-        body, orelse = _kind(node.body), _kind(node.orelse)
-        if {body, orelse} != {"cuda", "cpu"}:
-            continue
-        code = _code(node.test)
-        if not _script_names(node.test):
-            return None
-        return code if body == "cuda" else f"not {_atom(node.test)}"
-    return None
+    """The flag a device expression picks with (`Switch.flag`), None when there is none."""
+    found = switch_of(value)
+    return found.flag if found else None
 
 
 def flag_of_if(node: cst.If) -> Optional[str]:
-    """`if use_cuda: device = torch.device("cuda")` / `else: device = torch.device("cpu")` -> "use_cuda"."""
-    if not isinstance(node.orelse, cst.Else) or not _script_names(node.test):
-        return None
-    kinds = []
-    for block in (node.body, node.orelse.body):
-        values = [s.body[0].value for s in block.body if isinstance(s, cst.SimpleStatementLine)
-                  and len(s.body) == 1 and isinstance(s.body[0], cst.Assign)]
-        kinds.append(_kind(values[0]) if len(values) == 1 else None)
-    if kinds == ["cuda", "cpu"]:
-        return _code(node.test)
-    if kinds == ["cpu", "cuda"]:
-        return f"not {_atom(node.test)}"
-    return None
+    """The flag an if/elif/else device choice picks with (`Switch.flag`), None when there is none."""
+    found = switch_of_if(node)
+    return found.flag if found else None
+
+
+def _is_device_call(func: cst.BaseExpression) -> bool:
+    return dotted(func) in ("torch.device", "device", "th.device")
 
 
 def _kind(node: cst.BaseExpression) -> Optional[str]:
-    if isinstance(node, cst.Call) and node.args:  # torch.device("cuda")
-        node = node.args[0].value
+    """CPU, CUDA or ACCEL for an expression that names a fixed kind of device; None otherwise."""
+    if isinstance(node, cst.Attribute) and node.attr.value == "type":  # current_accelerator().type
+        node = node.value
+    if isinstance(node, cst.Call):
+        name = dotted(node.func) or ""
+        if name.endswith("accelerator.current_accelerator"):
+            return ACCEL
+        if not (_is_device_call(node.func) and node.args):
+            return None
+        return _kind(node.args[0].value)  # torch.device("cuda", rank), torch.device(current_accelerator())
+    if isinstance(node, cst.IfExp):
+        body, orelse = _kind(node.body), _kind(node.orelse)
+        return body if body == orelse else None
+    text = None
     if isinstance(node, cst.SimpleString) and isinstance(node.evaluated_value, str):
-        v = node.evaluated_value
-        return "cuda" if v.startswith("cuda") else "cpu" if v == "cpu" else None
-    if isinstance(node, cst.FormattedString) and node.parts and isinstance(node.parts[0], cst.FormattedStringText):
-        return "cuda" if node.parts[0].value.startswith("cuda") else None
-    return None
+        text = node.evaluated_value
+    elif isinstance(node, cst.FormattedString) and node.parts and isinstance(node.parts[0], cst.FormattedStringText):
+        text = node.parts[0].value  # f"cuda:{rank}"
+    elif isinstance(node, cst.BinaryOperation) and isinstance(node.left, cst.SimpleString):
+        text = node.left.evaluated_value if isinstance(node.left.evaluated_value, str) else None  # "cuda:%d" % r
+    if text is None:
+        return None
+    if text.startswith("cuda"):
+        return CUDA
+    if text.startswith(_NON_CUDA):
+        return ACCEL
+    return CPU if text in ("cpu", "cpu:0") else None
+
+
+def _value_names(value: cst.BaseExpression) -> List[str]:
+    """The script's names a device value reads to choose its kind: `args.device`, `torch.device(args.device)`,
+    `get_device(args)` (a called function's own name is not one); none for a value of a fixed kind
+    (`f"cuda:{args.gpu}"` reads an index)."""
+    while isinstance(value, cst.Call) and _is_device_call(value.func) and len(value.args) == 1:
+        value = value.args[0].value
+    if _kind(value) is not None:
+        return []
+    out: List[str] = []
+
+    def walk(node: cst.CSTNode) -> None:
+        if isinstance(node, cst.Call):
+            for a in node.args:
+                walk(a.value)
+            if isinstance(node.func, cst.Attribute):  # `args.device.lower()`: the receiver is read
+                walk(node.func.value)
+            return
+        if isinstance(node, (cst.Name, cst.Attribute)):
+            out.extend(n for n in _script_names(node) if n not in out)
+            return
+        for child in node.children:
+            walk(child)
+
+    walk(value)
+    return out
+
+
+def says_index(name: str) -> bool:
+    """`rank`, `args.local_rank`, `args.gpu`, `gpu_id`: which device, not which kind."""
+    last = name.rsplit(".", 1)[-1].lower()
+    return any(w in last for w in ("rank", "gpu", "idx", "index", "_id", "local")) or last in ("i", "id", "n")
+
+
+def _says_device(name: str) -> bool:
+    """`args.device`, `cfg.train_device`, `dev`: a name for a device, not an index (`rank`, `args.gpu`)."""
+    last = name.rsplit(".", 1)[-1].lower()
+    return last in ("device", "dev", "accelerator", "accel") or last.endswith("_device")
+
+
+def negation(flag: str) -> str:
+    """Code for `not flag`: `x != "cpu"` -> `x == "cpu"`, `not x` -> `x`; otherwise `not flag`, parenthesized as
+    needed."""
+    expr = cst.parse_expression(flag)
+    if isinstance(expr, cst.Comparison) and len(expr.comparisons) == 1 \
+            and isinstance(expr.comparisons[0].operator, cst.NotEqual) and not expr.lpar:
+        return _code(expr.with_changes(comparisons=[expr.comparisons[0].with_changes(
+            operator=cst.Equal(whitespace_before=cst.SimpleWhitespace(" "), whitespace_after=cst.SimpleWhitespace(" ")))]))
+    if isinstance(expr, cst.UnaryOperation) and isinstance(expr.operator, cst.Not) and not expr.lpar:
+        return _code(expr.expression.with_changes(lpar=[], rpar=[]))  # `not (a or b)` -> `a or b`
+    return f"not {_atom(expr)}"
 
 
 def _script_names(test: cst.BaseExpression) -> List[str]:
@@ -172,10 +318,11 @@ class _Guards(RuleTransformer):
     """Takes moves out of `if <device condition>:` blocks that the object does not follow, and marks where a flag
     that chose the device is bound when the object cannot follow it."""
 
-    def __init__(self, rule, ctx, followed: Optional[str], lost: Sequence[str] = ()):
+    def __init__(self, rule, ctx, followed: Optional[str], lost: Sequence[str] = (), uncarried: Sequence[Switch] = ()):
         super().__init__(rule, ctx)
         self.followed = followed
-        self.lost = {name: flag for flag in lost for name in _script_names(cst.parse_expression(flag))}
+        self.lost = {name: flag for flag in lost for name in flag_names(flag)}
+        self.uncarried = {s.target: s for s in uncarried}  # first switch per target
         self.marked: Set[str] = set()
 
     def visit_Module(self, node: cst.Module) -> None:
@@ -200,11 +347,30 @@ class _Guards(RuleTransformer):
                     if flag in self.marked:
                         continue
                     self.marked.add(flag)
-                    arg = (f'accelerator="cuda" if {flag} else "cpu"' if self.ctx.target == "fabric"
-                           else f"cpu=not {_atom(cst.parse_expression(flag))}")
+                    cuda = all(s.cuda for s in self.facts.device_flags if s.flag == flag)
+                    arg = (f'accelerator="{"cuda" if cuda else "auto"}" if {flag} else "cpu"'
+                           if self.ctx.target == "fabric" else f"cpu={negation(flag)}")
                     self.todo(node, f"the device no longer follows `{flag}`: `{self.fw}` picks it (a GPU when there "
                                     f"is one), and the moves it guarded run always; to keep `{flag}` in charge, create "
                                     f"`{self.fw}` after this line with {arg}")
+
+    def visit_Assign(self, node: cst.Assign) -> None:
+        """The safety net: a device that the script's names chose, and the object cannot follow them."""
+        if not self.uncarried or len(node.targets) != 1 or not self.in_fw_scope():
+            return
+        target = dotted(node.targets[0].target)
+        switch = self.uncarried.get(target)
+        value = node.value.args[0].value if isinstance(node.value, cst.Call) and dotted(node.value.func) == "str" \
+            and node.value.args else node.value
+        if switch is None or target in self.marked or dotted(value) not in (
+                f"{self.fw}.device", f"{self.fw}.device.type"):
+            return
+        self.marked.add(target)
+        names = ", ".join(f"`{n}`" for n in switch.names)
+        self.todo(node, f"{names} no longer chooses the device: `{target}` is `{self.fw}`'s device now (an "
+                        f"accelerator when there is one); to keep {names} in charge, create `{self.fw}` with "
+                        + ('accelerator="cpu" where it chose the CPU' if self.ctx.target == "fabric"
+                           else "cpu=True where it chose the CPU"))
 
     def leave_If(self, original_node: cst.If, updated_node: cst.If):
         updated_node = super().leave_If(original_node, updated_node)
@@ -273,7 +439,7 @@ class DeviceFlag(Rule):
         ),
     ]
 
-    _state: tuple = (None, ())  # (followed, lost), set by `apply` for its transformer (one migration at a time)
+    _state: tuple = (None, (), ())  # (followed, lost, uncarried): set by `apply` for its transformer
 
     def transformer(self, ctx: Context) -> RuleTransformer:
         return _Guards(self, ctx, *self._state)
@@ -286,16 +452,20 @@ class DeviceFlag(Rule):
         followed = self._follow(wrapper.module, ctx, flags)
         # with --accelerator (or `fabric run`) the user chose the device: the flags are not marked
         chosen = ctx.options.accelerator is not None or (ctx.target == "fabric" and ctx.options.launcher == "fabric-run")
-        self._state = (followed, [] if followed or chosen else flags)
+        uncarried = [] if chosen else [s for s in facts.device_flags if s.flag is None]
+        self._state = (followed, [] if followed or chosen else flags, uncarried)
         try:
             return super().apply(wrapper, ctx)
         finally:
-            self._state = (None, ())
+            self._state = (None, (), ())
+
+    def wanted(self, lowered_code: str, ctx: Context) -> bool:
+        return bool(ctx.facts.device_flags) or super().wanted(lowered_code, ctx)
 
     def _flags(self, module: cst.Module, ctx: Context) -> List[str]:
         """The script's flags that chose the device: in a device expression (PTM101 recorded them) or as the
         condition of moves."""
-        flags = list(dict.fromkeys(ctx.facts.device_flags))
+        flags = list(dict.fromkeys(s.flag for s in ctx.facts.device_flags if s.flag is not None))
         for node in m.findall(module, m.If()):
             if node.orelse is None and is_device_condition(node.test) and _script_names(node.test) \
                     and _moves_to_fw(node.body, ctx.facts.fw):
@@ -318,7 +488,7 @@ class DeviceFlag(Rule):
         index = insertion_index(block, module_level)
         if module_level:
             index = max(index, first_use_index(block, facts.fw, index))
-        names = _script_names(cst.parse_expression(flag))
+        names = flag_names(flag)
         outer = _module_names_before(module, facts) if not module_level else set()
         after = None
         for name in names:
@@ -334,12 +504,22 @@ class DeviceFlag(Rule):
                     return None
                 if after is None or where > after[0]:
                     after = (where, bound)
-        checks = CUDA_CHECK in flag or any(CUDA_CHECK in _code(a.value) for name in names
-                                           for a in _assignments(module, name))
-        facts.device_choice = (flag, checks)
+        sources = [flag] + [_code(a.value) for name in names for a in _assignments(module, name)]
+        checks = any(check in code for code in sources for check in AVAILABILITY)
+        # Fabric's "cuda" only for a CUDA device behind a CUDA check; "auto" picks MPS / XPU, or CUDA where it is
+        cuda = all(s.cuda for s in facts.device_flags if s.flag == flag) and any(CUDA_CHECK in c for c in sources)
+        facts.device_choice = (flag, checks, "cuda" if cuda else "auto")
         facts.device_comment = f"# the device follows `{flag}`, as in the original script"
         facts.create_after = after[1] if after else None
         return flag
+
+
+def flag_names(flag: str) -> List[str]:
+    """The script's names a flag's code reads (builtins such as `str` left out)."""
+    return [n for n in _script_names(cst.parse_expression(flag)) if n not in _BUILTINS]
+
+
+_BUILTINS = frozenset(dir(builtins))
 
 
 def _assignments(module: cst.Module, name: str) -> List[cst.Assign]:
@@ -353,7 +533,8 @@ _LATER_USES = ("rank", "world", "dist.", "distributed", "save(", "load(", "envir
 
 def _before_object_ok(stmt: cst.BaseStatement, fw: str) -> bool:
     """A statement that may run before the object exists: it does not use it, and no later rule will make it."""
-    if m.findall(stmt, m.Name(fw)):
+    attrs = {id(a.attr) for a in m.findall(stmt, m.Attribute())}  # `torch.accelerator` is not the object
+    if any(id(n) not in attrs for n in m.findall(stmt, m.Name(fw))):
         return False
     code = _code(stmt).lower()
     return not any(word in code for word in _LATER_USES)

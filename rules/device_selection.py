@@ -33,7 +33,9 @@ from libcst.metadata import QualifiedNameProvider
 from migrator.analysis import MAIN_GUARD, MODULE, device_if_target, is_device_expr, is_main_guard
 from migrator.names import dotted, qualified_names
 from migrator.rules.base import Example, Context, Rule, RuleTransformer
-from migrator.rules.device_flag import flag_of, flag_of_if
+import dataclasses
+
+from migrator.rules.device_flag import says_index, switch_of, switch_of_if
 
 
 class _Transformer(RuleTransformer):
@@ -87,14 +89,14 @@ class _Transformer(RuleTransformer):
         if self._before_object():
             if "." not in target and not self._elif_depth():
                 self._rebind_later(original_node, target, _is_string(original_node.value))
-                self._record_flag(flag_of(original_node.value))
+                self._record_flag(switch_of(original_node.value), target)
             return updated_node
         if not self.in_fw_scope():
             if is_device_expr(original_node.value, self.qn):
                 self.todo(original_node, f"device chosen by hand, out of reach of `{self.fw}`: use `{self.fw}.device`")
             return updated_node
         new = self._fw_device()
-        self._record_flag(flag_of(original_node.value))
+        self._record_flag(switch_of(original_node.value), target)
         if _is_string(original_node.value) and target in getattr(self, "_type_names", ()):
             # a device *type* ("cuda"): f"{device}:{rank}", device == "cuda", device_type=device use it as one
             new = cst.Attribute(value=new, attr=cst.Name("type"))
@@ -106,10 +108,18 @@ class _Transformer(RuleTransformer):
         self.report(original_node, f"`{target}` now names `{self.fw}.device`", True)
         return updated_node.with_changes(value=new)
 
-    def _record_flag(self, flag) -> None:
-        """The script's own flag that chose the device (`use_cuda`): PTM115 makes the object follow it."""
-        if flag is not None and flag not in self.facts.device_flags:
-            self.facts.device_flags.append(flag)
+    def _record_flag(self, switch, target: str) -> None:
+        """The script's own names that chose the device (`use_cuda`, `args.device`): PTM115 makes the object follow
+        them, or marks the line where they no longer choose. A name this rule rebound to the framework's device
+        (`device = args.device` after `args.device = ...`) chooses nothing any more."""
+        replaced = self.__dict__.setdefault("_replaced", set())
+        replaced.add(target)
+        left = [n for n in switch.names if n not in replaced] if switch is not None else []
+        if not left or all(says_index(n) for n in left):
+            return  # `torch.device(f"{device}:{gpu}")` after `device = ...`: the rebound device and an index
+        switch = dataclasses.replace(switch, target=target)
+        if switch not in self.facts.device_flags:
+            self.facts.device_flags.append(switch)
 
     def _with_rebinding(self, guard: cst.If) -> cst.If:
         body = list(guard.body.body)
@@ -144,11 +154,11 @@ class _Transformer(RuleTransformer):
         if target is not None and self._before_object():
             self._in_chain -= 1
             self._rebind_later(original_node, target, False)
-            self._record_flag(flag_of_if(original_node))
+            self._record_flag(switch_of_if(original_node), target)
             return updated_node
         if target is None or not self.in_fw_scope():
             return updated_node
-        self._record_flag(flag_of_if(original_node))
+        self._record_flag(switch_of_if(original_node), target)
         self.report(original_node, f"device selection -> `{target} = {self.fw}.device`", True)
         # a chain that picks strings ("cuda", "mps") keeps a string, as the straight assignment does above
         from migrator import matching as m

@@ -62,8 +62,8 @@ def fabric_ctor(ctx: Context, ddp=None) -> str:
         elif o.accelerator:
             args.append(f'accelerator="{o.accelerator}"')
         elif choice is not None:
-            flag, checks_cuda = choice
-            args.append(f'accelerator="{"cuda" if checks_cuda else "auto"}" if {flag} else "cpu"')
+            flag, _, accelerator = choice  # PTM115: "cuda" for a CUDA flag behind a CUDA check, else "auto"
+            args.append(f'accelerator="{accelerator}" if {flag} else "cpu"')
         if o.devices is not None:
             dev = o.devices
             args.append(f"devices={dev}" if str(dev).lstrip("-").isdigit() else f'devices="{dev}"')
@@ -96,10 +96,12 @@ def accelerator_ctor(ctx: Context, ddp=None) -> str:
     if ctx.options.accelerator == "cpu" or choice == "cpu":  # PTM114 wins over --accelerator, as for Fabric
         args.append("cpu=True")
     elif ctx.options.accelerator is None and choice is not None:
-        flag, checks_cuda = choice
-        # a flag that checks torch.cuda.is_available() itself is false on a CPU-only machine
-        args.append(f"cpu=not {_operand(flag)}" if checks_cuda else
-                    f"cpu=not {_operand(flag)} or ({CPU_UNDER_TORCHRUN.split('=', 1)[1]})")
+        from migrator.rules.device_flag import negation
+        flag, checks, _ = choice
+        # a flag that checks the accelerator's presence itself (torch.cuda / torch.accelerator.is_available()) is
+        # false on a CPU-only machine
+        args.append(f"cpu={negation(flag)}" if checks else
+                    f"cpu={negation(flag)} or ({CPU_UNDER_TORCHRUN.split('=', 1)[1]})")
     elif ctx.options.accelerator is None:
         args.append(CPU_UNDER_TORCHRUN)
     precision = ctx.precision_code()
@@ -109,12 +111,6 @@ def accelerator_ctor(ctx: Context, ddp=None) -> str:
     if ddp is not None and ddp.argument is not None:
         args.append(f"{ddp.argument[0]}={ddp.argument[1]}")  # PTM131: the removed DDP wrapper's options
     return f"{ctx.fw} = Accelerator({', '.join(args)})"
-
-
-def _operand(code: str) -> str:
-    """`code` as the operand of `not`: parenthesized unless it is a name, an attribute or a call."""
-    expr = cst.parse_expression(code)
-    return code if isinstance(expr, (cst.Name, cst.Attribute, cst.Call)) else f"({code})"
 
 
 def _comments(*texts) -> List[cst.EmptyLine]:
