@@ -381,10 +381,13 @@ class _Guards(RuleTransformer):
         test = _code(original_node.test)
         if self.followed is not None and test == self.followed:
             return updated_node  # consistent: the object follows the same flag
-        if all(_only_moves(s, self.fw) for s in updated_node.body.body):
+        stmts = list(updated_node.body.body)
+        if isinstance(updated_node.body, cst.SimpleStatementSuite):  # `if args.cuda: x, y = x.cuda(), y.cuda()`
+            stmts = [cst.SimpleStatementLine(body=stmts)]
+        if all(_only_moves(s, self.fw) for s in stmts):
             self.report(original_node, f"moves out of `if {test}:`: `{self.fw}` picks the device itself, and a move "
                                        f"to its device is right on any device", True)
-            body = list(updated_node.body.body)
+            body = stmts
             body[0] = body[0].with_changes(leading_lines=list(updated_node.leading_lines) + list(body[0].leading_lines))
             return cst.FlattenSentinel(body)
         self.todo(original_node, f"the moves here run only when `{test}`, but `{self.fw}` picks the device itself: "

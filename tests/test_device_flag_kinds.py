@@ -65,7 +65,6 @@ def test_the_object_follows_the_switch(choice, fabric, accelerate, target):
 @pytest.mark.parametrize("target", ["fabric", "accelerate"])
 def test_a_switch_that_cannot_be_carried_is_marked(choice, target):
     result = _run(choice, target)
-    fw = "fabric" if target == "fabric" else "accelerator"
     lines = result.code.splitlines()
     i = next(i for i, l in enumerate(lines) if l.strip().startswith("device = ") and f"{fw}.device" in l)
     assert lines[i - 1].strip().startswith("# TODO(pt-migrate) PTM115:") and "no longer chooses the device" in lines[i - 1]
@@ -102,3 +101,35 @@ def test_negation():
     assert negation('str(d) != "cpu"') == 'str(d) == "cpu"'
     assert negation("not (a or b)") == "a or b"
     assert negation("a and b") == "not (a and b)"
+
+
+@pytest.mark.parametrize("target", ["fabric", "accelerate"])
+def test_one_line_moves_under_the_flag_leave_the_if_when_accelerator_is_given(target):
+    # TCN's pmnist_test.py: `if args.cuda: data, target = data.cuda(), target.cuda()` on one line. With
+    # --accelerator cuda the object cannot follow the flag; the moves stayed under `if args.cuda:` (a TODO only),
+    # and on 2 GPUs with the flag off the model was on the GPU and the data on the CPU (seen 2026-12-01)
+    src = textwrap.dedent('''
+        import argparse, torch
+        from torch.utils.data import DataLoader, TensorDataset
+        p = argparse.ArgumentParser()
+        p.add_argument("--cuda", action="store_false")
+        args = p.parse_args()
+        model = torch.nn.Linear(4, 2)
+        if args.cuda:
+            model.cuda()
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        loader = DataLoader(TensorDataset(torch.randn(16, 4), torch.randint(0, 2, (16,))), batch_size=4)
+        def train():
+            for data, target in loader:
+                if args.cuda: data, target = data.cuda(), target.cuda()
+                loss = torch.nn.functional.cross_entropy(model(data), target)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        train()
+    ''')
+    result = migrate(src, target, Options(accelerator="cuda"))
+    assert "if args.cuda: data" not in result.code
+    assert "TODO(pt-migrate) PTM115" not in result.code
+    cst.parse_module(result.code)
+    assert result.error is None, result.diagnostics
