@@ -160,3 +160,12 @@ def test_verify_never_writes_the_users_files(tmp_path):
     report = vc.run_verify(tmp_path / "train.py", [], "fabric", 1, "cpu", 3, 120, checks="a")
     assert {c["id"]: c["status"] for c in report["checks"]} == {"a": "pass"}, report["checks"]
     assert {name: (tmp_path / name).read_text() for name in mine} == mine
+
+
+@pytest.mark.parametrize("target", ["fabric", "accelerate"])
+def test_an_evaluation_forward_between_steps_is_not_the_steps_batch(target):
+    script = FIXTURES / "eval_forward_between_steps.py"
+    result = CliRunner().invoke(verify, [str(script), "--target", target, "--json", "--timeout", str(TIMEOUT),
+                                         "--devices", "2", "--steps", "4", "--checks", "bd"])
+    checks = _by_id(json.loads(result.output))
+    assert checks["d"]["status"] == "pass", checks["d"]

@@ -40,7 +40,7 @@ import os
 import runpy
 import sys
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 ENV_STEPS = "PTM_VERIFY_STEPS"
 ENV_OUT = "PTM_VERIFY_OUT"
@@ -62,6 +62,11 @@ class Recorder:
         self.losses: List[Dict[str, Any]] = []  # {"step": s, "loss": x}
         self.batch_hashes: Dict[int, str] = {}
         self.samples: Dict[int, int] = {}
+        # a step's batch is the input of the last training forward before its first backward; until that backward,
+        # the step's first forward stands in (scripts whose backward is not observed). An evaluation forward on
+        # the same test tensor on every rank, between one step and the next (MorvanZhou's 502_GPU.py), is not it
+        self.provisional: Set[int] = set()
+        self.last_forward: Optional[Tuple[int, str, int]] = None
         self.step_times: List[float] = []
         self.models: Dict[int, Any] = {}
         self.depth = 0
@@ -149,6 +154,7 @@ class Recorder:
         def backward(*args, **kwargs):
             outer = rec.in_backward == 0
             if outer:
+                rec.commit_batch()
                 loss = args[loss_arg] if len(args) > loss_arg else kwargs.get("loss", kwargs.get("tensor"))
                 if loss is not None:
                     rec.record_loss(loss)
@@ -190,13 +196,22 @@ class Recorder:
             except Exception:
                 self.init_param_hash = "unreadable"
         step = self.steps + 1
-        if step in self.batch_hashes or step > self.max_steps:
+        if (step in self.batch_hashes and step not in self.provisional) or step > self.max_steps:
             return
         first = _first_tensor(args)
         if first is None:
             return
-        self.batch_hashes[step] = _tensor_hash(first)
-        self.samples[step] = int(first.shape[0]) if first.dim() > 0 else 1
+        self.last_forward = (step, _tensor_hash(first), int(first.shape[0]) if first.dim() > 0 else 1)
+        if step not in self.batch_hashes:
+            self.batch_hashes[step], self.samples[step] = self.last_forward[1:]
+            self.provisional.add(step)
+
+    def commit_batch(self) -> None:
+        """At a step's first backward: the last training forward before it gave the step's batch."""
+        last = self.last_forward
+        if last is not None and last[0] == self.steps + 1 and last[0] in self.provisional:
+            self.batch_hashes[last[0]], self.samples[last[0]] = last[1:]
+            self.provisional.discard(last[0])
 
     def forward_hook(self, module, args, output) -> None:
         self.depth = max(0, self.depth - 1)
