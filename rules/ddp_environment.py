@@ -163,7 +163,17 @@ class _Transformer(RuleTransformer):
         code = cst.Module([]).code_for_node
         default = code(read.args[1].value).strip("\"'")
         other = code(original_node.comparisons[0].comparator).strip("\"'")
-        if default != other or not isinstance(op, (cst.NotEqual, cst.Equal)):
+        if not isinstance(op, (cst.NotEqual, cst.Equal)):
+            return updated_node
+        if key != "WORLD_SIZE" and default.isdigit():
+            # a default a rank really takes (0) is no sentinel: `int(os.environ.get("RANK", 0)) == 0` asks "the main
+            # process?", and `== 1`-of-the-world-size made it false on every rank of 2 (nothing saved, nothing logged)
+            if not other.isdigit():
+                return updated_node
+            new = f"{code(self._prop(key))} {'==' if isinstance(op, cst.Equal) else '!='} {int(other)}"
+            self.report(original_node, f"`{key}` compared with {other} -> `{new}`", True)
+            return cst.parse_expression(new)
+        if default != other or (key == "WORLD_SIZE" and default != "1" and default.isdigit()):
             return updated_node
         new = f"{size} > 1" if isinstance(op, cst.NotEqual) else f"{size} == 1"
         self.report(original_node, f"`{key}` compared with its default (not launched distributed) -> `{new}`", True)
