@@ -169,3 +169,11 @@ def test_an_evaluation_forward_between_steps_is_not_the_steps_batch(target):
                                          "--devices", "2", "--steps", "4", "--checks", "bd"])
     checks = _by_id(json.loads(result.output))
     assert checks["d"]["status"] == "pass", checks["d"]
+
+
+def test_each_run_starts_in_a_fresh_folder():
+    script = FIXTURES / "outputs_folder_once.py"
+    result = CliRunner().invoke(verify, [str(script), "--target", "fabric", "--json", "--timeout", str(TIMEOUT),
+                                         "--devices", "2", "--steps", "3", "--checks", "ab"])
+    checks = _by_id(json.loads(result.output))
+    assert checks["a"]["status"] == "pass" and checks["b"]["status"] == "pass", checks

@@ -545,6 +545,9 @@ def runtime_check(entry: Dict[str, Any], targets: List[str], work: Path, steps: 
                   for d in f.get("diagnostics", []) if d.get("severity") == "error"]
         t["migrate"] = {"rc": mN["rc"], "command": mN["cmd"], "summary": (mN["report"] or {}).get("summary"),
                         "code_changed": code_changed, "errors": errors}
+        # the original's folder as prepared: verify links what lies in it, and an earlier run's outputs there made
+        # a script that refuses an existing output folder fail (pytorch_ddpm_cifar10 on 2 GPUs, FileExistsError)
+        prepare_tree(entry, recipe, orig_tree, cache)
         t["verify"] = run_verify_entry(recipe, orig_tree, treeN, script_rel, target, devices, steps, accelerator)
         v = t["verify"]
         t["one"], t["parity"] = _one_from_verify(v)

@@ -732,7 +732,20 @@ def run_verify(script: Path, script_args: List[str], target: str, devices: int =
         py = sys.executable
         out = tmp / "results"
 
+        # every run but the two that check j compares starts in a fresh copy of its staged folder: a script that
+        # refuses to overwrite its outputs (`os.makedirs(logdir)` without exist_ok, as pytorch-ddpm's main.py) ran
+        # once per folder and failed its second run, a failure that was verify's, not the migration's
+        pristine = {orig_dir: tmp / "pristine" / "original", mig_dir: tmp / "pristine" / "migrated"}
+        for staged, copy in pristine.items():
+            shutil.copytree(staged, copy, symlinks=True)
+        in_place = {"original": orig_dir, f"migrated-{devices}procs": mig_dir}
+
         def make(name: str, prefix: List[str], folder: Path, target_script: Path, single: bool) -> Run:
+            if in_place.get(name) != folder:
+                fresh = tmp / "runs" / name
+                shutil.rmtree(fresh, ignore_errors=True)
+                shutil.copytree(pristine[folder], fresh, symlinks=True)
+                target_script, folder = fresh / target_script.relative_to(folder), fresh
             out_dir = str(out / name)
             return Run(name, prefix + _runner_cmd(steps, out_dir, target_script, script_args, single), str(folder),
                        out_dir)
