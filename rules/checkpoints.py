@@ -54,16 +54,19 @@ the device are reported, not guessed; a whole-module pickle inside an expression
 """
 from __future__ import annotations
 
-from typing import List, Optional, Set, Tuple
+from typing import Dict, List, Optional, Set, Tuple
 
 import libcst as cst
 from libcst.metadata import QualifiedNameProvider
 
+from migrator import matching as m
 from migrator import side_effects as se
 from migrator.diagnostics import WARNING
 from migrator.names import dotted, qualified_names
+from migrator.rules._divergent import Divergence
 from migrator.rules._moves import is_device_arg, plain_after_setup, plain_models_here
 from migrator.rules.base import Example, Context, Rule, RuleTransformer, guarded, has_todo, with_todo
+from migrator.rules.download_first import first_block_item
 from migrator.rules.rank_zero import (
     rank_flags,
     guard_flag,
@@ -169,8 +172,92 @@ class _Transformer(RuleTransformer):
         self.wait_before: Set[int] = set()  # ids of statements that load a file written by the main process
         self.save_blocks: Set[int] = set()  # ids of `with open(p, "wb") as f: torch.save(x, f)` guarded whole
         self.added_waits: Set[int] = set()  # ids of the barrier statements this pass added
+        self.added_after: Set[int] = set()  # ids of the barriers added after a condition that differs between ranks
         self.rank0_blocks: Set[int] = set()  # such blocks that run on the main process only (guarded here or before)
+        # conditions that can differ between ranks (`if not os.path.exists(p):`, the clock, a rank's own metric):
+        # no collective under them. (id of the `if`/`try`, why) innermost last; functions called under one
+        self.divergence = Divergence(node, self.qn)
+        self.divergent: List[Tuple[int, str, bool]] = []  # (id, why, a statement of a block: a barrier may follow)
+        self.elifs: Set[int] = set()
+        self.barrier_after: Set[int] = set()  # ids of the outermost such statements a barrier follows
+        self.called_divergent: Dict[str, str] = {}
+        self.first_depth = 0  # inside `with fabric.rank_zero_first(...)` / `with accelerator.main_process_first():`
+        self.called_in_first: Set[str] = set()
+        for stmt in m.findall(node, m.If() | m.Try() | m.With(), metadata_resolver=self):
+            why = self._divergent_test(stmt)
+            first = isinstance(stmt, cst.With) and any(first_block_item(i) for i in stmt.items)
+            if why or first:
+                for call in m.findall(stmt, m.Call()):
+                    name = dotted(call.func)
+                    if name and why:
+                        self.called_divergent.setdefault(name.rsplit(".", 1)[-1], why)
+                    elif name:
+                        self.called_in_first.add(name.rsplit(".", 1)[-1])
         return True
+
+    def _divergent_test(self, node: cst.CSTNode) -> Optional[str]:
+        """Why the branches of an `if` (not a rank guard: PTM136 moves saves out of those) or a `try` with
+        handlers may run on some ranks and not on others, or None."""
+        if isinstance(node, cst.Try):
+            return "a `try`/`except` (a rank whose I/O raises takes the handler)" if node.handlers else None
+        if not isinstance(node, cst.If) or guard_parts(node.test, self.qn, self.facts.fw, self.flags) is not None \
+                or guard_parts(node.test, self.qn, f"self.{self.facts.fw}", self.flags) is not None:
+            return None
+        return self.divergence.reason(node.test)
+
+    def _divergent_here(self) -> Optional[str]:
+        """Why the statement being visited may run on some ranks only: an enclosing condition, or a call of its
+        function under one."""
+        if self.divergent:
+            return self.divergent[-1][1]
+        return self._called_divergent()
+
+    def _called_divergent(self) -> Optional[str]:
+        return next((self.called_divergent[d] for d in reversed(self.defs) if d in self.called_divergent), None)
+
+    def _in_first_block(self) -> bool:
+        return bool(self.first_depth) or any(d in self.called_in_first for d in self.defs)
+
+    def visit_Try(self, node: cst.Try):
+        why = self._divergent_test(node)
+        if why:
+            self.divergent.append((id(node), why, True))
+        return True
+
+    def _barrier_after_condition(self, entry: Optional[Tuple[int, str, bool]] = None) -> bool:
+        """Ask for `fabric.barrier()` / `accelerator.wait_for_everyone()` right after the outermost condition that
+        can differ between ranks, where every rank comes past it: a statement of a block, which no branch leaves
+        (`return`, `break`, ...), not under a rank guard or in a main-process-first block, in a function that is not
+        called under one. Returns whether it will be there (a later read, in any module, then finds the file whole)."""
+        outer_id, _, placeable = self.divergent[0] if self.divergent else entry
+        node = self._stmts[next((i for i, s in enumerate(self._stmts) if id(s) == outer_id), 0)] if self._stmts else None
+        if not placeable or node is None or id(node) != outer_id or self.guards or self._in_first_block() \
+                or self._called_divergent() or any(d in self.called_under_guard for d in self.defs):
+            return False
+        if m.findall(node, m.Return() | m.Break() | m.Continue() | m.Raise()):
+            return False
+        self.barrier_after.add(outer_id)
+        return True
+
+    def _then_barrier(self, original_node, updated_node):
+        """The statement, then the barrier `_barrier_after_condition` asked for (once: a rerun finds it there)."""
+        if id(original_node) not in self.barrier_after or not isinstance(updated_node, cst.BaseStatement):
+            return updated_node
+        wait = "barrier" if self.ctx.target == "fabric" else "wait_for_everyone"
+        stmt = cst.parse_statement(f"{self.fw}.{wait}()")
+        self.report(original_node, f"`{self.fw}.{wait}()` after the condition: the main process wrote the file "
+                                   f"under it, and every rank comes past here", True)
+        self.added_after.add(id(stmt))
+        return cst.FlattenSentinel([updated_node, stmt])
+
+    def leave_Try(self, original_node, updated_node):
+        self._pop_divergent(original_node)
+        return self._then_barrier(original_node, updated_node)
+
+    def _pop_divergent(self, node) -> Optional[str]:
+        if self.divergent and self.divergent[-1][0] == id(node):
+            return self.divergent.pop()[1]
+        return None
 
     def _code(self, node: cst.CSTNode) -> str:
         return cst.Module([]).code_for_node(node)
@@ -179,9 +266,17 @@ class _Transformer(RuleTransformer):
         return set(self.facts.models) - plain_models_here(self, self.plain)
 
     def visit_If(self, node: cst.If):
-        if guard_parts(node.test, self.qn, self.fw, getattr(self, "flags", None)) is not None:
+        parts = guard_parts(node.test, self.qn, self.fw, getattr(self, "flags", None))
+        if parts is not None:
             self.guards += 1
             self._guard_ids = getattr(self, "_guard_ids", set()) | {id(node)}
+            why = self.divergence.reason(parts[1]) if parts[1] is not None else None
+        else:
+            why = self._divergent_test(node)
+        if why:
+            self.divergent.append((id(node), why, id(node) not in self.elifs))
+        if isinstance(node.orelse, cst.If):
+            self.elifs.add(id(node.orelse))
         return super().visit_If(node)
 
     def leave_SimpleStatementLine(self, original_node, updated_node):
@@ -192,6 +287,9 @@ class _Transformer(RuleTransformer):
 
     # -- `with open(path, "wb") as f: torch.save(x, f)`: the whole block on the main process
     def visit_With(self, node: cst.With):
+        if any(first_block_item(i) for i in node.items):
+            self.first_depth += 1
+            self._first_ids = getattr(self, "_first_ids", set()) | {id(node)}
         if not self.in_fw_scope():
             return True
         if self.guards or any(d in self.called_under_guard for d in self.defs):
@@ -211,6 +309,8 @@ class _Transformer(RuleTransformer):
         return True
 
     def leave_With(self, original_node, updated_node):
+        if id(original_node) in getattr(self, "_first_ids", ()):
+            self.first_depth -= 1
         if id(original_node) in self.save_blocks:
             self.guards -= 1
             path = self._code(se.opened_path(original_node.items[0].item).value)
@@ -269,12 +369,15 @@ class _Transformer(RuleTransformer):
         return self._code(stmt.with_changes(leading_lines=[])).strip()
 
     def _one_wait(self, body) -> list:
-        """The statements without a wait added right after the same wait (a rerun on this rule's own output)."""
-        if not self.added_waits:
+        """The statements without a wait added right after the same wait, or right before it (a rerun on this
+        rule's own output)."""
+        if not self.added_waits and not self.added_after:
             return body
         out = []
-        for stmt in body:
+        for i, stmt in enumerate(body):
             if id(stmt) in self.added_waits and out and self._bare(out[-1]) == self._bare(stmt):
+                continue
+            if id(stmt) in self.added_after and i + 1 < len(body) and self._bare(body[i + 1]) == self._bare(stmt):
                 continue
             out.append(stmt)
         return out if len(out) != len(body) else body
@@ -334,6 +437,15 @@ class _Transformer(RuleTransformer):
             self.todo(original_node, f"`torch.save` writes through a handle opened on every rank: open and write the "
                                      f"file under `if {self._code(self._flag())}:` only (`{self.fw}.save` takes a path)")
             return updated_node
+        if self._in_first_block():
+            # the block runs the body on the main process first and on the others after: a barrier inside
+            # (fabric.save's) would wait for ranks held at the block's entry, and the block orders the read after it
+            self.report(original_node, "`torch.save` stays inside the main-process-first block: the main process "
+                                       "writes first, the other ranks then find the file", True)
+            return updated_node
+        why = self._divergent_here()
+        if self.ctx.target == "fabric" and why and not self.guards:
+            return self._save_on_rank_zero(original_node, updated_node, obj_arg.value, path_node, why)
         if self.ctx.target == "fabric" and any(d in self.called_under_guard for d in self.defs):
             self.todo(original_node, f"`{self.defs[-1]}` is called under a rank-0 guard: `{self.fw}.save` there would "
                                      f"hang the other ranks, so `torch.save` stays (right for DDP); for sharded "
@@ -350,8 +462,39 @@ class _Transformer(RuleTransformer):
             return call
         self.report(original_node, f"`torch.save` -> `{self.fw}.save`, written once by the main process", True)
         path = keywords["f"].value if "f" in keywords else positional[-1].value
-        self.saved_paths.add(self._code(path))  # a later load of it outside a rank guard waits for the main process
+        if not (why and self.divergent and self._barrier_after_condition()):  # else every rank waits after the `if`
+            self.saved_paths.add(self._code(path))  # a later load of it outside a rank guard waits for the main process
         return updated_node.with_changes(func=cst.Attribute(value=self.fw_expr(), attr=cst.Name("save")))
+
+    def _save_on_rank_zero(self, original_node, updated_node, obj, path, why: str):
+        """Fabric: a save under a condition that can differ between ranks stays `torch.save`, under
+        `if fabric.is_global_zero:` (`fabric.save` ends with a barrier: a rank that skips the branch never reaches
+        it, and the ranks that entered wait forever). A later read of the file waits behind a barrier outside the
+        condition (`_load`)."""
+        stmt = self._stmts[-1] if self._stmts else None
+        if not (isinstance(stmt, cst.SimpleStatementLine) and len(stmt.body) == 1 and isinstance(stmt.body[0], cst.Expr)
+                and stmt.body[0].value is original_node):
+            self.todo(original_node, f"`torch.save` runs under {why}, which can differ between ranks: `{self.fw}.save` "
+                                     f"(a barrier) would hang there; write it under `if {self.fw}.is_global_zero:`")
+            return updated_node
+        self._guard_stmt = getattr(self, "_guard_stmt", set()) | {id(stmt)}
+        if not (self.divergent and self._barrier_after_condition()):
+            self.saved_paths.add(self._code(path))  # a later read in this module waits for it
+        state = self._training_state(obj)
+        self.report(original_node, f"`torch.save` stays, on rank 0 (`if {self.fw}.is_global_zero:`): it runs under "
+                                   f"{why}, which can differ between ranks, and `{self.fw}.save` ends with a barrier "
+                                   f"that the ranks skipping the branch never reach; a later read waits behind "
+                                   f"`{self.fw}.barrier()` after the condition"
+                    + (f"; a sharded strategy needs `{self.fw}.save` on every rank: decide the condition on rank 0 and "
+                       "broadcast it" if state else ""), True)
+        return updated_node
+
+    def _training_state(self, obj: cst.BaseExpression) -> bool:
+        """The saved object is (or holds) a model's or an optimizer's state, not data."""
+        code = self._code(obj)
+        names = {n.value for n in m.findall(obj, m.Name())}
+        return "state_dict" in code or bool(names & (set(self.facts.models) | set(self.facts.optimizers))) or \
+            any(w in code.lower() for w in ("state", "ckpt", "checkpoint"))
 
     def _save_module(self, original_node, updated_node, obj_arg, path_arg):
         """`torch.save(model, path)` pickles the whole module: the unwrapped one, written by the main process only
@@ -404,8 +547,13 @@ class _Transformer(RuleTransformer):
             where, path_code = opened, self._code(se.opened_path(opened.items[0].item).value)
         # the same path, or any path when the main process wrote to one computed at run time (f"model_{epoch}.pt")
         written = path_code in self.saved_paths or any(not _literal(p) for p in self.saved_paths)
-        under_guard = self.guards or any(d in self.called_under_guard for d in self.defs)
-        if written and not under_guard and where is not None:
+        under_guard = self.guards or any(d in self.called_under_guard for d in self.defs) or self._in_first_block()
+        why = self._divergent_here()
+        if written and not under_guard and where is not None and why:
+            self.todo(original_node, f"reads a file the main process writes, under {why}, which can differ between "
+                                     f"ranks: a barrier here would hang the ranks that skip it; read the file after "
+                                     f"the condition, behind `{self.fw}.{'barrier' if self.ctx.target == 'fabric' else 'wait_for_everyone'}()`")
+        elif written and not under_guard and where is not None:
             self.wait_before.add(id(where))
         whole = path_code in self.whole_paths or any(
             a.keyword is not None and a.keyword.value == "weights_only" and dotted(a.value) == "False"
@@ -481,6 +629,10 @@ class _Transformer(RuleTransformer):
     def leave_If(self, original_node: cst.If, updated_node: cst.If):
         if id(original_node) in getattr(self, "_guard_ids", ()):
             self.guards -= 1
+        own = self._pop_divergent(original_node)
+        return self._then_barrier(original_node, self._leave_if(original_node, updated_node, own))
+
+    def _leave_if(self, original_node: cst.If, updated_node: cst.If, own: Optional[str]):
         result = super().leave_If(original_node, updated_node)
         if self.ctx.target != "fabric" or not self.in_fw_scope() or not isinstance(result, cst.If):
             return result
@@ -491,6 +643,16 @@ class _Transformer(RuleTransformer):
         obody, body = list(original_node.body.body), list(result.body.body)
         if len(obody) != len(body):
             return result
+        why = self._divergent_here() or own
+        if why:
+            if not any(self._has_save(s) for s in obody):
+                return result
+            if self.divergent:  # an enclosing condition: the barrier follows the outermost one
+                after = self._barrier_after_condition()
+            else:  # the guard's own `and` condition (`if rank == 0 and not os.path.exists(p):`): it follows the guard
+                after = bool(own) and self._barrier_after_condition((id(original_node), own,
+                                                                     id(original_node) not in self.elifs))
+            return self._keep_under_guard(original_node, result, why, after)
         saves = [i for i, s in enumerate(obody) if self._is_save_stmt(s)]
         nested = [i for i, s in enumerate(obody) if i not in saves and self._has_save(s)
                   and not (isinstance(s, cst.With) and save_through_handle(s, self.qn))]  # rank 0 writes the handle
@@ -529,6 +691,25 @@ class _Transformer(RuleTransformer):
         self.report(obody[saves[0]], f"`{self.fw}.save` moved out of the rank guard: it runs on every rank and "
                                      "writes on rank 0; the guard's other statements keep their order around it", True)
         return self._split(result, marked, hoist, rest)
+
+    def _keep_under_guard(self, original_node: cst.If, result: cst.If, why: str, after: bool) -> cst.If:
+        """A rank guard under (or joined by `and` with) a condition that can differ between ranks: its saves stay
+        `torch.save` on rank 0 where they are; moved out, `fabric.save`'s barrier would sit under that condition."""
+        body = []
+        for o, s in zip(original_node.body.body, result.body.body):
+            saves = [c for c in m.findall(o, m.Call()) if self._is_save(c)]
+            if saves:
+                s = s.visit(_BackToTorchSave(self.fw))
+                for call in saves:
+                    path = _save_target(call) if "torch.save" in self.qn(call.func) else (
+                        self._code(call.args[0].value) if call.args else None)
+                    if path and not after:
+                        self.saved_paths.add(path)  # no barrier after the condition: a later read waits instead
+                    self.report(call, f"`torch.save` stays under the rank guard (rank 0 writes): the guard is under "
+                                      f"{why}, which can differ between ranks, so `{self.fw}.save`'s barrier would "
+                                      f"hang the ranks that skip it", True)
+            body.append(s)
+        return result.with_changes(body=result.body.with_changes(body=body))
 
     def _split(self, guard: cst.If, body: List[cst.BaseStatement], hoist: Set[int], rest):
         """The guard's statements in their order: runs of statements that stay are guarded (one `if` per run), the

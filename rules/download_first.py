@@ -21,9 +21,9 @@ sees (the usual shared file system); with a disk per node, `local=True` makes th
 first. Accelerate form: `with accelerator.main_process_first():` (accelerate 1.15: the main process of the whole
 run goes first); `accelerator.local_main_process_first()` is the per-node one.
 
-Fix safety: safe. A statement that also calls the framework object, a collective or `torch.save` (PTM136 makes it
-a save with a barrier, which would wait forever inside the block) gets a TODO instead, as does a download at
-import time, before the framework object exists. Statements already under a rank guard or in such a block are
+Fix safety: safe. A statement that also calls the framework object or a collective (which would wait forever
+inside the block) gets a TODO instead, as does a download at import time, before the framework object exists. A
+`torch.save` inside the block stays `torch.save` (PTM136 emits no `fabric.save`, whose barrier would hang there). Statements already under a rank guard or in such a block are
 left alone.
 """
 from __future__ import annotations
@@ -47,6 +47,23 @@ def first_block_item(item: cst.WithItem) -> bool:
     """`with fabric.rank_zero_first(...)`, `with accelerator.main_process_first()` (or the local one)."""
     return isinstance(item.item, cst.Call) and isinstance(item.item.func, cst.Attribute) \
         and item.item.func.attr.value in FIRST_METHODS
+
+
+def first_header(fw: str, target: str) -> str:
+    """The line that opens a main-process-first block, as code: `with fabric.rank_zero_first(local=False):` (lightning
+    2.6: global rank 0 runs the body, then the others; a barrier without time limit) or
+    `with accelerator.main_process_first():` (accelerate 1.15: the main process of the whole run first)."""
+    if target == "fabric":
+        return f"with {fw}.rank_zero_first(local=False):"
+    return f"with {fw}.main_process_first():"
+
+
+def first_block(fw: str, target: str, stmts: list) -> cst.With:
+    """`stmts` (one or more statements of one block) inside that block; the lines above the first stay above it."""
+    call = first_header(fw, target)[len("with "):-1]
+    body = [stmts[0].with_changes(leading_lines=[])] + list(stmts[1:])
+    return cst.With(items=[cst.WithItem(cst.parse_expression(call))], body=cst.IndentedBlock(body=body),
+                    leading_lines=stmts[0].leading_lines)
 
 
 class _Scan(m.Visitor):
@@ -205,8 +222,8 @@ class _Transformer(RuleTransformer):
         self.decided[id(node)] = what
 
     def _hazard(self, node: cst.CSTNode) -> Optional[str]:
-        """A call in the statement that must not run inside the block: a collective, the framework object's, or a
-        `torch.save` (PTM136 makes it a save with a barrier)."""
+        """A call in the statement that must not run inside the block: a collective or the framework object's.
+        (A `torch.save` may: PTM136 keeps it `torch.save` inside the block.)"""
         found = collectives_in(node, self.qn, self.fw, self.ctx.target)
         if found:
             return f"`{dotted(found[0].func)}`"
@@ -214,14 +231,10 @@ class _Transformer(RuleTransformer):
             name = dotted(call.func) or ""
             if name.startswith((self.fw + ".", self.facts.fw + ".")):
                 return f"`{name}`"
-            if "torch.save" in self.qn(call.func):
-                return "`torch.save`"
         return None
 
     def _header(self, fw: str) -> str:
-        if self.ctx.target == "fabric":
-            return f"with {fw}.rank_zero_first(local=False):"
-        return f"with {fw}.main_process_first():"
+        return first_header(fw, self.ctx.target)
 
     # -- the blocks: consecutive decided statements share one `with`
     def leave_IndentedBlock(self, original_node, updated_node):
@@ -260,11 +273,7 @@ class _Transformer(RuleTransformer):
                 f"its own disk")
 
     def _block(self, stmts: list) -> cst.With:
-        call = (f"{self.fw}.rank_zero_first(local=False)" if self.ctx.target == "fabric"
-                else f"{self.fw}.main_process_first()")
-        body = [stmts[0].with_changes(leading_lines=[])] + list(stmts[1:])
-        return cst.With(items=[cst.WithItem(cst.parse_expression(call))], body=cst.IndentedBlock(body=body),
-                        leading_lines=stmts[0].leading_lines)
+        return first_block(self.fw, self.ctx.target, stmts)
 
 
 class DownloadFirst(Rule):

@@ -82,10 +82,12 @@ def test_class_that_downloads_only_in_a_classmethod_is_not_a_download():
     assert "rank_zero_first" not in r.code
 
 
-def test_caching_block_with_torch_save_is_not_put_in_the_block():
-    # PTM136 makes the save fabric.save, whose barrier would wait forever inside rank_zero_first
+def test_caching_block_with_torch_save_goes_in_the_block_and_keeps_torch_save():
+    # PTM136 keeps `torch.save` inside rank_zero_first (issue #13): fabric.save's barrier would wait forever there
     r = _migrate("    if not os.path.exists('cache.pt'):\n        torch.save(build(), 'cache.pt')\n", head="import os\n" + HEAD)
-    assert "rank_zero_first" not in _code(r) and _todos(r, "PTM150")
+    assert "with fabric.rank_zero_first(local=False):\n        if not os.path.exists('cache.pt'):\n" \
+           "            torch.save(build(), 'cache.pt')\n" in r.code
+    assert "fabric.save(" not in r.code and not _todos(r, "PTM150")
 
 
 # ---- PTM151 write-once -------------------------------------------------------------------------------------------
