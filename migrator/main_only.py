@@ -15,8 +15,14 @@ code): only what the migration moved counts.
 
 Prefer missing a case to a false alarm (a false alarm leaves a good migration undone): reads under any main-only
 guard count as guarded (a local one too), reads in methods and lambdas count only in the scope that binds the name,
-and a function whose every call is under a guard does not run on every rank. Scopes and uses come from libcst's
+a function whose every call is under a guard does not run on every rank, and a read inside `try:` with an
+`except NameError` (or bare / Exception) handler expects the name may be missing. Scopes and uses come from libcst's
 ScopeProvider, the guards around a node from ParentNodeProvider.
+
+Cost: a lexical pass over the `ast` trees the self-check parsed anyway picks the (scope, name) pairs that could be
+reported (bound only inside main-only branches, read outside one, not the input's own guard); only when there is
+one do both texts go through libcst (0 of the fixtures, rule examples and ecosystem entries did when this was
+written; the scope analysis costs 0.1-0.3 s on a 500-line script).
 """
 from __future__ import annotations
 
@@ -36,6 +42,9 @@ RANK_CALLS = {"get_rank", "get_global_rank"}
 DECORATORS = {"rank_zero_only", "on_main_process", "on_local_main_process", "main_process_only"}
 EXITS = {"exit", "sys.exit", "quit", "os._exit"}
 RANK_WORDS = ("rank", "master", "main_process", "is_main", "is_global_zero", "process_index", "chief")
+# the input's tests may also name a process by its GPU (`if args.gpu == 0:`, which PTM137 turns into
+# `fabric.local_rank == 0`): the user's own guard too
+INPUT_WORDS = RANK_WORDS + ("gpu", "primary", "leader", "zero")
 
 
 def _dotted(node) -> Optional[str]:
@@ -132,9 +141,10 @@ def covers_others(test) -> bool:
 
 
 def rankish(test) -> bool:
-    """Any test that reads a rank or a main-process flag (the input's guards: the user's own choice of ranks)."""
+    """Any test that reads a rank, a main-process flag or a GPU number (the input's guards: the user's own choice
+    of processes; broad on purpose, it only keeps a name out of the report)."""
     for node in _walk(test):
-        if isinstance(node, (cst.Name, cst.Attribute)) and any(w in _last(node) for w in RANK_WORDS):
+        if isinstance(node, (cst.Name, cst.Attribute)) and any(w in _last(node) for w in INPUT_WORDS):
             return True
     return False
 
@@ -226,7 +236,7 @@ class _Module:
     """One parsed module with its scopes, parents and the run-state of its functions."""
 
     def __init__(self, code: str, main_only, others):
-        self.wrapper = MetadataWrapper(cst.parse_module(code))
+        self.wrapper = MetadataWrapper(cst.parse_module(code), unsafe_skip_copy=True)  # parsed here: no copy
         found = self.wrapper.resolve_many([ScopeProvider, ParentNodeProvider])  # one walk for both
         self.scopes, self.parents = found[ScopeProvider], found[ParentNodeProvider]
         self.guards = _Guards(self.parents, main_only, others)
@@ -329,10 +339,27 @@ class _Input:
         return min(lines) if lines else None
 
 
-def _rank_if(node: ast.AST) -> bool:
-    return isinstance(node, ast.If) and any(
-        w in (n.id if isinstance(n, ast.Name) else n.attr).lower()
-        for n in ast.walk(node.test) if isinstance(n, (ast.Name, ast.Attribute)) for w in RANK_WORDS)
+def _words(test: ast.AST, words: Tuple[str, ...]) -> bool:
+    return any(w in (n.id if isinstance(n, ast.Name) else n.attr).lower()
+               for n in ast.walk(test) if isinstance(n, (ast.Name, ast.Attribute)) for w in words)
+
+
+def _output_if(node: ast.If) -> Tuple[bool, bool]:
+    """(body, else) of an output `if` run on the main process only: the scope analysis' own tests, on the test
+    reparsed by libcst (a few tokens)."""
+    if not _words(node.test, RANK_WORDS):
+        return False, False
+    try:
+        test = cst.parse_expression(ast.unparse(node.test))
+    except (cst.ParserSyntaxError, RecursionError, ValueError):
+        return True, True
+    return implies_main(test), covers_others(test)
+
+
+def _input_if(node: ast.If) -> Tuple[bool, bool]:
+    """(body, else) of an input `if` under a rank test of the script's own: both."""
+    found = _words(node.test, INPUT_WORDS)
+    return found, found
 
 
 def _ast_exits(stmt: ast.stmt) -> bool:
@@ -342,54 +369,108 @@ def _ast_exits(stmt: ast.stmt) -> bool:
         ast.unparse(stmt.value.func) in EXITS
 
 
-def _candidates(output: str) -> bool:
-    """Cheap test before libcst (by `ast`, lexically, any scope): is a name bound inside an `if` that reads a rank
-    or a main flag (or after `if <that>: return`, or in a @rank_zero_only-like function) read outside all such
-    code? Most outputs only guard saves and prints, and never get to the scope analysis."""
-    try:
-        tree = ast.parse(output)
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
-        return False
-    inside: Set[str] = set()
-    outside: Set[str] = set()
+Key = Tuple[str, str]  # (scope: "" for the module, "Trainer.fit" for a method; name)
 
-    def names(node: ast.AST, guarded: bool, after_exit: bool) -> None:
-        # `after_exit`: below `if <rank test>: return` in a block: a binding there counts, a read still counts
-        # as outside (the test may not be the main-only one: over-approximate, the scope analysis decides)
+
+def _lexical(code: str, guards) -> Optional[Tuple[Set[Key], Set[Key], Set[str]]]:
+    """By `ast`, lexically: (the (scope, name) bindings inside an `if` branch that `guards(if)` -> (body, else)
+    calls main-only, below `if <test>: return` whose else is, or in a @rank_zero_only-like function; the other
+    bindings; the names read outside such branches). A function's body starts unguarded, as in the scope analysis
+    (a guard around a `def` is not one around its body). None when the code does not parse."""
+    from migrator.selfcheck import _parse  # cached: the self-check parsed both texts already
+    tree = _parse(code)
+    if tree is None:
+        return None
+    inside: Set[Key] = set()
+    outside: Set[Key] = set()
+    reads: Set[str] = set()
+
+    def names(node: ast.AST, scope: str, guarded: bool, after_exit: bool) -> None:
+        # `after_exit`: below `if <test>: return` in a block: a binding there counts as inside, a read still as
+        # outside (over-approximate: the scope analysis decides)
         binds = guarded or after_exit
         if isinstance(node, ast.Name):
-            if binds and not isinstance(node.ctx, ast.Load):
-                inside.add(node.id)
-            elif not guarded and isinstance(node.ctx, ast.Load):
-                outside.add(node.id)
-        elif binds and isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            inside.add(node.name)
-        elif binds and isinstance(node, (ast.Import, ast.ImportFrom)):
-            inside.update((a.asname or a.name).split(".")[0] for a in node.names)
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and any(
-                isinstance(n, (ast.Name, ast.Attribute)) and (n.id if isinstance(n, ast.Name) else n.attr)
-                in DECORATORS for d in node.decorator_list for n in ast.walk(d)):
-            guarded = True
+            if isinstance(node.ctx, ast.Load):
+                if not guarded:
+                    reads.add(node.id)
+            else:
+                (inside if binds else outside).add((scope, node.id))
+            return
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
+            name = getattr(node, "name", "<lambda>")
+            if not isinstance(node, ast.Lambda):
+                (inside if binds else outside).add((scope, name))
+            for d in getattr(node, "decorator_list", []) + getattr(node, "bases", []):
+                names(d, scope, guarded, after_exit)
+            inner = f"{scope}.{name}" if scope else name
+            if isinstance(node, ast.ClassDef):  # a class body runs where it stands
+                block(node.body, inner, guarded, after_exit)
+                return
+            decorated = any(isinstance(n, (ast.Name, ast.Attribute)) and
+                            (n.id if isinstance(n, ast.Name) else n.attr) in DECORATORS
+                            for d in node.decorator_list for n in ast.walk(d)) if not isinstance(node, ast.Lambda) \
+                else False
+            for a in ast.walk(node.args):
+                if isinstance(a, ast.arg):
+                    outside.add((inner, a.arg))
+                elif isinstance(a, ast.Name):
+                    names(a, scope, guarded, after_exit)
+            if isinstance(node, ast.Lambda):
+                names(node.body, inner, decorated, False)
+            else:
+                block(node.body, inner, decorated, False)
+            return
+        if isinstance(node, (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)):
+            scope = f"{scope}.<comp>"  # its targets are its own (the scope analysis skips them)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            for a in node.names:
+                (inside if binds else outside).add((scope, (a.asname or a.name).split(".")[0]))
+        elif isinstance(node, ast.ExceptHandler) and node.name:
+            (inside if binds else outside).add((scope, node.name))
         for field, value in ast.iter_fields(node):
             if isinstance(value, list) and value and isinstance(value[0], ast.stmt):
-                inner = guarded or (_rank_if(node) and field in ("body", "orelse"))
-                exited = after_exit
-                for stmt in value:
-                    names(stmt, inner, exited)
-                    if _rank_if(stmt) and not stmt.orelse and _ast_exits(stmt.body[-1]):
-                        exited = True
+                branch = isinstance(node, ast.If) and field in ("body", "orelse") and guards(node)[field == "orelse"]
+                block(value, scope, guarded or branch, after_exit)
             elif isinstance(value, list):
                 for v in value:
                     if isinstance(v, ast.AST):
-                        names(v, guarded, after_exit)
+                        names(v, scope, guarded, after_exit)
             elif isinstance(value, ast.AST):
-                names(value, guarded, after_exit)
+                names(value, scope, guarded, after_exit)
 
+    def block(stmts: List[ast.stmt], scope: str, guarded: bool, after_exit: bool) -> None:
+        for stmt in stmts:
+            names(stmt, scope, guarded, after_exit)
+            if not after_exit and isinstance(stmt, ast.If) and not stmt.orelse and _ast_exits(stmt.body[-1]) \
+                    and guards(stmt)[1]:
+                after_exit = True
+
+    block(tree.body, "", False, False)
+    return inside, outside, reads
+
+
+def _candidates(source: str, output: str) -> Optional[Set[Key]]:
+    """Cheap test before libcst: the (scope, name) pairs whose every binding in the output's scope is inside a
+    main-only branch and whose name is read outside one, less those the input binds only under its own rank tests
+    (the user's own code). A lexical over-approximation of what the scope analysis finds: most outputs only guard
+    saves and prints and never get to it. None: not known (too deep for `ast`), let the scope analysis decide."""
     try:
-        names(tree, False, False)
+        found = _lexical(output, _output_if)
+        if found is None:
+            return set()
+        inside, outside, reads = found
+        pairs = {(k, n) for k, n in inside if (k, n) not in outside and n in reads}
+        old = _lexical(source, _input_if) if pairs else None
     except RecursionError:
-        return True
-    return bool(inside & outside)
+        return None
+    if old is not None:
+        old_in, old_out, _ = old
+        keys = old_in | old_out
+        by_name_in, by_name_out = {n for _, n in old_in}, {n for _, n in old_out}
+        pairs = {(k, n) for k, n in pairs
+                 if not ((k, n) in old_in and (k, n) not in old_out) and
+                 not ((k, n) not in keys and n in by_name_in and n not in by_name_out)}
+    return pairs
 
 
 def main_only_reads(source: str, output: str) -> List[Tuple[int, Optional[int], str]]:
@@ -397,7 +478,8 @@ def main_only_reads(source: str, output: str) -> List[Tuple[int, Optional[int], 
     where the input did not (see the module docstring). Inputs: the input and output text of one module, both
     parseable. Output: [] when there is none. Relies on: lightning's `is_global_zero` / `global_rank == 0` and
     accelerate's `is_main_process` / `process_index == 0` being true on one process of the run."""
-    if not _candidates(output):
+    candidates = _candidates(source, output)
+    if candidates is not None and not candidates:
         return []
     try:
         out_mod = _Module(output, implies_main, covers_others)
@@ -409,6 +491,8 @@ def main_only_reads(source: str, output: str) -> List[Tuple[int, Optional[int], 
     for scope in out_mod.binding_scopes():
         owner = out_mod.owner(scope)
         for name, assigns in sorted(out_mod.bindings(scope).items()):
+            if candidates is not None and (out_mod.key(scope), name) not in candidates:
+                continue
             guards = [out_mod.guards.guard(a.node, owner) for a in assigns]
             if not guards or any(g is None for g in guards):
                 continue

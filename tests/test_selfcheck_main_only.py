@@ -117,14 +117,15 @@ def test_else_of_a_test_for_the_other_ranks_and_an_import():
 
 # -- what must not be reported ------------------------------------------------------------------------------------
 
-def test_the_users_own_guard_is_not_ours():
-    src = """
-        def main(rank):
-            if rank == 0:
+@pytest.mark.parametrize("guard", ["rank == 0", "args.gpu == 0", "is_master", "dist.get_rank() == 0"])
+def test_the_users_own_guard_is_not_ours(guard):
+    src = f"""
+        def main(rank, args):
+            if {guard}:
                 writer = SummaryWriter()
             writer.flush()
     """
-    out = src.replace("rank == 0", "fabric.is_global_zero")
+    out = src.replace(guard, "fabric.is_global_zero")
     assert found(src, out) == []
 
 
