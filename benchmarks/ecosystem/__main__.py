@@ -73,6 +73,8 @@ def cmd_cpu(args) -> int:
         name = "cpu.json" if args.accelerator == "cpu" else "gpu.json"
         out = _merge(_results(args) / name, "rows", {"rows": [r]}, _meta(args))
         out["accelerator"], out["devices"] = args.accelerator, args.devices
+        # harness.run_entry: on GPUs the migration keeps the default device choice (no --accelerator)
+        out["migrate_accelerator"] = args.accelerator if args.accelerator == "cpu" else None
         H.write_json(_results(args) / name, out)
     return 0
 

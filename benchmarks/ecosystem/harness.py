@@ -533,7 +533,9 @@ def runtime_check(entry: Dict[str, Any], targets: List[str], work: Path, steps: 
         # the N-process migration, through pt-migrate verify
         treeN = base / f"{target}-{devices}"
         prepare_tree(entry, recipe, treeN, cache)
-        opts = ["--accelerator", accelerator]
+        # on GPUs with the default device choice, as a user runs it: an explicit --accelerator cuda overrode a
+        # script's own --no-cuda (pygcn, TCN), so the original trained on the CPU and the migration on a GPU
+        opts = ["--accelerator", accelerator] if accelerator == "cpu" else []
         if target == "fabric":
             opts += ["--devices", str(devices), "--strategy", "ddp"]
         beforeN = _snapshot(treeN)

@@ -94,6 +94,17 @@ def _not_runnable(data: Dict[str, Any], entries: List[Dict[str, Any]]) -> List[s
     return out
 
 
+def _migrate_options(data: Dict[str, Any]) -> str:
+    """The options the N-process migration was made with (results from before 2026-12-01 name no
+    migrate_accelerator: they passed --accelerator on every device)."""
+    acc = data.get("migrate_accelerator", data.get("accelerator", "cpu"))
+    n = data.get("devices", 2)
+    if acc is None:
+        return (f"Fabric: `--devices {n} --strategy ddp`; Accelerate: no option; the device left to the framework, "
+                f"as by default")
+    return f"Fabric: `--accelerator {acc} --devices {n} --strategy ddp`; Accelerate: `--accelerator {acc}`"
+
+
 def _runtime_totals(data: Dict[str, Any], static: Dict[Any, Dict[str, Any]]) -> List[str]:
     out = []
     rows = [r for r in data.get("rows", []) if r.get("runnable", True)]
@@ -227,9 +238,8 @@ def render(results: Path, entries: Optional[List[Dict[str, Any]]] = None, findin
               f"*original*: the script as published, on one process, with its stand-in data, stopped after a few "
               f"optimizer steps by the verify runner (which observes and edits nothing). The other columns are "
               f"`pt-migrate verify ORIGINAL --target T --migrated MIGRATED --devices {data.get('devices', 2)}` on "
-              f"the migration made for {data.get('devices', 2)} processes (Fabric: `--accelerator "
-              f"{data.get('accelerator', 'cpu')} --devices {data.get('devices', 2)} --strategy ddp`; Accelerate: "
-              f"`--accelerator {data.get('accelerator', 'cpu')}`, launched under torchrun): *migrated, 1 process* "
+              f"the migration made for {data.get('devices', 2)} processes ({_migrate_options(data)}, launched "
+              f"under torchrun): *migrated, 1 process* "
               f"is its check (a) run (Fabric held to one device), *a parity* its per-step losses against the "
               f"original's (rtol 1e-4, atol 1e-5); b-e and k as `pt-migrate verify --help` says (k: no file written by "
               f"more than one rank, in the steps run; results from before check k existed show —).", ""]
