@@ -29,8 +29,6 @@ import warnings
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Set, Tuple
 
-from migrator.main_only import main_only_reads
-
 SELF_CHECK = "PTM006"
 _BUILTINS = set(dir(builtins)) | {"__file__", "__name__", "__doc__", "__builtins__", "__spec__", "__loader__",
                                   "__package__", "__path__", "__annotations__", "__dict__", "__module__",
@@ -73,6 +71,7 @@ def check(source: str, output: str, target: str, partial: bool = False) -> List[
     problems = _new_undefined(before, after)
     problems += _import_time_order(before, after)
     problems += _signature_fit(before, after)
+    from migrator.main_only import main_only_reads  # libcst: only once a file changed (a run of non-scripts skips it)
     problems += [Problem(line, message, at) for line, at, message in main_only_reads(source, output)]
     if partial:
         return [p for p in problems if not any(f"`{n}`" in p.message for n in ("fabric", "accelerator"))]
