@@ -50,6 +50,7 @@ from migrator.rules.framework_object import FrameworkObject
 from migrator.rules.helper_params import HelperParams
 from migrator.rules.input_device import InputDevice
 from migrator.rules.main_guard import MainGuard
+from migrator.rules.make_dirs import MakeDirs
 from migrator.rules.model_moves import ModelMoves
 from migrator.rules.print_once import PrintOnce
 from migrator.rules.rank_seed import RankSeed
@@ -100,6 +101,7 @@ REGISTRY: List[Rule] = [
     Collectives(),
     Checkpoints(),
     RankZero(),
+    MakeDirs(),  # after rank-zero: a folder it put under a main-process guard is left alone
     DeviceFlag(),
     FrameworkObject(),
     MainGuard(),
