@@ -19,7 +19,9 @@ Fabric form: `t = fabric.all_reduce(t, reduce_op="sum"|"mean")`, `t = fabric.bro
 `fabric.barrier()`; all_gather: `fabric.all_gather(t)` of shape (world, ...), `.flatten(0, 1)` for a cat.
 Accelerate form: `t = accelerator.reduce(t, reduction="sum"|"mean")`, `t = broadcast(t, from_process=src)`,
 `accelerator.wait_for_everyone()`; all_gather: `accelerator.gather(t)` (a cat), or
-`accelerator.gather_for_metrics(t)` in evaluation.
+`accelerator.gather_for_metrics(t)` in evaluation. Accelerate's reduce and broadcast get `t.to(accelerator.device)`
+and give the result back on `t.device`: they pass the tensor to torch.distributed as it is, and NCCL has no CPU
+backend (a gloo script's CPU tensor failed on 2 GPUs); Fabric's all_reduce moves it itself.
 
 Fix safety: safe for the rewritten forms (checked with 2 CPU processes: all_reduce of [1, 10] and [2, 20]
 gives [3, 30] with "sum" on both frameworks, broadcast from rank 1 reaches rank 0); the rebinding `t = ...`
@@ -45,6 +47,18 @@ def _arg(call: cst.Call, index: int, keyword: str) -> Optional[cst.Arg]:
             return a
     positional = [a for a in call.args if a.keyword is None]
     return positional[index] if index < len(positional) else None
+
+
+def _to(t: cst.BaseExpression, device: str) -> cst.Call:
+    """`t.to(device)`."""
+    return cst.Call(func=cst.Attribute(value=t, attr=cst.Name("to")), args=[cst.Arg(cst.parse_expression(device))])
+
+
+def _on_device(call: cst.Call, t: cst.BaseExpression) -> cst.Call:
+    """`call.to(t.device)`: Accelerate's reduce and broadcast hand the tensor to torch.distributed as it is, and NCCL
+    has no CPU backend ("No backend type associated with device type cpu", a gloo script's CPU tensor on 2 GPUs);
+    on the framework's device and back, the tensor keeps the device the script gave it."""
+    return _to(call, f"{cst.Module([]).code_for_node(t)}.device")
 
 
 def _call(func: str, args) -> cst.Call:
@@ -139,7 +153,8 @@ class _Transformer(RuleTransformer):
         if self.ctx.target == "fabric":
             value = _call(f"{self.fw}.all_reduce", [(None, t), ("reduce_op", cst.SimpleString(f'"{reduction}"'))])
         else:
-            value = _call(f"{self.fw}.reduce", [(None, t), ("reduction", cst.SimpleString(f'"{reduction}"'))])
+            value = _on_device(_call(f"{self.fw}.reduce", [(None, _to(t, f"{self.fw}.device")),
+                                                           ("reduction", cst.SimpleString(f'"{reduction}"'))]), t)
         return t, value, f"in-place `all_reduce` ({reduction}) -> `{dotted(value.func)}(..., \"{reduction}\")`, rebound"
 
     def _broadcast(self, call: cst.Call):
@@ -156,7 +171,8 @@ class _Transformer(RuleTransformer):
             value = _call(f"{self.fw}.broadcast", [(None, t), (None, src.value)])
         else:
             self.ctx.imports.add("accelerate.utils", "broadcast")
-            value = _call("broadcast", [(None, t), ("from_process", src.value)])
+            value = _on_device(_call("broadcast", [(None, _to(t, f"{self.fw}.device")), ("from_process", src.value)]),
+                               t)
         return t, value, f"in-place `broadcast` -> `{dotted(value.func)}(...)`, rebound"
 
     def leave_Call(self, original_node: cst.Call, updated_node: cst.Call):
@@ -202,7 +218,7 @@ class Collectives(Rule):
         Example(
             before='import torch\nimport torch.distributed as dist\n\n\ndef main():\n    model = torch.nn.Linear(4, 1)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    loss = model(torch.randn(8, 4)).sum()\n    loss.backward()\n    optimizer.step()\n    correct = torch.tensor([3.0])\n    dist.all_reduce(correct, op=dist.ReduceOp.SUM)\n    dist.all_reduce(loss, op=dist.ReduceOp.AVG)\n    dist.barrier()\n    dist.broadcast(correct, 0)\n    preds = [torch.zeros(8, 1) for _ in range(2)]\n    dist.all_gather(preds, model(torch.randn(8, 4)))\n',
             fabric='import torch\nimport torch.distributed as dist\n\n\ndef main():\n    model = torch.nn.Linear(4, 1)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    loss = model(torch.randn(8, 4)).sum()\n    loss.backward()\n    optimizer.step()\n    correct = torch.tensor([3.0])\n    correct = fabric.all_reduce(correct, reduce_op="sum")\n    loss = fabric.all_reduce(loss, reduce_op="mean")\n    fabric.barrier()\n    correct = fabric.broadcast(correct, 0)\n    preds = [torch.zeros(8, 1) for _ in range(2)]\n    # TODO(pt-migrate) PTM138: `all_gather(out_list, t)` fills a list: `fabric.all_gather(t)` returns ONE tensor that STACKS the ranks into a new leading dimension (world, ...): use `fabric.all_gather(t).flatten(0, 1)` where the list is concatenated with torch.cat. In evaluation the last shard is padded with duplicate samples and Fabric has no de-duplicating gather: trim to len(dataset) or use torchmetrics\n    dist.all_gather(preds, model(torch.randn(8, 4)))\n',
-            accelerate='import torch\nimport torch.distributed as dist\nfrom accelerate.utils import broadcast\n\n\ndef main():\n    model = torch.nn.Linear(4, 1)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    loss = model(torch.randn(8, 4)).sum()\n    loss.backward()\n    optimizer.step()\n    correct = torch.tensor([3.0])\n    correct = accelerator.reduce(correct, reduction="sum")\n    loss = accelerator.reduce(loss, reduction="mean")\n    accelerator.wait_for_everyone()\n    correct = broadcast(correct, from_process=0)\n    preds = [torch.zeros(8, 1) for _ in range(2)]\n    # TODO(pt-migrate) PTM138: `all_gather(out_list, t)` fills a list: `accelerator.gather(t)` returns ONE tensor CONCATENATED on dim 0 (what torch.cat of the list gives); in evaluation use `accelerator.gather_for_metrics(t)`, which drops the duplicate samples padded into the last shard\n    dist.all_gather(preds, model(torch.randn(8, 4)))\n',
+            accelerate='import torch\nimport torch.distributed as dist\nfrom accelerate.utils import broadcast\n\n\ndef main():\n    model = torch.nn.Linear(4, 1)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    loss = model(torch.randn(8, 4)).sum()\n    loss.backward()\n    optimizer.step()\n    correct = torch.tensor([3.0])\n    correct = accelerator.reduce(correct.to(accelerator.device), reduction="sum").to(correct.device)\n    loss = accelerator.reduce(loss.to(accelerator.device), reduction="mean").to(loss.device)\n    accelerator.wait_for_everyone()\n    correct = broadcast(correct.to(accelerator.device), from_process=0).to(correct.device)\n    preds = [torch.zeros(8, 1) for _ in range(2)]\n    # TODO(pt-migrate) PTM138: `all_gather(out_list, t)` fills a list: `accelerator.gather(t)` returns ONE tensor CONCATENATED on dim 0 (what torch.cat of the list gives); in evaluation use `accelerator.gather_for_metrics(t)`, which drops the duplicate samples padded into the last shard\n    dist.all_gather(preds, model(torch.randn(8, 4)))\n',
         )
     ]
 
