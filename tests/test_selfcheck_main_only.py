@@ -101,6 +101,33 @@ def test_guard_written_with_the_inputs_own_rank_variable():
     assert [line for line, _, _ in found(src, out)] == [4]
 
 
+def test_a_with_block_guarded_whole_whose_handle_is_read_after():
+    """What PTM151 / PTM136 wrote at 977ba48 for a `with open(...) as f:` block that only writes (or only
+    torch.saves) when the script reads `f` after the block: the self-check refuses it."""
+    src = """
+        import json
+
+        def main(metrics):
+            with open("metrics.json", "w") as f:
+                json.dump(metrics, f)
+            print(f"wrote {f.name}")
+
+        main({})
+    """
+    out = """
+        import json
+
+        def main(metrics):
+            if fabric.is_global_zero:
+                with open("metrics.json", "w") as f:
+                    json.dump(metrics, f)
+            fabric.print(f"wrote {f.name}")
+
+        main({})
+    """
+    assert [(line, at) for line, at, _ in found(src, out)] == [(7, 4)]
+
+
 @pytest.mark.parametrize("guard", ["args.local_rank in [-1, 0]", "0 == rank", "not fabric.global_rank",
                                    "fabric.is_global_zero and epoch % 10 == 0"])
 def test_other_spellings_of_a_main_only_test(guard):
