@@ -60,6 +60,20 @@ def _direct_reason(expr: cst.CSTNode, qn) -> Optional[str]:
     return None
 
 
+CONSTANT_NAMES = {"torch", "np", "numpy", "math", "float", "int", "len", "range", "min", "max", "abs", "round",
+                  "True", "False", "None", "inf"}
+
+
+def _uniform_value(value: cst.CSTNode, uniform: Set[str]) -> bool:
+    """A reduction across ranks, or a value made only of constants and names in `uniform`."""
+    if _reduces(value):
+        return True
+    nodes = m.findall(value, m.Name() | m.Attribute())
+    attrs = {id(n.attr) for n in nodes if isinstance(n, cst.Attribute)}
+    return all(n.value in uniform or n.value in CONSTANT_NAMES
+               for n in nodes if isinstance(n, cst.Name) and id(n) not in attrs)
+
+
 def _reduces(expr: cst.CSTNode) -> bool:
     for call in m.findall(expr, m.Call()):
         if isinstance(call.func, cst.Attribute) and call.func.attr.value in REDUCE_TAILS:
@@ -77,6 +91,15 @@ def _bound(target: cst.CSTNode) -> Set[str]:
     if isinstance(target, (cst.Tuple, cst.List)):
         return set().union(*(_bound(e.value) for e in target.elements)) if target.elements else set()
     return set()
+
+
+def _root_name(expr: cst.CSTNode) -> Optional[str]:
+    """`correct` of `correct[0]`, `hist` of `self.hist["loss"]`."""
+    while isinstance(expr, cst.Subscript):
+        expr = expr.value
+    if isinstance(expr, cst.Attribute):
+        return expr.attr.value
+    return expr.value if isinstance(expr, cst.Name) else None
 
 
 def _words(expr: cst.CSTNode) -> Set[str]:
@@ -105,21 +128,33 @@ class Divergence:
                 continue
             targets = [t.target for t in stmt.targets] if isinstance(stmt, cst.Assign) else [stmt.target]
             bound = set().union(*(_bound(t) for t in targets))
-            bindings.append((bound, value))
+            # `correct[0] += (pred == y).sum()` changes `correct`: it counts against its being the same everywhere
+            parts = {_root_name(t) for t in targets if isinstance(t, cst.Subscript)} - {None}
+            bindings.append((bound, value, parts))
         changed = True
         while changed:  # follow names through each other until nothing changes
             changed = False
-            for bound, value in bindings:
+            for bound, value, _ in bindings:
                 why = _direct_reason(value, qn) or next(
                     (self.names[w] for w in sorted(_words(value)) if w in self.names), None)
                 if why:
                     for b in bound - set(self.names):
                         self.names[b] = why
                         changed = True
-                if _reduces(value) or _words(value) & self.uniform:
-                    if bound - self.uniform:
-                        self.uniform |= bound
-                        changed = True
+        # the same on every rank: names whose every binding is a reduction across ranks, a constant, or made of
+        # such names (`acc = (correct[0] / correct[1]).item()` after `correct = fabric.all_reduce(correct)`;
+        # `best_acc = acc`); a name's own earlier value counts as such (`best = max(best, acc)`)
+        values: Dict[str, list] = {}
+        for bound, value, parts in bindings:
+            for b in bound | parts:
+                values.setdefault(b, []).append(value)
+        changed = True
+        while changed:
+            changed = False
+            for name, vals in values.items():
+                if name not in self.uniform and all(_uniform_value(v, self.uniform | {name}) for v in vals):
+                    self.uniform.add(name)
+                    changed = True
 
     def reason(self, test: cst.BaseExpression) -> Optional[str]:
         """Why the test can differ between ranks, in words (for a diagnostic), or None."""

@@ -1,7 +1,8 @@
 """PTM151's metric reduction: a training loss the main process logs is the mean over ranks, where that is safe.
 
-A log statement (a writer's method, a line written to a log file, `wandb.log`, a write-only `with open` block) that
-writes `loss.item()` of a loss every rank backpropagates gets, right before it (before the main-process guard, on
+A log statement (a writer's method, a line written to a log file, `wandb.log`, a write-only `with open` block, a
+statement that fills a container the main process later dumps: `stats["loss"].append(loss.item())` before
+`json.dump(stats, f)`) that writes `loss.item()` of a loss every rank backpropagates gets, right before it (before the main-process guard, on
 every rank), `loss_mean = fabric.all_reduce(loss.detach().clone(), reduce_op="mean")` /
 `loss_mean = accelerator.reduce(loss.detach(), reduction="mean")`, and logs `loss_mean.item()`.
 
@@ -228,6 +229,47 @@ def _binds(stmt: cst.CSTNode, name: str) -> bool:
     if isinstance(stmt, cst.With):
         return any(i.asname is not None and dotted(i.asname.name) == name for i in stmt.items)
     return False
+
+
+DUMP_FUNCS = {"json.dump", "pickle.dump", "yaml.dump", "yaml.safe_dump"}
+FILL_METHODS = ("append", "extend", "insert", "update", "add", "setdefault")
+
+
+def _root(expr: cst.CSTNode) -> Optional[str]:
+    """The name a container expression starts from: `stats` of `stats["loss"]`, `self.hist` of `self.hist[k]`."""
+    while isinstance(expr, (cst.Subscript, cst.Call)):
+        expr = expr.value if isinstance(expr, cst.Subscript) else expr.func
+    return dotted(expr)
+
+
+def dumped_containers(index: "Index", qn) -> Set[Tuple[int, str]]:
+    """(id(scope), name) of each container the module dumps to a file: `json.dump(stats, f)`, `pickle.dump(h, f)`."""
+    out: Set[Tuple[int, str]] = set()
+    for stmt in index.order:
+        if not isinstance(stmt, cst.SimpleStatementLine):
+            continue
+        for call in m.findall(stmt, m.Call()):
+            if qn(call.func) & DUMP_FUNCS and call.args and call.args[0].keyword is None:
+                name = _root(call.args[0].value)
+                if name:
+                    out.add((id(index.scope(stmt)), name))
+    return out
+
+
+def filled(stmt: cst.SimpleStatementLine) -> Optional[str]:
+    """The container a one-line statement fills with values, or None: `stats["loss"].append(loss.item())`,
+    `history.append({...})`, `stats["loss"] = loss.item()`, `stats["loss"] += loss.item()`."""
+    if len(stmt.body) != 1:
+        return None
+    small = stmt.body[0]
+    if isinstance(small, cst.Expr) and isinstance(small.value, cst.Call) and isinstance(small.value.func, cst.Attribute) \
+            and small.value.func.attr.value in FILL_METHODS:
+        return _root(small.value.func.value)
+    if isinstance(small, cst.Assign) and len(small.targets) == 1 and isinstance(small.targets[0].target, cst.Subscript):
+        return _root(small.targets[0].target)
+    if isinstance(small, cst.AugAssign) and isinstance(small.target, cst.Subscript):
+        return _root(small.target)
+    return None
 
 
 def reduction(target: str, fw: str, name: str, new: str) -> cst.SimpleStatementLine:

@@ -9,6 +9,17 @@ What it does: in the framework scope,
   follows it; `fabric.save` ends with a barrier, so the file is complete by then). An emptied guard is dropped,
   and the rest of an `and` condition (`if epoch % 5 == 0 and rank == 0:`) is kept around the save. A save that
   cannot be moved gets a TODO; a helper called under a rank guard keeps its `torch.save` (rank 0 writes);
+- Fabric, a save under a condition that can differ between ranks (rules/_divergent.py: a file-system check such as
+  `os.path.exists` / `Path(p).exists()` / `glob.glob`, the clock, `os.environ`, a rank's own metric such as
+  `if val_loss < best:` unless it comes from a reduction across ranks, the branches of a `try` with handlers, and
+  names bound from these): it stays `torch.save`, under `if fabric.is_global_zero:`, and `fabric.barrier()` /
+  `accelerator.wait_for_everyone()` follows the outermost such condition, where every rank comes past it, so a
+  read of the file afterwards, in this module or another, finds it whole. A rank guard under (or `and`-joined
+  with) such a condition keeps its `torch.save` rather than being moved out. Where no rank comes past a point
+  (a branch that returns, a helper called under the condition) a later read of the file waits before it instead;
+- inside `with fabric.rank_zero_first(...)` / `with accelerator.main_process_first():` (PTM150 puts
+  `if not os.path.exists(cache): ... torch.save(data, cache)` there) a save stays `torch.save`: the main process
+  writes first, the others then find the file, and the block's own barrier orders the read after it;
 - `model.module.state_dict()` / `model.module.load_state_dict(...)` of a set-up model ->
   `model.state_dict()` (Fabric) / `accelerator.unwrap_model(model).state_dict()` (Accelerate);
 - Accelerate: `model.state_dict()` and `model.load_state_dict(...)` of a set-up model go through
@@ -32,7 +43,9 @@ What it does: in the framework scope,
 - a model built again after the setup point (a new instance for inference) is plain: its `state_dict` /
   `load_state_dict` are left as written.
 
-Why: `fabric.save` under a rank guard waits forever for the other ranks. `open(path, "wb")` truncates the file
+Why: `fabric.save` under a rank guard waits forever for the other ranks; so it does under any condition that
+differs between ranks (rank 0 writes the cache, rank 1 then finds it and skips the branch: the preprocessing
+cache of pytorch/examples hung on 2 CPU processes). `open(path, "wb")` truncates the file
 on every rank that runs it: a rank opening it after rank 0 wrote leaves it empty for the reload (EOFError). Accelerate's prepared model is
 `DistributedDataParallel`: its `state_dict()` keys gain `module.` and `model.module` does not exist in a
 single-process run. A hand-written `{"cuda:0": f"cuda:{rank}"}` names devices the framework now chooses.
@@ -50,7 +63,10 @@ Checked with 2 CPU processes: the file written by each migrated script loads int
 with plain `load_state_dict`.
 
 Fix safety: safe. Saves with extra arguments (pickle_module, ...) and loads of tensors used directly on
-the device are reported, not guessed; a whole-module pickle inside an expression gets a TODO.
+the device are reported, not guessed; a whole-module pickle inside an expression gets a TODO, as do a save under a
+condition that differs between ranks that is not a statement of its own and a read of a file the main process
+writes inside such a condition (a barrier there would hang). A checkpoint kept as `torch.save` on rank 0 is right
+for DDP; a sharded strategy needs `fabric.save` on every rank (the note says so).
 """
 from __future__ import annotations
 

@@ -20,7 +20,8 @@ Reading files stays on every rank; `torch.save` is PTM136's, and so is a `with o
 Why: every process runs the whole script: each rank would write `images/400.png`, open a SummaryWriter on the same
 folder (curves doubled, event files clobbered), append its lines to the same CSV, export the same ONNX file.
 A training loss that such a statement logs (`writer.add_scalar("loss", loss.item(), step)`, `wandb.log({"loss":
-loss.item()})`, a line written to the log) is the mean over ranks: `loss_mean = fabric.all_reduce(loss.detach()
+loss.item()})`, a line written to the log, a container the main process later dumps with `json.dump` /
+`pickle.dump` filled in the same function: `stats["loss"].append(loss.item())`) is the mean over ranks: `loss_mean = fabric.all_reduce(loss.detach()
 .clone(), reduce_op="mean")` / `loss_mean = accelerator.reduce(loss.detach(), reduction="mean")` goes right before it,
 outside the main-process guard (a collective every rank must reach), and it logs `loss_mean.item()`; on one process
 that is the same number. Only where the statement runs whenever the loss's backward does (same function, after the
@@ -189,6 +190,7 @@ class _Transformer(RuleTransformer):
         self.handles: Set[Tuple[int, str]] = set()  # (id(scope), name) of files kept open (os.devnull elsewhere)
         self.sinks: Set[int] = set()  # statements every rank runs that log: writes to those files, wandb.log
         self.reduced: Set[int] = set()  # statements that log a loss reduced over ranks
+        self.dumped = rl.dumped_containers(self.index, self.qn)  # (id(scope), name) of containers dumped to a file
         self._writers(node)
         return True
 
@@ -354,6 +356,9 @@ class _Transformer(RuleTransformer):
                     and (dotted(small.value.func) or "").endswith(("writer", "DictWriter")) and small.value.args \
                     and (scope, dotted(small.value.args[0].value)) in self.handles:
                 self.handles.add((scope, dotted(small.targets[0].target)))
+        if (scope, rl.filled(node)) in self.dumped:  # the stats dict the main process dumps: logged like a line
+            self.sinks.add(id(node))
+        for small in node.body:
             if isinstance(small, cst.Expr) and isinstance(small.value, cst.Call):
                 func = small.value.func
                 if "wandb.log" in self.qn(func) or (isinstance(func, cst.Attribute)
