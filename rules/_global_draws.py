@@ -179,8 +179,8 @@ def first_setup_draw(module: cst.Module, draws: Draws, setup_scope: Optional[str
                 dotted(c.func) == setup_scope for c in _direct_calls(s, True))
             if calls_setup:
                 before = [c for c in _direct_calls(s, True) if dotted(c.func) != setup_scope]
-                if any(draw_kind(c, draws.names) or dotted(c.func) in draws.functions for c in before):
-                    return s, scope  # `main(make_target())`: drawn before the call
+                if any(draw_kind(c, draws.names) or _local_draws(draws, dotted(c.func)) for c in before):
+                    return s, scope  # `main(make_target())`, `main(Problem())`: drawn before the call
                 return walk(draws.functions[setup_scope].body.body, setup_scope) or (END, None)
             if draws.in_node(s):
                 return s, scope
@@ -190,6 +190,13 @@ def first_setup_draw(module: cst.Module, draws: Draws, setup_scope: Optional[str
 
     found = walk(module.body, MODULE)
     return None if found is None or found[0] is END else found
+
+
+def _local_draws(draws: Draws, name: Optional[str]) -> Optional[str]:
+    """The kind a call of the module's own function or class draws, else None."""
+    if name in draws.functions or name in draws.classes:
+        return draws.callable_draws(name)
+    return None
 
 
 END = object()

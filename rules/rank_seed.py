@@ -13,10 +13,12 @@ instead: `torch.manual_seed(torch.initial_seed() + fabric.global_rank)` on ranks
 
 A script that seeds nothing at all (no call that names a seed) and draws from a global generator before its
 training loop (at module level, in the setup function, or in a local function or class `__init__` called there:
-a target weight, a synthetic data set, a `random_split` without a generator) is first seeded alike on every rank
-right above that first draw: `fabric.seed_everything(0)` (Lightning's `seed_everything(0)` at module level when the
-object is made in a function) / `set_seed(0)`, with a warning; the seed is arbitrary. The per-rank seed after
-setup then follows, so what the unseeded original drew differently per process in training stays different.
+a target weight, a synthetic data set, a `random_split` without a generator, an argument of the setup function's
+call such as `main(Problem())`) is first seeded alike on every rank right above that first draw, with Lightning's
+free `seed_everything(0)` / Accelerate's `set_seed(0)` (not the object's method: the draw may run before the object
+exists, above the main guard or above the flag that PTM115 creates the object after), with a warning; the seed is
+arbitrary. The per-rank seed after setup then follows, so what the unseeded original drew differently per process
+in training stays different.
 
 Why: in torch 2.13 an unseeded process starts torch's generator from a random seed (as Python's `random` and
 NumPy's are), so every rank of an unseeded script draws its own problem, and DDP averages the gradients of
@@ -52,17 +54,15 @@ import libcst as cst
 from libcst.metadata import QualifiedNameProvider
 
 from migrator import matching as m
-from migrator.analysis import MAIN_GUARD, MODULE
 from migrator.names import dotted, qualified_names
 from migrator.rules._global_draws import Draws, first_setup_draw, seeds_anywhere, trains
 from migrator.diagnostics import WARNING
 from migrator.rules.base import Context, Example, Rule, RuleTransformer
-from migrator.rules.seed import _starts_workers
 
 DRAWS = {"randn", "rand", "randint", "randn_like", "rand_like", "randint_like", "randperm", "bernoulli",
          "multinomial", "normal"}
 MARK = "the ranks draw different random numbers in the loop"
-COMMON_MARK = "every rank draws the same problem: the script seeded nothing"
+COMMON_MARK = "one problem for all processes: the script seeded nothing"  # no "rank": PTM115 reads it as a use
 COMMON_SEED = 0  # arbitrary: any seed shared by the ranks gives them one problem
 
 
@@ -83,15 +83,17 @@ class _Transformer(RuleTransformer):
     draws: Optional[Draws] = None
     first_draw = None  # (statement, scope) before which an unseeded script gets a common seed
     common_seeded = False
-    workers = False
+    seed_name_taken = False
 
     def visit_Module(self, node: cst.Module):
         if not (self.facts.is_training and self.facts.setup_scope):
             return True
         self.draws = Draws(node, lambda n: qualified_names(self, n))
-        self.workers = _starts_workers(node)
+        self.seed_name_taken = bool(m.findall(node, m.Name("seed_everything")))
         if not seeds_anywhere(node):
             self.first_draw = first_setup_draw(node, self.draws, self.facts.setup_scope)
+            # known before any block is left: a draw at module level is left after the setup block is
+            self.common_seeded = self.first_draw is not None
         return True
 
     def leave_IndentedBlock(self, original_node, updated_node):
@@ -108,7 +110,8 @@ class _Transformer(RuleTransformer):
             return None
         call = stmt.body[0].value
         name = dotted(call.func)
-        if name in (f"{self.fw}.seed_everything", "set_seed", "torch.manual_seed") and call.args:
+        if name in (f"{self.fw}.seed_everything", "seed_everything", "lightning.fabric.seed_everything", "set_seed",
+                    "torch.manual_seed") and call.args:
             return call.args[0].value
         return None
 
@@ -122,22 +125,25 @@ class _Transformer(RuleTransformer):
                         f"{self.fw}.prepare_model") and bool(args & set(self.facts.models))
 
     def _common_seed(self, body, orig):
-        """An unseeded script that draws before training: every rank seeds alike right above the first draw."""
+        """An unseeded script that draws before training: every rank seeds alike right above the first draw.
+
+        A free function on both targets (Lightning's `seed_everything`, Accelerate's `set_seed`): the draw may
+        run before the object exists (above the main guard, before the setup function's call, above the flag
+        or the process-group helper that PTM115 / PTM100 create the object after)."""
         if self.first_draw is None or len(orig) != len(body):
             return body, orig
-        stmt, scope = self.first_draw
+        stmt, _scope = self.first_draw
         at = next((i for i, s in enumerate(orig) if s is stmt), None)
         if at is None:
             return body, orig
-        self.first_draw = None
-        self.common_seeded = True  # the ranks' later draws, different in the unseeded original, get their own seeds
-        workers = ", workers=False" if self.workers else ""
+        self.first_draw = None  # the ranks' later draws, different in the unseeded original, get their own seeds
         if self.ctx.target == "accelerate":
             self.ctx.imports.add("accelerate.utils", "set_seed")
             call = f"set_seed({COMMON_SEED})"
-        elif scope == self.facts.setup_scope or (scope == MODULE and self.facts.setup_scope == MAIN_GUARD):
-            call = f"{self.fw}.seed_everything({COMMON_SEED}{workers})"
-        else:  # above the function that makes the object: Lightning's own function
+        elif self.seed_name_taken:  # the script has a `seed_everything` of its own
+            self.ctx.imports.add("lightning.fabric")
+            call = f"lightning.fabric.seed_everything({COMMON_SEED})"
+        else:  # workers=False by default, as Fabric's method is not
             self.ctx.imports.add("lightning.fabric", "seed_everything")
             call = f"seed_everything({COMMON_SEED})"
         self.report(stmt, f"the script seeds nothing and draws random numbers before training starts: each process "
