@@ -11,7 +11,7 @@ every rank only when it reads the same values there; these are the kinds that do
   `best_acc`, `score`), unless it was bound from a reduction across ranks (`fabric.all_reduce`,
   `accelerator.reduce`/`gather`, directly or through names bound from it);
 - any name bound from one of the above (`elapsed = time.time() - start`);
-- the branches of a `try` with `except` handlers (a rank whose I/O raises takes the handler).
+- an `except` handler (a rank whose I/O raises takes it; the `try` body runs on every rank until one raises).
 """
 from __future__ import annotations
 

@@ -11,8 +11,8 @@ What it does: in the framework scope,
   cannot be moved gets a TODO; a helper called under a rank guard keeps its `torch.save` (rank 0 writes);
 - Fabric, a save under a condition that can differ between ranks (rules/_divergent.py: a file-system check such as
   `os.path.exists` / `Path(p).exists()` / `glob.glob`, the clock, `os.environ`, a rank's own metric such as
-  `if val_loss < best:` unless it comes from a reduction across ranks, the branches of a `try` with handlers, and
-  names bound from these): it stays `torch.save`, under `if fabric.is_global_zero:`, and `fabric.barrier()` /
+  `if val_loss < best:` unless it comes from a reduction across ranks, an `except` handler, and names bound
+  from these): it stays `torch.save`, under `if fabric.is_global_zero:`, and `fabric.barrier()` /
   `accelerator.wait_for_everyone()` follows the outermost such condition, where every rank comes past it, so a
   read of the file afterwards, in this module or another, finds it whole. A rank guard under (or `and`-joined
   with) such a condition keeps its `torch.save` rather than being moved out. Where no rank comes past a point
@@ -203,7 +203,8 @@ class _Transformer(RuleTransformer):
             why = self._divergent_test(stmt)
             first = isinstance(stmt, cst.With) and any(first_block_item(i) for i in stmt.items)
             if why or first:
-                for call in m.findall(stmt, m.Call()):
+                inside = [h.body for h in stmt.handlers] if isinstance(stmt, cst.Try) else [stmt]
+                for call in [c for part in inside for c in m.findall(part, m.Call())]:
                     name = dotted(call.func)
                     if name and why:
                         self.called_divergent.setdefault(name.rsplit(".", 1)[-1], why)
@@ -212,10 +213,12 @@ class _Transformer(RuleTransformer):
         return True
 
     def _divergent_test(self, node: cst.CSTNode) -> Optional[str]:
-        """Why the branches of an `if` (not a rank guard: PTM136 moves saves out of those) or a `try` with
-        handlers may run on some ranks and not on others, or None."""
+        """Why the branches of an `if` (not a rank guard: PTM136 moves saves out of those) or the handlers of a
+        `try` may run on some ranks and not on others, or None. (A `try` body runs on every rank until one raises;
+        the training loop inside `try: ... except KeyboardInterrupt:` is not divergent.)"""
         if isinstance(node, cst.Try):
-            return "a `try`/`except` (a rank whose I/O raises takes the handler)" if node.handlers else None
+            return "an `except` handler (a rank whose I/O raises takes it, the others do not)" if node.handlers \
+                else None
         if not isinstance(node, cst.If) or guard_parts(node.test, self.qn, self.facts.fw, self.flags) is not None \
                 or guard_parts(node.test, self.qn, f"self.{self.facts.fw}", self.flags) is not None:
             return None
@@ -235,10 +238,17 @@ class _Transformer(RuleTransformer):
         return bool(self.first_depth) or any(d in self.called_in_first for d in self.defs)
 
     def visit_Try(self, node: cst.Try):
-        why = self._divergent_test(node)
-        if why:
-            self.divergent.append((id(node), why, True))
+        self._tries = getattr(self, "_tries", []) + [node]
         return True
+
+    def visit_ExceptHandler(self, node: cst.ExceptHandler):
+        # the barrier, if any, goes after the whole `try` statement: the handler is no statement of a block
+        self.divergent.append((id(self._tries[-1]), self._divergent_test(self._tries[-1]), True))
+        return True
+
+    def leave_ExceptHandler(self, original_node, updated_node):
+        self.divergent.pop()
+        return updated_node
 
     def _barrier_after_condition(self, entry: Optional[Tuple[int, str, bool]] = None) -> bool:
         """Ask for `fabric.barrier()` / `accelerator.wait_for_everyone()` right after the outermost condition that
@@ -267,7 +277,7 @@ class _Transformer(RuleTransformer):
         return cst.FlattenSentinel([updated_node, stmt])
 
     def leave_Try(self, original_node, updated_node):
-        self._pop_divergent(original_node)
+        self._tries.pop()
         return self._then_barrier(original_node, updated_node)
 
     def _pop_divergent(self, node) -> Optional[str]:

@@ -23,8 +23,8 @@ run goes first); `accelerator.local_main_process_first()` is the per-node one.
 
 Fix safety: safe. A statement that also calls the framework object or a collective (which would wait forever
 inside the block) gets a TODO instead, as does a download at import time, before the framework object exists. A
-`torch.save` inside the block stays `torch.save` (PTM136 emits no `fabric.save`, whose barrier would hang there). Statements already under a rank guard or in such a block are
-left alone.
+`torch.save` inside the block stays `torch.save` (PTM136 emits no `fabric.save`, whose barrier would hang there).
+Statements already under a rank guard or in such a block are left alone.
 """
 from __future__ import annotations
 

@@ -144,3 +144,12 @@ def test_a_count_filled_per_rank_is_not_uniform():
              "        acc = (correct[0] / 1).item()\n"
              "        if acc > best:\n            best = acc\n            torch.save(model.state_dict(), 'a.pt')\n")
     assert "fabric.save(" not in r.code and "fabric.is_global_zero" in r.code
+
+
+def test_a_training_loop_inside_try_keeps_fabric_save_only_the_handler_is_divergent():
+    head = HEAD.replace("    for epoch in range(3):\n", "    try:\n     for epoch in range(3):\n")
+    head = head.replace("\n        ", "\n         ")
+    r = _run("         torch.save(model.state_dict(), 'a.pt')\n    except KeyboardInterrupt:\n"
+             "        torch.save(model.state_dict(), 'interrupted.pt')\n", head=head)
+    assert "fabric.save('a.pt', model.state_dict())" in r.code
+    assert "if fabric.is_global_zero:\n            torch.save(model.state_dict(), 'interrupted.pt')\n" in r.code
