@@ -35,11 +35,11 @@ def test_a_second_run_changes_nothing(target):
 
 # -- PTM138 collectives
 @pytest.mark.parametrize("op,fabric,accelerate", [
-    ("", 'correct = fabric.all_reduce(correct, reduce_op="sum")', 'correct = accelerator.reduce(correct, reduction="sum")'),
+    ("", 'correct = fabric.all_reduce(correct, reduce_op="sum")', 'correct = accelerator.reduce(correct.to(accelerator.device), reduction="sum").to(correct.device)'),
     (", op=dist.ReduceOp.SUM", 'correct = fabric.all_reduce(correct, reduce_op="sum")',
-     'correct = accelerator.reduce(correct, reduction="sum")'),
+     'correct = accelerator.reduce(correct.to(accelerator.device), reduction="sum").to(correct.device)'),
     (", dist.ReduceOp.AVG", 'correct = fabric.all_reduce(correct, reduce_op="mean")',
-     'correct = accelerator.reduce(correct, reduction="mean")'),
+     'correct = accelerator.reduce(correct.to(accelerator.device), reduction="mean").to(correct.device)'),
 ])
 def test_all_reduce_keeps_its_reduction(op, fabric, accelerate):
     body = f"correct = torch.tensor([1.0])\ndist.all_reduce(correct{op})\n"
@@ -61,7 +61,7 @@ def test_barrier_broadcast_and_gather():
     assert "fabric.barrier()" in fab and "t = fabric.broadcast(t, 0)" in fab
     assert "STACKS" in fab and ".flatten(0, 1)" in fab and "duplicate" in fab
     acc = run(body, "accelerate")
-    assert "accelerator.wait_for_everyone()" in acc and "t = broadcast(t, from_process=0)" in acc
+    assert "accelerator.wait_for_everyone()" in acc and "t = broadcast(t.to(accelerator.device), from_process=0).to(t.device)" in acc
     assert "from accelerate.utils import broadcast" in acc
     assert "CONCATENATED" in acc and "gather_for_metrics" in acc
 
