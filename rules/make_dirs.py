@@ -129,7 +129,11 @@ class _Transformer(RuleTransformer):
             self.todo(original_node, f"{what} runs on every rank: the second fails with FileExistsError; create it "
                                      f"once (`{first_header(self.fw, self.ctx.target)}`)")
             return updated_node
+        if not self.facts.fw_scopes() and not self.in_fw_scope():
+            return updated_node  # no framework object in this file: it stays one process, and nothing races
         guard = self._missing_guard(ancestors, folder, original_node)
+        if guard and guard != "writes" and not self.in_fw_scope():
+            guard = None  # out of the object's reach: the TODO below, not a rewrite
         if guard == "writes":
             self.todo(original_node, f"{what} is tested for on every rank, and the test's block does more: both ranks "
                                      f"can find the folder missing and the second fails with FileExistsError")
