@@ -29,6 +29,21 @@ An optimizer created inside a loop or block that then trains (a run loop, a swee
 creation; an `if` / `elif` that only picks the optimizer (`if args.optimizer == "adamw": ... elif ...`) gets the
 setup after the whole statement, for every branch.
 
+A model handed, before that point, to something that keeps it (minRF's `rf = RF(model)`, `Trainer(model=model)`,
+`net = model` where `net` is called, `self.model = model`, `models = [model]`, an unknown call whose result is kept)
+is set up alone right above that statement: `model = fabric.setup_module(model)` / `model =
+accelerator.prepare(model)`, and its optimizer where the combined setup would have gone (`optimizer =
+fabric.setup_optimizers(optimizer)` / `optimizer = accelerator.prepare(optimizer)`). After the combined setup the
+holder would call the raw module: its forward bypasses the DDP wrapper, gradients are not averaged, and the ranks
+drift apart without an error. Printing or counting the model, a deep copy or an EMA / averaging helper (they copy
+the weights; a set-up module cannot be deep-copied), a checkpoint load, code in a def or lambda and an alias never
+called (`model_without_ddp = model`, the unwrapped view for parameter groups and checkpoints) are no capture. Where
+the setup cannot go above the holder (the same statement makes the model, or the model is rebound or loaded after
+it), the combined setup stays and the holder gets a warning and a TODO. A plain object of the file made around its
+model in one expression (`rf = RF(Net())`, the optimizer on `rf.model.parameters()`) is no nn.Module: the held model
+is set up in its place, `rf.model, optimizer = fabric.setup(rf.model, optimizer)`; a holder that is an nn.Module is
+set up itself.
+
 LR schedulers are not prepared: they are built from the loader length after `setup_dataloaders`/`prepare`
 (see semantics.md), so they already count the per-rank steps. An optimizer whose model cannot be told
 gets a TODO.
@@ -37,7 +52,7 @@ Fix safety: safe.
 """
 from __future__ import annotations
 
-from typing import Dict, List
+from typing import Collection, Dict, List
 
 import libcst as cst
 from migrator import matching as m
@@ -45,14 +60,24 @@ from migrator import matching as m
 from migrator.bindings import ALWAYS, NO, stmt_binds
 from migrator.names import assigned_names, dotted
 from migrator.rules.ddp_wrapper import forward_methods_to_mark
-from migrator.rules._moves import _assigned, _uses_for_training, setup_point
+from migrator.rules._captures import called_names, captures, held_model, local_classes, plain_classes
+from migrator.rules._moves import _assigned, _loads_into, _uses_for_training, setup_point
+from migrator.diagnostics import WARNING
 from migrator.rules.base import Context, Example, Rule, RuleTransformer, with_todo
 from migrator.rules.framework_object import _Transformer as _FrameworkPlacement
 
 
-def setup_lines(ctx: Context, optimizers: Dict[str, List[str]]) -> List[str]:
+def setup_lines(ctx: Context, optimizers: Dict[str, List[str]], early: Collection[str] = (),
+                held: Dict[str, str] = None) -> List[str]:
+    """The setup statements after the last optimizer. `early`: models already set up above a statement that
+    captures them (see _captured); only their optimizers are set up here. Fabric documents setup_module +
+    setup_optimizers as equivalent to setup(model, optimizer); Accelerate prepares a model and, later, its optimizer
+    (the optimizer's parameters are the model's, moved in place). `held`: a plain holder -> the module it holds
+    (`rf` -> `rf.model`), set up in its place."""
     fw = ctx.fw
-    models = ctx.facts.models
+    held = held or {}
+    models = [held.get(mm, mm) for mm in ctx.facts.models if mm not in early]
+    optimizers = {o: [held.get(mm, mm) for mm in ms] for o, ms in optimizers.items()}
     if ctx.target == "accelerate":
         names = models + list(optimizers)
         return [f"{', '.join(names)} = {fw}.prepare({', '.join(names)})"]
@@ -60,7 +85,8 @@ def setup_lines(ctx: Context, optimizers: Dict[str, List[str]]) -> List[str]:
     one_to_one = all(len(ms) == 1 for ms in optimizers.values()) and len(set(owners)) == len(owners)
     if one_to_one:
         # a model whose optimizer is set up where it is made (conditional_optimizers) is set up alone
-        return ([f"{ms[0]}, {o} = {fw}.setup({ms[0]}, {o})" for o, ms in optimizers.items()]
+        return ([f"{o} = {fw}.setup_optimizers({o})" if ms[0] in early else f"{ms[0]}, {o} = {fw}.setup({ms[0]}, {o})"
+                 for o, ms in optimizers.items()]
                 + [f"{mm} = {fw}.setup({mm})" for mm in models if mm not in owners])
     lines = [f"{mm} = {fw}.setup_module({mm})" for mm in models]
     opts = list(optimizers)
@@ -154,7 +180,7 @@ class _Transformer(_FrameworkPlacement):
     def _insert(self, body, module_level):
         optimizers = {o: ms for o, ms in self.facts.optimizers.items() if ms}
         for o, ms in self.facts.optimizers.items():
-            if not ms:
+            if not ms and not already_set_up(body, self.fw, [o]):  # set up already: a rerun on the output
                 for stmt in body:
                     if assigns(stmt, {o}):
                         self.todo(stmt, f"cannot tell which model `{o}` trains; set both up with "
@@ -175,12 +201,19 @@ class _Transformer(_FrameworkPlacement):
         if conditional:
             body = self._setup_where_made(body, last, conditional)
             optimizers = {o: ms for o, ms in optimizers.items() if o not in conditional}
-        new = [cst.parse_statement(line) for line in setup_lines(self.ctx, optimizers)]
+        body = list(body)  # _captured marks a capture it cannot fix with a TODO in place
+        early = self._captured(body, last)
+        held = self._held(body, last, optimizers)
+        new = [cst.parse_statement(line) for line in setup_lines(self.ctx, optimizers, early, held)]
+        early_lines = {mm: [cst.parse_statement(f"{mm} = {self.fw}."
+                                                f"{'setup_module' if self.ctx.target == 'fabric' else 'prepare'}({mm})")]
+                       for mm in early}
         if self.ctx.target == "fabric" and getattr(self, "_module", None) is not None:
             for model in self.facts.models:
                 mark, unsure = forward_methods_to_mark(self._module, model)
                 for meth in mark:
-                    new.append(cst.parse_statement(f'{model}.mark_forward_method("{meth}")'))
+                    (early_lines[model] if model in early else new).append(
+                        cst.parse_statement(f'{model}.mark_forward_method("{meth}")'))
                 if unsure:
                     calls = ", ".join(f"`{model}.{n}(...)`" for n in unsure)
                     new[0] = with_todo(new[0], self.rule.code, (
@@ -189,9 +222,66 @@ class _Transformer(_FrameworkPlacement):
                         f"(a submodule or attribute needs nothing)"))
                     self.report(self.where(last, body), f"{calls}: pt-migrate cannot tell whether it is a method "
                                                         f"to mark with mark_forward_method", False)
-        what = ", ".join(self.facts.models + list(optimizers))
+        what = ", ".join([mm for mm in self.facts.models if mm not in early] + list(optimizers))
         self.report(self.where(last, body), f"set up {what} with {self.fw}", True)
-        return list(body[: last + 1]) + new + list(body[last + 1:])
+        out = list(body[: last + 1]) + new + list(body[last + 1:])
+        for mm, at in sorted(early.items(), key=lambda kv: -kv[1]):
+            out[at:at] = early_lines[mm]
+        return out
+
+    def _held(self, body, last: int, optimizers) -> Dict[str, str]:
+        """Plain holders made around their model in one expression (`rf = RF(Net())`, the optimizer on
+        `rf.model.parameters()`): the held module is set up in the holder's place (`rf.model = ...`), so the
+        holder calls the set-up model. The holder itself is no nn.Module: Fabric's setup raises on it and
+        Accelerate's prepare hands it back unwrapped."""
+        module = getattr(self, "_module", None)
+        if module is None:
+            return {}
+        plain = plain_classes(module)
+        held = {}
+        for mm in self.facts.models:
+            inner = held_model(body[: last + 1], mm, list(optimizers), plain) if plain else None
+            if inner is not None:
+                held[mm] = inner
+                self.report(self.where(last, body), f"`{mm}` is a plain object that holds the model `{inner}`: "
+                                                    f"{inner} is set up in its place, so {mm} calls the set-up "
+                                                    f"model", True)
+        return held
+
+    def _captured(self, body, last: int) -> Dict[str, int]:
+        """Models handed, before the setup point, to something that keeps them (`rf = RF(model)`, `self.model =
+        model`): model -> index of the first such statement, above which the model is set up alone. After the
+        setup point the holder would call the raw module: its forward bypasses the DDP wrapper and the ranks'
+        gradients are never averaged. Where the setup cannot go above it (the statement also makes the model; the
+        model is rebound or loaded after it), the combined setup stays and the capture gets a warning and a TODO."""
+        module = getattr(self, "_module", None)
+        classes = local_classes(module) if module is not None else set()
+        called = called_names(body)
+        early: Dict[str, int] = {}
+        call = "setup_module" if self.ctx.target == "fabric" else "prepare"
+        for mm in self.facts.models:
+            if mm in self.facts.bare_models:
+                continue
+            at = next((i for i, s in enumerate(body[:last]) if captures(s, mm, classes, called)), None)
+            if at is None:
+                continue
+            held = cst.Module(body=[]).code_for_node(body[at]).strip().splitlines()[0]
+            later = body[at + 1: last + 1]
+            if stmt_binds(body[at], mm) == NO and not any(_assigned(s, {mm}) or _loads_into(s, {mm}) for s in later):
+                early[mm] = at
+                self.report(self.where(at, body), f"set up {mm} with {self.fw}.{call} above `{held}`, which keeps "
+                                                  f"it: the holder must call the set-up model, or its forward "
+                                                  f"bypasses the DDP wrapper and the ranks' gradients are not "
+                                                  f"averaged", True)
+                continue
+            why = ("is made in that statement" if stmt_binds(body[at], mm) != NO
+                   else "is rebound or loaded after it")
+            msg = (f"`{held}` keeps `{mm}` before its setup below ({mm} {why}): the object calls the unwrapped "
+                   f"model, so gradients are not synchronized across processes; set `{mm}` up with "
+                   f"`{mm} = {self.fw}.{call}({mm})` before it is handed over")
+            self.report(self.where(at, body), msg, False, WARNING)
+            body[at] = with_todo(body[at], self.rule.code, msg)
+        return early
 
 
     def _setup_where_made(self, body, last: int, conditional: List[str]):
