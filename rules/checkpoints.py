@@ -481,9 +481,15 @@ class _Transformer(RuleTransformer):
         if self.ctx.target == "fabric":
             obj = keywords["obj"].value if "obj" in keywords else positional[0].value
             path = keywords["f"].value if "f" in keywords else positional[-1].value
-            call = cst.Call(func=cst.Attribute(value=self.fw_expr(), attr=cst.Name("save")),
-                            args=[cst.Arg(path, comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))),
-                                  cst.Arg(obj)])
+            args = list(updated_node.args)
+            if len(args) == 2 and not any(a.keyword for a in args):
+                # the two arguments swap places, each keeping its own layout: a save turned back into torch.save
+                # under a rank guard (_BackToTorchSave) then comes out as it went in (a second run changes nothing)
+                args = [args[1].with_changes(comma=args[0].comma), args[0].with_changes(comma=args[1].comma)]
+            else:
+                args = [cst.Arg(path, comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))), cst.Arg(obj)]
+            call = updated_node.with_changes(func=cst.Attribute(value=self.fw_expr(), attr=cst.Name("save")),
+                                             args=args)
             self.report(original_node, f"`torch.save(state, path)` -> `{self.fw}.save(path, state)`", True)
             return call
         self.report(original_node, f"`torch.save` -> `{self.fw}.save`, written once by the main process", True)

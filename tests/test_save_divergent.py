@@ -153,3 +153,33 @@ def test_a_training_loop_inside_try_keeps_fabric_save_only_the_handler_is_diverg
              "        torch.save(model.state_dict(), 'interrupted.pt')\n", head=head)
     assert "fabric.save('a.pt', model.state_dict())" in r.code
     assert "if fabric.is_global_zero:\n            torch.save(model.state_dict(), 'interrupted.pt')\n" in r.code
+
+
+def test_a_multiline_save_kept_under_the_guard_is_idempotent():
+    # rosinality/stylegan2-pytorch train.py: a multi-line torch.save under `if get_rank() == 0:` (ecosystem static
+    # check, 2026-12-01): the second run rebuilt it through fabric.save and back, compacting the arguments
+    from migrator import Options, migrate
+    src = (
+        "import torch\nimport torch.distributed as dist\nfrom torch.utils.data import DataLoader, TensorDataset\n"
+        "from distributed import get_rank\n\n\n"
+        "def train(model, opt, loader):\n"
+        "    for i, (x,) in enumerate(loader):\n"
+        "        model(x).sum().backward()\n"
+        "        opt.step()\n"
+        "        if get_rank() == 0:\n"
+        "            if i % 2 == 0:\n"
+        "                torch.save(\n"
+        "                    {\n"
+        "                        \"g\": model.state_dict(),\n"
+        "                        \"i\": i,\n"
+        "                    },\n"
+        "                    f\"checkpoint/{i}.pt\",\n"
+        "                )\n\n\n"
+        "if __name__ == \"__main__\":\n"
+        "    dist.init_process_group(\"gloo\")\n"
+        "    model = torch.nn.Linear(4, 1)\n"
+        "    opt = torch.optim.SGD(model.parameters(), lr=0.1)\n"
+        "    train(model, opt, DataLoader(TensorDataset(torch.randn(8, 4)), batch_size=4))\n"
+    )
+    once = migrate(src, "fabric", Options()).code
+    assert migrate(once, "fabric", Options()).code == once
