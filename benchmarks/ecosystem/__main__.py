@@ -65,7 +65,7 @@ def cmd_cpu(args) -> int:
     for e in entries:
         print(f"runtime {e['name']}", flush=True)
         r = H.runtime_check(e, targets, work, steps=args.steps, devices=args.devices, accelerator=args.accelerator,
-                              default_run=args.default_run)
+                              default_run=args.default_run, checks=args.checks)
         if not r["runnable"]:
             print(f"  not runnable: {r['reason']}", flush=True)
         rows.append(r)
@@ -169,6 +169,7 @@ def main(argv=None) -> int:
     c.add_argument("--devices", type=int, default=2)
     c.add_argument("--accelerator", default="cpu", choices=["cpu", "cuda"])
     c.add_argument("--work", default=None)
+    c.add_argument("--checks", default=None, help="verify's checks (default: its own); `a` on a machine of one GPU")
     c.add_argument("--default-run", action="store_true",
                    help="also run the default migration (no --devices) on one process and compare its losses")
     m = sub.add_parser("merge", help="merge result files into one")

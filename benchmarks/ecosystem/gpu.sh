@@ -12,7 +12,7 @@
 # gpu.json to benchmarks/ecosystem/results/ and run `python -m benchmarks.ecosystem report` to add it to
 # docs/ecosystem.md.
 #
-# Environment: ACCELERATOR (default cuda; cpu to try the script here), ENTRIES="a b" (default: every recipe that is runnable), JOBS (entries at a time, default 6; small
+# Environment: ACCELERATOR (default cuda; cpu to try the script here), CHECKS (verify's; `a` on one GPU), ENTRIES="a b" (default: every recipe that is runnable), JOBS (entries at a time, default 6; small
 # models share the GPUs), STEPS (default 3), TARGETS (default fabric,accelerate), BUDGET_S (default 540: entries
 # not started by then are skipped, so the call ends inside its 10 minutes).
 # The image has torch, lightning, accelerate and torchvision but no libcst/click/pyflakes and no network.
@@ -72,12 +72,12 @@ PY
 fi
 PARTS=/tmp/ptm-eco-parts
 rm -rf "$PARTS"; mkdir -p "$PARTS"
-export STEPS=${STEPS:-3} TARGETS=${TARGETS:-fabric,accelerate} BUDGET_S=${BUDGET_S:-540} START PARTS
+export STEPS=${STEPS:-3} TARGETS=${TARGETS:-fabric,accelerate} BUDGET_S=${BUDGET_S:-540} START PARTS CHECKS=${CHECKS:-}
 one() {
   if [ $(( $(date +%s) - START )) -gt "$BUDGET_S" ]; then echo "== $1: skipped (time budget)"; return; fi
   timeout $(( BUDGET_S + 40 - ($(date +%s) - START) )) python3 -m benchmarks.ecosystem --results "$PARTS/$1" cpu \
     --only "$1" --accelerator "${ACCELERATOR:-cuda}" --devices 2 --steps "$STEPS" --targets "$TARGETS" \
-    --work "/tmp/ptm-eco-work" > "$PARTS/$1.log" 2>&1
+    --work "/tmp/ptm-eco-work" ${CHECKS:+--checks "$CHECKS"} > "$PARTS/$1.log" 2>&1
   echo "== $1 (exit $?)"; cat "$PARTS/$1.log"
 }
 export -f one

@@ -494,7 +494,8 @@ def _parity(a: List[Any], b: List[Any], rtol: float = 1e-4, atol: float = 1e-5) 
 
 def runtime_check(entry: Dict[str, Any], targets: List[str], work: Path, steps: int = 3, devices: int = 2,
                   accelerator: str = "cpu", cache: Optional[Path] = None, log=print,
-                  recipes: Optional[Path] = None, default_run: bool = False) -> Dict[str, Any]:
+                  recipes: Optional[Path] = None, default_run: bool = False,
+                  checks: Optional[str] = None) -> Dict[str, Any]:
     recipe = load_recipe(entry["name"], recipes)
     res: Dict[str, Any] = {"entry": entry["name"], "runnable": bool(recipe.get("runnable", True)),
                            "reason": recipe.get("reason"), "targets": {}}
@@ -550,7 +551,8 @@ def runtime_check(entry: Dict[str, Any], targets: List[str], work: Path, steps: 
         # the original's folder as prepared: verify links what lies in it, and an earlier run's outputs there made
         # a script that refuses an existing output folder fail (pytorch_ddpm_cifar10 on 2 GPUs, FileExistsError)
         prepare_tree(entry, recipe, orig_tree, cache)
-        t["verify"] = run_verify_entry(recipe, orig_tree, treeN, script_rel, target, devices, steps, accelerator)
+        t["verify"] = run_verify_entry(recipe, orig_tree, treeN, script_rel, target, devices, steps, accelerator,
+                                       checks)
         v = t["verify"]
         t["one"], t["parity"] = _one_from_verify(v)
         log(f"  {target} 1 process: {'runs' if t['one']['ok'] else 'FAILS: ' + str(t['one']['error'])}; "
@@ -574,7 +576,7 @@ def _one_from_verify(v: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, Any]]
 
 
 def run_verify_entry(recipe: Dict[str, Any], orig_tree: Path, mig_tree: Path, script_rel: str, target: str,
-                     devices: int, steps: int, accelerator: str) -> Dict[str, Any]:
+                     devices: int, steps: int, accelerator: str, checks: Optional[str] = None) -> Dict[str, Any]:
     orig_script = orig_tree / script_rel
     mig_script = mig_tree / script_rel
     orig_shim = _shim(recipe, orig_tree, orig_script)
@@ -582,7 +584,8 @@ def run_verify_entry(recipe: Dict[str, Any], orig_tree: Path, mig_tree: Path, sc
     timeout = recipe.get("timeout_s", 300)
     cmd = ptm_cmd() + ["verify", str(orig_shim or orig_script), "--target", target, "--migrated",
                        str(mig_shim or mig_script), "--devices", str(devices), "--steps", str(steps),
-                       "--accelerator", accelerator, "--timeout", str(timeout), "--json", "--"] + \
+                       "--accelerator", accelerator, "--timeout", str(timeout), "--json"] + \
+        (["--checks", checks] if checks else []) + ["--"] + \
         list(recipe.get("argv", []))
     rc, out, err, secs, timed_out = _run(cmd, cwd=orig_tree, env=_env(recipe, orig_tree, accelerator),
                                          timeout=4 * timeout + 120)

@@ -9,7 +9,7 @@
 # Writes to OUT (4 files): verify-summary.md, verify-summary.tsv, verify-reports.tar.gz (one JSON report and log
 # per fixture and target), call1.log. Turn them into docs/verification.md with benchmarks/gpu/update_docs.py.
 # Knobs (environment): N_GPUS=2 STEPS=20 JOBS=12 BUDGET=480 LAST_START=90 RUN_TIMEOUT=150 TARGETS="fabric accelerate"
-# ACCEL=cpu (a dry run on a CPU machine), CASES="gan vae" (a subset), VERIFY_ARGS="--nondeterministic" (extra verify flags).
+# CHECKS=a (one GPU: one-process runs only), ACCEL=cpu (a dry run on a CPU machine), CASES="gan vae" (a subset), VERIFY_ARGS="--nondeterministic" (extra verify flags).
 set -uo pipefail
 T0=$(date +%s)
 OUT=${1:-${OUT:-gpu-call1-out}}
@@ -24,6 +24,8 @@ WORK=$(mktemp -d /tmp/ptm-call1.XXXXXX)
 mkdir -p "$WORK/reports" "$WORK/tmp"
 export TMPDIR="$WORK/tmp"  # verify's folders, so that leftover processes can be told by their paths
 export PTM_CALL1_DEADLINE=$((T0 + BUDGET)) PTM_CALL1_LAST=$((T0 + BUDGET - LAST_START)) PTM_CALL1_REPORTS="$WORK/reports"
+# CHECKS=a on a machine of one GPU: the one-process runs only (parity, the migrated script on the device)
+export PTM_CALL1_CHECKS=${CHECKS:-abcdef} PTM_CALL1_GPUS=$(nvidia-smi -L 2>/dev/null | wc -l)
 export PTM_CALL1_ACCEL=${ACCEL:-cuda} PTM_CALL1_STEPS=$STEPS PTM_CALL1_N=$N PTM_CALL1_RUN_TIMEOUT=$RUN_TIMEOUT PTM_CALL1_ARGS="${VERIFY_ARGS:-}"
 echo "call1: $(date -Is) commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')  N=$N STEPS=$STEPS JOBS=$JOBS BUDGET=${BUDGET}s"
 nvidia-smi --query-gpu=index,name,memory.total,clocks.sm --format=csv,noheader || true

@@ -8,7 +8,8 @@
 #   run(kind="nvidia-h200-x2", carry=[".gpu-head", "benchmarks/ecosystem/wheels"], timeout_s=600,
 #       command='bash benchmarks/gpu/call4_all.sh "$OUT"')
 # Writes OUT/verify-summary.md, verify-summary.tsv, verify-reports.tar.gz, gpu.json, gpu-report.md, call4.log.
-# Knobs: VERIFY_BUDGET (470), ECO_BUDGET (470), STEPS (10), CASES / ENTRIES (default: all), ACCEL=cpu (dry run).
+# Knobs: VERIFY_BUDGET (470), ECO_BUDGET (470), STEPS (10), CASES / ENTRIES (default: all), ACCEL=cpu (dry run),
+# CHECKS / ECO_CHECKS (verify's checks; `a` on a machine of one GPU), SKIP_VERIFY=1 / SKIP_ECO=1 (one part only).
 set -uo pipefail
 OUT=${1:-${OUT:-gpu-call4-out}}
 mkdir -p "$OUT"; OUT=$(cd "$OUT" && pwd)
@@ -23,10 +24,10 @@ cd "$H"
 exec > >(tee "$OUT/call4.log") 2>&1
 echo "call4: $(date -u) snapshot $(tar -tzf "$SRC/.gpu-head/head.tar.gz" | wc -l) files"
 mkdir -p /tmp/c4v /tmp/c4e
-CASES="${CASES:-}" ACCEL="${ACCEL:-cuda}" BUDGET=${VERIFY_BUDGET:-470} LAST_START=${LAST_START:-120} STEPS=${STEPS:-10} \
+[ -z "${SKIP_VERIFY:-}" ] && CASES="${CASES:-}" CHECKS="${CHECKS:-abcdef}" ACCEL="${ACCEL:-cuda}" BUDGET=${VERIFY_BUDGET:-470} LAST_START=${LAST_START:-120} STEPS=${STEPS:-10} \
   JOBS=${VJOBS:-10} bash benchmarks/gpu/call1_verify.sh /tmp/c4v > /tmp/c4v/stdout.log 2>&1 &
 V=$!
-ENTRIES="${ENTRIES:-}" ACCELERATOR="${ACCEL:-cuda}" BUDGET_S=${ECO_BUDGET:-470} JOBS=${EJOBS:-6} OUT=/tmp/c4e \
+[ -z "${SKIP_ECO:-}" ] && ENTRIES="${ENTRIES:-}" CHECKS="${ECO_CHECKS:-}" ACCELERATOR="${ACCEL:-cuda}" BUDGET_S=${ECO_BUDGET:-470} JOBS=${EJOBS:-6} OUT=/tmp/c4e \
   bash benchmarks/ecosystem/gpu.sh /tmp/c4e > /tmp/c4e/stdout.log 2>&1 &
 E=$!
 wait $V; echo "verify exit $?"
