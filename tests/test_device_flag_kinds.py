@@ -65,6 +65,7 @@ def test_the_object_follows_the_switch(choice, fabric, accelerate, target):
 @pytest.mark.parametrize("target", ["fabric", "accelerate"])
 def test_a_switch_that_cannot_be_carried_is_marked(choice, target):
     result = _run(choice, target)
+    fw = "fabric" if target == "fabric" else "accelerator"
     lines = result.code.splitlines()
     i = next(i for i, l in enumerate(lines) if l.strip().startswith("device = ") and f"{fw}.device" in l)
     assert lines[i - 1].strip().startswith("# TODO(pt-migrate) PTM115:") and "no longer chooses the device" in lines[i - 1]
