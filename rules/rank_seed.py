@@ -90,7 +90,7 @@ class _Transformer(RuleTransformer):
             return True
         self.draws = Draws(node, lambda n: qualified_names(self, n))
         self.seed_name_taken = bool(m.findall(node, m.Name("seed_everything")))
-        if not seeds_anywhere(node):
+        if not seeds_anywhere(node) and not self.facts.fw_exists:  # a framework object made by hand: its own seeding
             self.first_draw = first_setup_draw(node, self.draws, self.facts.setup_scope)
             # known before any block is left: a draw at module level is left after the setup block is
             self.common_seeded = self.first_draw is not None
