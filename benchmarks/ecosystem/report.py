@@ -174,6 +174,7 @@ def render(results: Path, entries: Optional[List[Dict[str, Any]]] = None, findin
     static = _load(results / "static.json")
     cpu = _load(results / "cpu.json")
     gpu = _load(results / "gpu.json")
+    gpu1 = _load(results / "gpu1.json")  # a machine of one GPU: verify's one-process runs only (--checks a)
     L: List[str] = ["# Ecosystem check", ""]
     L.append("30 public plain-PyTorch training scripts (benchmarks/ecosystem/manifest.json: 10 simple, 10 medium, "
              "10 hard) migrated to Fabric and Accelerate with default options, checked statically, and run on CPU "
@@ -225,13 +226,16 @@ def render(results: Path, entries: Optional[List[Dict[str, Any]]] = None, findin
                     for f in r["failures"]:
                         L.append(f"  - {_short(f, 400)}")
         L.append("")
-    for label, data in (("CPU", cpu), ("GPU", gpu)):
+    for label, data in (("CPU", cpu), ("GPU", gpu), ("one GPU", gpu1)):
+        if not data and label == "one GPU":
+            continue
         if not data:
             if label == "GPU":
                 L += ["## GPU", "", "Not run yet: `benchmarks/ecosystem/gpu.sh` on `nvidia-h200-x2` writes "
                       "results/gpu.json (see the README).", ""]
             continue
-        L += [f"## Runtime on {label} ({data.get('devices', 2)} processes for verify)", "",
+        what = "one process: check a only" if label == "one GPU" else f"{data.get('devices', 2)} processes for verify"
+        L += [f"## Runtime on {label} ({what})", "",
               f"Date: {data['date']}. pt-migrate commit `{data['tool_commit']}`. "
               f"Versions: {', '.join(f'{k} {v}' for k, v in sorted(data.get('versions', {}).items()))}.", "",
               "```bash", data["command"], "```", "",
