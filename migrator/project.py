@@ -75,7 +75,25 @@ def folder_fw_functions(sources: Dict[str, str], target: str = "fabric") -> Froz
             chosen -= kept
         if chosen == before:
             break
-    return frozenset(chosen)
+    return frozenset(chosen) | _cpu_inputs(parsed, sources, target, frozenset(chosen))
+
+
+def _cpu_inputs(parsed: Dict[str, cst.Module], sources: Dict[str, str], target: str, chosen: FrozenSet[str]):
+    """PTM114's cross-file fact: the tensors that a trainer class handed the object makes on the CPU, as entries
+    of the same set (rules/input_device.CPU_INPUT), so that the entry script creates the object for CPU processes."""
+    from migrator.rules.input_device import CPU_INPUT, cpu_input_entries
+    out = set()
+    for name, module in parsed.items():
+        if CPU_INPUT.split()[0] in sources[name]:
+            continue  # never: a module that names the prefix would only confuse the set
+        if not any(c.startswith(f"{name}.") for c in chosen):
+            continue
+        facts = analyze(MetadataWrapper(module, unsafe_skip_copy=True), target, chosen, name, sources[name])
+        try:
+            out.update(cpu_input_entries(name, module, facts, sources[name]))
+        except Exception:  # an analysis gap in one module must not stop the folder's migration
+            continue
+    return frozenset(out)
 
 
 def _imported_names(module: cst.Module, qualified) -> Dict[str, str]:

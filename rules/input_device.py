@@ -26,6 +26,9 @@ in its methods (class bodies are not followed), nothing is guessed: the framewor
 CPU processes (`accelerator="cpu"` / `cpu=True`), which is where the original trained, and a TODO names the input
 and says how to move it to train on GPUs. This holds with an explicit `--accelerator cuda` too (a warning says it was
 not applied): on a GPU the first step would fail with "Expected all tensors to be on the same device".
+The same holds across files: a trainer class of a sibling module (`trainer.py`) that the entry script hands the
+object and that makes a tensor on the CPU in its methods gets the TODO at that line, and the entry script, found
+through the folder's facts (migrator/project.py), creates the object for CPU processes with a warning at the call.
 
 Why: the framework puts the set-up model on the GPU and moves the set-up loaders' batches; a tensor made by hand
 stays on the CPU, and the first step on a GPU fails with "Expected all tensors to be on the same device". A CPU
@@ -113,6 +116,7 @@ class Plan:
         self.reports: List[Tuple[cst.CSTNode, str]] = []
         self.overridden: Optional[Tuple[Optional[cst.CSTNode], str]] = None  # an explicit --accelerator not applied
         self.cpu_only: List[str] = []  # what keeps the training on CPU processes
+        self.sibling_notes: List[Tuple[str, str, cst.CSTNode]] = []  # the part of it that siblings make (their TODOs are in their files)
 
     def __bool__(self) -> bool:
         return bool(self.kw or self.wrap or self.after or self.numpy or self.todos)
@@ -122,6 +126,8 @@ def make_plan(module: cst.Module, ctx: Context) -> Optional[Plan]:
     """The changes for one module, or None when the rule does not apply (the script places tensors itself)."""
     facts = ctx.facts
     source = ctx.text if ctx.text is not None else module.code
+    if not facts.setup_scope:
+        return _receiver_plan(module, ctx, source)
     if ".cuda(" in source or f"{facts.fw}.device" in source:
         return None  # a quick look first: most scripts place tensors themselves
     table = ImportTable(source)
@@ -194,6 +200,10 @@ def make_plan(module: cst.Module, ctx: Context) -> Optional[Plan]:
             text = f"`{method}` makes {what} on the CPU; {where}make it on {device}"
         p.todos.setdefault(id(stmt), []).append(text + (f" and remove {cpu_arg}" if falls_back else ""))
         p.cpu_only.append(f"{what} in `{method}`")
+    siblings = _sibling_cpu_inputs(module, ctx)
+    if siblings and falls_back:  # the sibling's TODO says how to move it; the object is created here
+        p.cpu_only.extend(text for _, text, _ in siblings)
+        p.sibling_notes = siblings
     if p.cpu_only and falls_back:
         explicit = ctx.options.accelerator
         if explicit and explicit != "cpu":
@@ -204,8 +214,78 @@ def make_plan(module: cst.Module, ctx: Context) -> Optional[Plan]:
                                    f"processes ({cpu_arg}), where the original trained; move them to "
                                    f"`{fw}.device`, then set the accelerator")
         facts.device_choice = "cpu"
+        files = sorted({file for file, _, _ in p.sibling_notes})
         facts.device_comment = (f"# {cpu_arg}: tensors made on the CPU reach the model (see the TODO(pt-migrate) "
-                                f"PTM114 comments)")
+                                f"PTM114 comments{' in ' + ', '.join(files) if files else ''})")
+    return p
+
+
+# How a sibling module's CPU-made inputs reach the entry script's run: entries of `Options.external_fw_functions`
+# (migrator.project), which is only ever tested for membership of "module.function" names: an entry with this
+# prefix and spaces in it matches none of them
+CPU_INPUT = "PTM114 cpu input "
+
+
+def receiver_cpu_inputs(module: cst.Module, facts, source: str) -> List[Tuple[cst.CSTNode, str, str]]:
+    """(statement, what, method) for each tensor a module that receives the framework object from a sibling (a
+    trainer class of `trainer.py` that the entry script hands `fabric`) makes on the CPU in its trainer classes'
+    methods, as `_cpu_in_modules` finds them; [] when the module creates the object itself, places tensors itself
+    (the script's own moves, PTM101-PTM104), or receives nothing. Class bodies are not followed, so the entry
+    script that creates the object must create it for CPU processes (`cpu_input_entries`)."""
+    if facts.fw_exists or facts.setup_scope or not facts.fw_classes:
+        return []
+    if ".cuda(" in source or f"{facts.fw}.device" in source:
+        return []
+    if places_devices(module, ImportTable(source), facts.fw):
+        return []
+    tracer = Tracer(module, facts, source)
+    return [(stmt, what, method) for stmt, what, method in _cpu_in_modules(module, tracer)
+            if method.split(".")[0] in facts.fw_classes]
+
+
+def cpu_input_entries(module_name: str, module: cst.Module, facts, source: str) -> List[str]:
+    """The `CPU_INPUT` entries for one module of a folder (migrator.project): "<prefix><module>.<Class> <method>:
+    <what>" for each of `receiver_cpu_inputs`."""
+    return [f"{CPU_INPUT}{module_name}.{method.split('.')[0]} {method}: {what}"
+            for _, what, method in receiver_cpu_inputs(module, facts, source)]
+
+
+def _sibling_cpu_inputs(module: cst.Module, ctx: Context) -> List[Tuple[str, str, cst.CSTNode]]:
+    """What siblings of this module that it imports (their classes it hands the object) make on the CPU: the
+    `CPU_INPUT` entries of `ctx.options.external_fw_functions`, as (file, "`method` (file) makes what", the call
+    of the sibling's class here)."""
+    from migrator.analysis import _imported_external_fw
+    out = []
+    for entry in sorted(ctx.options.external_fw_functions):
+        if not entry.startswith(CPU_INPUT):
+            continue
+        qual, rest = entry[len(CPU_INPUT):].split(" ", 1)
+        method, what = rest.split(": ", 1)
+        local = _imported_external_fw(module, frozenset({qual}))
+        if qual.split(".")[0] != ctx.options.module_name and local:
+            call = next((c for c in m.findall(module, m.Call()) if dotted(c.func) in local), module)
+            out.append((f"{qual.split('.')[0]}.py", f"`{method}` ({qual.split('.')[0]}.py) makes {what} on the CPU",
+                        call))
+    return out
+
+
+def _receiver_plan(module: cst.Module, ctx: Context, source: str) -> Plan:
+    """A module that receives the object from the entry script: a TODO at each CPU-made tensor of its trainer
+    classes (`receiver_cpu_inputs`); the entry script creates the object for CPU processes (`_sibling_cpu_inputs`)."""
+    p = Plan()
+    fw = ctx.facts.fw
+    cpu_arg = 'accelerator="cpu"' if ctx.target == "fabric" else "cpu=True"
+    falls_back = not (ctx.target == "fabric" and ctx.options.launcher == "fabric-run")
+    for stmt, what, method in receiver_cpu_inputs(module, ctx.facts, source):
+        where = (f"the script that creates `{fw}` creates it for CPU processes ({cpu_arg}), where the original "
+                 f"trained; to train on GPUs, make it on `self.{fw}.device` and remove {cpu_arg} there"
+                 if falls_back else f"on a GPU it stays on the CPU: make it on `self.{fw}.device`")
+        if what.endswith(".numpy()`"):
+            text = f"`{method}` calls {what}, which needs a CPU tensor: add `.cpu()` before `.numpy()` when it moves"
+        else:
+            text = f"`{method}` makes {what} on the CPU"
+        p.todos.setdefault(id(stmt), []).append(f"{text}; {where}")
+        p.cpu_only.append(f"{what} in `{method}`")
     return p
 
 
@@ -264,9 +344,20 @@ def _cpu_in_modules(module: cst.Module, tracer: Tracer):
                 kws = {a.keyword.value for a in call.args if a.keyword is not None}
                 if q.count(".") == 1 and last in FACTORIES | MAKERS and "device" not in kws:
                     found.append((stmt, f"`{code_of(call)}`", f"{name}.{item.name.value}"))
-                elif isinstance(call.func, cst.Attribute) and call.func.attr.value == "numpy" and not call.args:
+                elif isinstance(call.func, cst.Attribute) and call.func.attr.value == "numpy" and not call.args \
+                        and not _on_cpu(call.func.value):
                     found.append((stmt, f"`{code_of(call)}`", f"{name}.{item.name.value}"))
     return found
+
+
+def _on_cpu(node: cst.BaseExpression) -> bool:
+    """`x.cpu()`, `x.detach().cpu()`, `x.to("cpu")`: a tensor that is on the CPU whatever the device of x."""
+    if not (isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute)):
+        return False
+    if node.func.attr.value == "cpu":
+        return True
+    return node.func.attr.value == "to" and len(node.args) == 1 and \
+        isinstance(node.args[0].value, cst.SimpleString) and node.args[0].value.evaluated_value == "cpu"
 
 
 def _calls_by_statement(fn: cst.FunctionDef):
@@ -301,9 +392,15 @@ def _moved(node: cst.BaseExpression, fw: str) -> cst.Call:
 
 class _Transformer(RuleTransformer):
     def visit_Module(self, node: cst.Module) -> bool:
-        self.plan = make_plan(node, self.ctx) or Plan()
+        plan = make_plan(node, self.ctx)
+        self.plan = plan if plan is not None else Plan()  # an empty plan still carries the siblings' notes
         for where, message in self.plan.reports:
             self.report(where, message, True)
+        cpu_arg = 'accelerator="cpu"' if self.ctx.target == "fabric" else "cpu=True"
+        for _, note, call in self.plan.sibling_notes:
+            self.report(call, f"{note}: `{self.facts.fw}` is created for CPU processes "
+                              f"({cpu_arg}), where the original trained (the TODO(pt-migrate) PTM114 there says how "
+                              f"to train on GPUs)", False, WARNING)
         if self.plan.overridden is not None:
             where, message = self.plan.overridden
             self.report(where if where is not None else node, message, False, WARNING)
@@ -353,6 +450,6 @@ class InputDevice(Rule):
         return _Transformer(self, ctx)
 
     def apply(self, wrapper, ctx):
-        if ctx.facts.fw_exists or not ctx.facts.setup_scope:
-            return wrapper.module
+        if ctx.facts.fw_exists or not (ctx.facts.setup_scope or ctx.facts.fw_classes):
+            return wrapper.module  # a trainer class that a sibling hands the object: _receiver_plan
         return super().apply(wrapper, ctx)
