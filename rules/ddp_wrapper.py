@@ -61,7 +61,7 @@ import libcst as cst
 from migrator import matching as m
 from libcst.metadata import ParentNodeProvider, QualifiedNameProvider
 
-from migrator.names import dotted, qualified_names
+from migrator.names import assigned_names, dotted, qualified_names
 from migrator.rules._ddp_options import read_wrapper
 from migrator.rules.base import TODO_PREFIX, Context, Example, Rule, RuleTransformer
 
@@ -212,6 +212,17 @@ class _Transformer(RuleTransformer):
         and stays."""
         self._before_setup: set = set()
         self._module = node
+        # names bound only to instances of the file's plain classes (`flow = Flow(Net())`): no nn.Module, so never
+        # wrapped; PTM105 sets up the model they hold (`flow.model`), and `flow.model` must stay as written
+        from migrator.rules._captures import plain_classes
+        plain = plain_classes(node)
+        made: dict = {}
+        for a in m.findall(node, m.Assign()):
+            kind = (dotted(a.value.func) or "").rsplit(".", 1)[-1] if isinstance(a.value, cst.Call) else None
+            for t in a.targets:
+                for name in assigned_names(t.target):
+                    made[name] = made.get(name, True) and kind in plain
+        self._plain_objects = {n for n, only in made.items() if only and plain}
         if self.ctx.target != "fabric" or ".module" not in (self.ctx.text or ".module"):
             return True
         from migrator.rules._moves import _uses_for_training, setup_block, setup_point
@@ -307,7 +318,7 @@ class _Transformer(RuleTransformer):
             return updated_node
         # `self.model.module` in a trainer class: the attribute that held the hand-made DDP wrapper
         held = base.startswith("self.") and any(k in base.rsplit(".", 1)[-1] for k in ("model", "net"))
-        if base not in self.facts.models and not (held and attr == "module"):
+        if (base not in self.facts.models and not (held and attr == "module")) or base in self._plain_objects:
             return updated_node
         parent = self.get_metadata(ParentNodeProvider, original_node, None)
         if isinstance(parent, cst.AssignTarget) or (isinstance(parent, cst.Attribute) and attr == "module"):
