@@ -11,6 +11,9 @@ Example: `model = Net().to(device)` -> `model = Net()`.
 
 Fabric form and Accelerate form: the same; the move is gone.
 
+A deep copy of such a model (`ema = copy.deepcopy(model)`) made before its setup goes to the framework's device
+with it (`copy.deepcopy(model).to(fabric.device)`), unless the script moved the model only after the copy.
+
 A model built again after the setup point (`model = Net().to(device)` once more, to load the saved weights
 for inference) is a new instance that is never set up: it keeps its move, and its inputs keep theirs.
 
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import libcst as cst
 
+from migrator import matching as m
 from migrator.names import dotted
 from migrator.rules._moves import plain_after_setup, plain_models_here, strip_move
 from migrator.rules.base import Example, Context, Rule, RuleTransformer
@@ -38,12 +42,63 @@ def strip_moves_in_chain(node: cst.BaseExpression, facts) -> cst.BaseExpression:
     return node
 
 
+def _deepcopy_of(value: cst.BaseExpression, models) -> str:
+    """`copy.deepcopy(model)` / `deepcopy(model)` of a model -> "model"; "" otherwise."""
+    if isinstance(value, cst.Call) and (dotted(value.func) or "").rsplit(".", 1)[-1] == "deepcopy" and value.args:
+        name = dotted(value.args[0].value)
+        if name in models:
+            return name
+    return ""
+
+
+def _moves(stmt: cst.CSTNode, name: str, facts) -> bool:
+    """Does the statement move `name` (`name.to(...)`, `name.cuda()`, `name = name.to(...)`)?"""
+    for call in m.findall(stmt, m.Call()):
+        stripped = strip_move(call, facts)
+        if stripped is not None and dotted(stripped) == name:
+            return True
+    return False
+
+
 class _Transformer(RuleTransformer):
     def visit_Module(self, node: cst.Module):
         self.plain = plain_after_setup(node, self.facts)
+        self.copies = set()  # ids of `ema = copy.deepcopy(model)` that go to the framework's device
+        self._find_copies(node.body)
         return True
 
+    def visit_IndentedBlock(self, node: cst.IndentedBlock):
+        self._find_copies(node.body)
+        return True
+
+    def _find_copies(self, body) -> None:
+        """A deep copy of a set-up model (an EMA, a teacher) is on the model's device at copy time. The model's
+        move is removed here (setup moves it), so a copy made after that move, or from a model never moved (a CPU
+        script: the model now goes to the GPU), would stay on the CPU and meet the model's parameters on the GPU
+        ("found at least two devices"). It goes to the framework's device, unless the model was moved only after
+        the copy, as the script chose."""
+        models = set(self.facts.models) | self.facts.model_aliases
+        for i, stmt in enumerate(body):
+            if not (isinstance(stmt, cst.SimpleStatementLine) and len(stmt.body) == 1
+                    and isinstance(stmt.body[0], cst.Assign) and len(stmt.body[0].targets) == 1):
+                continue
+            model = _deepcopy_of(stmt.body[0].value, models)
+            copy = dotted(stmt.body[0].targets[0].target)
+            if not model or not copy or copy in models:
+                continue
+            if any(_moves(later, model, self.facts) or _moves(later, copy, self.facts) for later in body[i + 1:]):
+                continue
+            self.copies.add(id(stmt))
+
     def leave_SimpleStatementLine(self, original_node, updated_node):
+        if id(original_node) in self.copies and self.in_fw_scope():
+            small = updated_node.body[0]
+            copy = dotted(small.targets[0].target)
+            self.report(original_node, f"`{copy}`, a copy of a set-up model, goes to `{self.facts.fw}.device` with "
+                                       f"the model", True)
+            moved = cst.Call(func=cst.Attribute(value=small.value, attr=cst.Name("to")),
+                             args=[cst.Arg(cst.Attribute(value=self.fw_expr(), attr=cst.Name("device")))])
+            return updated_node.with_changes(body=[small.with_changes(value=moved)])
         models = (set(self.facts.models) | self.facts.model_aliases) - plain_models_here(self, self.plain)
         if len(updated_node.body) != 1:
             return updated_node
