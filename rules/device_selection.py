@@ -31,6 +31,7 @@ import libcst as cst
 from libcst.metadata import QualifiedNameProvider
 
 from migrator.analysis import MAIN_GUARD, MODULE, device_if_target, is_device_expr, is_main_guard
+from migrator import matching as m
 from migrator.names import dotted, qualified_names
 from migrator.rules.base import Example, Context, Rule, RuleTransformer
 import dataclasses
@@ -65,6 +66,15 @@ class _Transformer(RuleTransformer):
 
     def visit_Module(self, node: cst.Module):
         self._type_names = type_names(node)
+        # names only ever bound to a string (`dev_type = "cuda"` under `if torch.cuda.is_available():`) hold a fixed
+        # kind: they choose nothing (the repro trainer_class_ddp got a PTM115 TODO for them)
+        kinds: dict = {}
+        for a in m.findall(node, m.Assign()):
+            for t in a.targets:
+                name = dotted(t.target)
+                if name is not None:
+                    kinds[name] = kinds.get(name, True) and isinstance(a.value, cst.SimpleString)
+        self._fixed_strings = {n for n, fixed in kinds.items() if fixed}
         return True
 
     def _before_object(self) -> bool:
@@ -114,7 +124,8 @@ class _Transformer(RuleTransformer):
         (`device = args.device` after `args.device = ...`) chooses nothing any more."""
         replaced = self.__dict__.setdefault("_replaced", set())
         replaced.add(target)
-        left = [n for n in switch.names if n not in replaced] if switch is not None else []
+        fixed = getattr(self, "_fixed_strings", set())
+        left = [n for n in switch.names if n not in replaced and n not in fixed] if switch is not None else []
         if not left or all(says_index(n) for n in left):
             return  # `torch.device(f"{device}:{gpu}")` after `device = ...`: the rebound device and an index
         switch = dataclasses.replace(switch, target=target)

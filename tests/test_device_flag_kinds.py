@@ -134,3 +134,25 @@ def test_one_line_moves_under_the_flag_leave_the_if_when_accelerator_is_given(ta
     assert "TODO(pt-migrate) PTM115" not in result.code
     cst.parse_module(result.code)
     assert result.error is None, result.diagnostics
+
+
+@pytest.mark.parametrize("target", ["fabric", "accelerate"])
+def test_a_name_bound_only_to_a_device_string_is_no_switch(target):
+    # the repro trainer_class_ddp.py (new-user trial, 2026-12-01): `dev_type = "cuda"` under the availability check
+    # and an index got a PTM115 TODO asking for accelerator="cpu", though CUDA-if-available is the framework's choice
+    src = textwrap.dedent('''
+        import os, torch
+        def main():
+            local_rank = int(os.environ.get("LOCAL_RANK", 0))
+            if torch.cuda.is_available():
+                dev_type = "cuda"
+                device = torch.device(f"{dev_type}:{local_rank}")
+            else:
+                device = torch.device("cpu")
+            model = torch.nn.Linear(4, 1).to(device)
+            opt = torch.optim.SGD(model.parameters(), lr=0.1)
+            model(torch.randn(8, 4).to(device)).sum().backward()
+            opt.step()
+    ''')
+    result = migrate(src, target, Options())
+    assert "PTM115" not in result.code and not any(d.code == "PTM115" for d in result.diagnostics)
