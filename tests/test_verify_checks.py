@@ -110,3 +110,17 @@ def test_parity_of_an_original_that_spawns_its_own_processes_is_a_skip_with_the_
     single = run({"rank": 0, "losses": [1.0], "loss_steps": [1], "steps": 1})
     c = _parity(orig, single, orig, single, 2, False, False, spawns=True)
     assert c.status == "skip" and "mp.spawn" in c.message and "recorded no loss" in c.message
+
+
+def test_the_summary_names_skips_and_what_was_checked(capsys):
+    # new-user trial (2026-12-01): "all checks passed" hid three skips, and nothing said that verify checks a
+    # migration of its own unless --migrated names the user's file
+    from migrator.verify.command import _print_table
+    report = {"script": "train.py", "target": "fabric", "devices": 2, "accelerator": "cpu", "steps": 5,
+              "migrated": None, "notes": [], "runs": {}, "tmp": None,
+              "checks": [{"id": "a", "name": "parity", "status": "pass", "message": "ok"},
+                         {"id": "i", "name": "noise", "status": "skip", "message": "nothing drawn"}]}
+    _print_table(report)
+    out = capsys.readouterr().out
+    assert "--migrated FILE" in out.splitlines()[0]
+    assert out.strip().splitlines()[-1] == "all checks passed (1 skipped: i; their reasons above)"

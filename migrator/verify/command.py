@@ -1024,7 +1024,8 @@ def check_checkpoints(orig_dir: Path, mig_dir: Path, since: float, script_dirs: 
 
 
 def _print_table(report: Dict[str, Any]) -> None:
-    migrated = f" (checking {report['migrated']})" if report.get("migrated") else ""
+    migrated = f" (checking {report['migrated']})" if report.get("migrated") else \
+        " (a migration made here for these devices; to check the file you wrote: --migrated FILE)"
     click.echo(f"pt-migrate verify: {report['script']} -> {report['target']}{migrated}, "
                f"{report['devices']} x {report['accelerator']}, "
                + ("to the end (--full)" if report['steps'] >= FULL_STEPS else f"{report['steps']} steps"))
@@ -1049,4 +1050,6 @@ def _print_table(report: Dict[str, Any]) -> None:
         click.echo(f"  kept {report['tmp']}")
     failed = [c for c in report["checks"] if c["status"] == "fail"]
     click.echo("")
-    click.echo(f"{len(failed)} check(s) failed" if failed else "all checks passed")
+    skipped = [c["id"] for c in report["checks"] if c["status"] == "skip"]
+    also = f" ({len(skipped)} skipped: {', '.join(skipped)}; their reasons above)" if skipped else ""
+    click.echo((f"{len(failed)} check(s) failed" if failed else "all checks passed") + also)
