@@ -112,8 +112,8 @@ def launch_lines(script: str, target: str, options: Options, rank_env_at: Option
         if cpu:
             lines.append(f"torchrun --nproc_per_node {n} {script}    # CPU: `accelerate launch --cpu` starts one process")
         else:
-            lines.append(f"accelerate launch --multi_gpu --num_processes {n} {script}")
-            lines.append(f"torchrun --nproc_per_node {n} {script}")
+            lines.append(f"accelerate launch --multi_gpu --num_processes {n} {script}    # GPUs")
+            lines.append(f"torchrun --nproc_per_node {n} {script}    # GPUs, or processes on a CPU-only machine")
     lines.append(f"torchrun --nnodes {nodes} --node_rank RANK --nproc_per_node {n} --rdzv_backend c10d "
                  f"--rdzv_endpoint HOST:29500 {script}    # on each node")
     return lines
