@@ -271,6 +271,10 @@ def _summary(outcomes: List[FileOutcome], target: str, options: Options, err, pe
     if color:
         line = click.style(line, fg="red" if errors else ("yellow" if attention else "green"), bold=True)
     click.echo(line, file=err)
+    if not any(o.result is not None and o.result.is_training_script for o in outcomes) and not errors:
+        # a folder of helpers, or none: say so rather than a bare "0 of N"
+        click.echo(f"pt-migrate: no training script among {len(outcomes)} file(s) (no optimizer step or backward "
+                   f"found); nothing to migrate", file=err)
     if not launch:
         return
     # only scripts that are started (a main guard, or training at module level), not the helpers they call

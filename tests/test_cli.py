@@ -504,3 +504,11 @@ def test_errors_count_every_error_level_diagnostic(project, monkeypatch):
     assert (project / "train.py").read_text() == SCRIPT
     r = invoke(["train.py", "--target", "fabric"])
     assert "; 2 error(s)." in r.stderr and r.exit_code == 2 and (project / "train.py").read_text() == SCRIPT
+
+
+def test_a_folder_without_a_training_script_says_so(tmp_path):
+    # new-user trial (2026-12-01): a folder of helpers, or an empty one, printed only "migrated 0 of N file(s)"
+    (tmp_path / "util.py").write_text("def f():\n    return 1\n")
+    r = invoke([str(tmp_path), "--target", "fabric"])
+    assert r.exit_code == 0 and "no training script among 1 file(s)" in r.output
+    assert (tmp_path / "util.py").read_text() == "def f():\n    return 1\n"
