@@ -157,13 +157,50 @@ class Draws:
         return None
 
 
-def first_setup_draw(module: cst.Module, draws: Draws, setup_scope: Optional[str]):
+def module_classes(module: cst.Module) -> Set[str]:
+    """Classes of the file whose base is an nn.Module (`nn.Module`, `torch.nn.Module`, or another such class)."""
+    classes = {c.name.value: [dotted(b.value) or "" for b in c.bases] for c in m.findall(module, m.ClassDef())}
+    found: Set[str] = set()
+    changed = True
+    while changed:
+        changed = False
+        for name, bases in classes.items():
+            if name not in found and any(b.rsplit(".", 1)[-1] == "Module" or b in found for b in bases):
+                found.add(name)
+                changed = True
+    return found
+
+
+def builds_module(stmt: cst.CSTNode, classes: Set[str]) -> List[str]:
+    """The names `stmt` binds to new modules (`q_target = QNet()`, `q, q_target = QNet(), QNet()`,
+    `net = torch.nn.Linear(4, 1)`); empty when it builds none."""
+    if not (isinstance(stmt, cst.SimpleStatementLine) and len(stmt.body) == 1 and isinstance(stmt.body[0], cst.Assign)
+            and len(stmt.body[0].targets) == 1):
+        return []
+    target, value = stmt.body[0].targets[0].target, stmt.body[0].value
+    pairs = list(zip(target.elements, value.elements)) if isinstance(target, cst.Tuple) and \
+        isinstance(value, cst.Tuple) else [(None, value)] if not isinstance(target, cst.Tuple) else []
+    out = []
+    for t, v in pairs:
+        v = v.value if isinstance(v, cst.Element) else v
+        func = (dotted(v.func) or "") if isinstance(v, cst.Call) else ""
+        if func in classes or (func.startswith(("torch.nn.", "nn.")) and func.rsplit(".", 1)[-1][:1].isupper()):
+            name = dotted(t.value if t is not None else target)
+            if name:
+                out.append(name)
+    return out
+
+
+def first_setup_draw(module: cst.Module, draws: Draws, setup_scope: Optional[str],
+                     modules: Optional[Set[str]] = None):
     """(statement, scope) of the first statement on the path that sets up training that draws (itself or through
     a local function or class it calls) before the training loop, with scope "<module>", "<main-guard>" or the
     setup function's name; None when nothing draws before training starts.
 
     The path: the module's statements in order, the main guard's body, and the body of the setup function where
-    a statement calls it. It ends at the first statement that holds a training loop or calls the setup function."""
+    a statement calls it. It ends at the first statement that holds a training loop or calls the setup function.
+    `modules`: classes whose construction counts as a draw (module_classes), for scripts that build a module that
+    is never set up."""
     from migrator.analysis import MAIN_GUARD, MODULE
 
     def walk(stmts, scope):
@@ -182,8 +219,8 @@ def first_setup_draw(module: cst.Module, draws: Draws, setup_scope: Optional[str
                 if any(draw_kind(c, draws.names) or _local_draws(draws, dotted(c.func)) for c in before):
                     return s, scope  # `main(make_target())`, `main(Problem())`: drawn before the call
                 return walk(draws.functions[setup_scope].body.body, setup_scope) or (END, None)
-            if draws.in_node(s):
-                return s, scope
+            if draws.in_node(s) or (modules is not None and builds_module(s, modules)):
+                return s, scope  # `modules`: a module's random initial weights count as a draw too
             if any(trains(loop) for loop in m.findall(s, m.For() | m.While())):
                 return END, None
         return None

@@ -18,7 +18,9 @@ call such as `main(Problem())`) is first seeded alike on every rank right above 
 free `seed_everything(0)` / Accelerate's `set_seed(0)` (not the object's method: the draw may run before the object
 exists, above the main guard or above the flag that PTM115 creates the object after), with a warning; the seed is
 arbitrary. The per-rank seed after setup then follows, so what the unseeded original drew differently per process
-in training stays different.
+in training stays different. A module that is never set up (a target network that loads the set-up model's weights,
+an EMA or teacher copy) counts as such a draw where the script builds one (its text names `load_state_dict` or
+`deepcopy`): setup broadcasts only the set-up models, so the others started different on every rank.
 
 Why: in torch 2.13 an unseeded process starts torch's generator from a random seed (as Python's `random` and
 NumPy's are), so every rank of an unseeded script draws its own problem, and DDP averages the gradients of
@@ -55,7 +57,8 @@ from libcst.metadata import QualifiedNameProvider
 
 from migrator import matching as m
 from migrator.names import dotted, qualified_names
-from migrator.rules._global_draws import Draws, first_setup_draw, seeds_anywhere, trains
+from migrator.rules._global_draws import (Draws, builds_module, first_setup_draw, module_classes, seeds_anywhere,
+                                           trains)
 from migrator.diagnostics import WARNING
 from migrator.rules.base import Context, Example, Rule, RuleTransformer
 
@@ -92,9 +95,24 @@ class _Transformer(RuleTransformer):
         self.seed_name_taken = bool(m.findall(node, m.Name("seed_everything")))
         if not seeds_anywhere(node) and not self.facts.fw_exists:  # a framework object made by hand: its own seeding
             self.first_draw = first_setup_draw(node, self.draws, self.facts.setup_scope)
+            if self.first_draw is None and self._unset_module(node):
+                # a target network, teacher or copy built before the setup: setup broadcasts only the set-up models,
+                # so an unseeded script's other modules start different on every rank (minimalRL's DDPG: q_target
+                # from q's pre-setup weights; verify c failed on 2 CPU processes)
+                self.first_draw = first_setup_draw(node, self.draws, self.facts.setup_scope,
+                                                   module_classes(node))
             # known before any block is left: a draw at module level is left after the setup block is
             self.common_seeded = self.first_draw is not None
         return True
+
+    def _unset_module(self, node: cst.Module) -> bool:
+        """Does the script build a module that is not set up (nor an alias of one)?"""
+        classes = module_classes(node)
+        set_up = set(self.facts.models) | self.facts.model_aliases
+        for stmt in m.findall(node, m.SimpleStatementLine()):
+            if any(name not in set_up for name in builds_module(stmt, classes)):
+                return True
+        return False
 
     def leave_IndentedBlock(self, original_node, updated_node):
         body = self._fix(list(updated_node.body), list(original_node.body))
@@ -240,7 +258,8 @@ class _Transformer(RuleTransformer):
 class RankSeed(Rule):
     code = "PTM145"
     name = "rank-seed"
-    triggers = ("rand", "normal", "bernoulli", "multinomial")
+    # "load_state_dict" / "deepcopy": a target network or a copy built before the setup (an unseeded script's modules)
+    triggers = ("rand", "normal", "bernoulli", "multinomial", "load_state_dict", "deepcopy")
     examples = [
         Example(
             before='import torch\n\n\ndef main():\n    torch.manual_seed(0)\n    gen = torch.nn.Linear(4, 4)\n    opt = torch.optim.Adam(gen.parameters())\n    for _ in range(3):\n        gen(torch.randn(8, 4)).mean().backward()\n        opt.step()\n',

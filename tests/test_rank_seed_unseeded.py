@@ -227,3 +227,46 @@ def test_two_processes_train_the_one_problem_of_one_process(target, tmp_path):
     # one target weight on both ranks: both runs fit it (measured, Fabric: 0.000000 on 1 and on 2 processes);
     # without the common seed each rank draws its own target and rank 0's loss stays high (measured: 21.969669)
     assert one < 1e-4 and two < 1e-4, (one, two)
+
+
+TARGET_NET = '''
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+
+class QNet(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 1)
+
+    def forward(self, x):
+        return self.fc(x)
+
+
+def main():
+    data = TensorDataset(torch.ones(16, 4), torch.zeros(16, 1))
+    q, q_target = QNet(), QNet()
+    q_target.load_state_dict(q.state_dict())
+    opt = torch.optim.SGD(q.parameters(), lr=0.1)
+    for x, y in DataLoader(data, batch_size=4):
+        loss = torch.nn.functional.mse_loss(q(x), q_target(x).detach() + y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
+if __name__ == "__main__":
+    main()
+'''
+
+
+@pytest.mark.parametrize("target,seed", [("fabric", "seed_everything(0)"), ("accelerate", "set_seed(0)")])
+def test_an_unseeded_target_network_starts_alike_on_every_rank(target, seed):
+    # minimalRL's DDPG (ecosystem, 2 CPU processes, 2026-12-01): q_target copies q's weights before the setup, and
+    # only q is set up (broadcast from rank 0): unseeded, q_target started different on every rank (check c)
+    from migrator import Options, migrate
+    code = migrate(TARGET_NET, target, Options()).code
+    lines = code.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.strip().startswith(seed))
+    assert at < next(i for i, line in enumerate(lines) if "q, q_target = QNet(), QNet()" in line)
+    assert migrate(code, target, Options()).code == code
