@@ -183,6 +183,8 @@ def builds_module(stmt: cst.CSTNode, classes: Set[str]) -> List[str]:
     out = []
     for t, v in pairs:
         v = v.value if isinstance(v, cst.Element) else v
+        while isinstance(v, cst.Call) and isinstance(v.func, cst.Attribute) and isinstance(v.func.value, cst.Call):
+            v = v.func.value  # `QNet().to(fabric.device)`, `Net().train()`: the construction inside
         func = (dotted(v.func) or "") if isinstance(v, cst.Call) else ""
         if func in classes or (func.startswith(("torch.nn.", "nn.")) and func.rsplit(".", 1)[-1][:1].isupper()):
             name = dotted(t.value if t is not None else target)

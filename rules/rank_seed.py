@@ -19,8 +19,9 @@ free `seed_everything(0)` / Accelerate's `set_seed(0)` (not the object's method:
 exists, above the main guard or above the flag that PTM115 creates the object after), with a warning; the seed is
 arbitrary. The per-rank seed after setup then follows, so what the unseeded original drew differently per process
 in training stays different. A module that is never set up (a target network that loads the set-up model's weights,
-an EMA or teacher copy) counts as such a draw where the script builds one (its text names `load_state_dict` or
-`deepcopy`): setup broadcasts only the set-up models, so the others started different on every rank.
+an EMA or teacher copy) counts as such a draw where the script copies weights into one (`load_state_dict` on a
+module it built, `copy.deepcopy` of a set-up model): setup broadcasts only the set-up models, so the others started
+different on every rank. A loss or other module with no weights to copy does not count.
 
 Why: in torch 2.13 an unseeded process starts torch's generator from a random seed (as Python's `random` and
 NumPy's are), so every rank of an unseeded script draws its own problem, and DDP averages the gradients of
@@ -106,11 +107,20 @@ class _Transformer(RuleTransformer):
         return True
 
     def _unset_module(self, node: cst.Module) -> bool:
-        """Does the script build a module that is not set up (nor an alias of one)?"""
+        """Does the script copy weights into a module that is not set up (`q_target.load_state_dict(q.state_dict())`
+        on a module it built, `ema = copy.deepcopy(model)`)? A loss or other module with no weights to copy does not
+        count: it would seed scripts that need none."""
         classes = module_classes(node)
         set_up = set(self.facts.models) | self.facts.model_aliases
-        for stmt in m.findall(node, m.SimpleStatementLine()):
-            if any(name not in set_up for name in builds_module(stmt, classes)):
+        built = {name for stmt in m.findall(node, m.SimpleStatementLine()) for name in builds_module(stmt, classes)}
+        for call in m.findall(node, m.Call(func=m.Attribute(attr=m.Name("load_state_dict")))):
+            owner = dotted(call.func.value)
+            if owner in built and owner not in set_up:
+                return True
+        for a in m.findall(node, m.Assign()):
+            if isinstance(a.value, cst.Call) and (dotted(a.value.func) or "").rsplit(".", 1)[-1] == "deepcopy" \
+                    and a.value.args and dotted(a.value.args[0].value) in set_up \
+                    and not any(dotted(t.target) in set_up for t in a.targets):
                 return True
         return False
 
