@@ -170,3 +170,26 @@ def held_model(body, holder: str, optimizers: Iterable[str], plain: Set[str]) ->
                     if path.startswith(holder + "."):
                         paths.add(path)
     return paths.pop() if len(paths) == 1 else None
+
+
+def deepcopy_of(value: cst.BaseExpression, models) -> str:
+    """`copy.deepcopy(model)` / `deepcopy(model)` of one of `models` -> its name; "" otherwise."""
+    if isinstance(value, cst.Call) and (dotted(value.func) or "").rsplit(".", 1)[-1] == "deepcopy" and value.args:
+        name = dotted(value.args[0].value)
+        if name in models:
+            return name
+    return ""
+
+
+def plain_objects(module: cst.Module) -> Set[str]:
+    """Names bound only to instances of the module's plain classes (`flow = Flow(Net())`): never nn.Modules."""
+    plain = plain_classes(module)
+    if not plain:
+        return set()
+    made: dict = {}
+    for a in m.findall(module, m.Assign()):
+        kind = (dotted(a.value.func) or "").rsplit(".", 1)[-1] if isinstance(a.value, cst.Call) else None
+        for t in a.targets:
+            for name in assigned_names(t.target):
+                made[name] = made.get(name, True) and kind in plain
+    return {n for n, only in made.items() if only}

@@ -33,6 +33,7 @@ from migrator.analysis import MAIN_GUARD, MODULE, Facts, batch_names
 from migrator.imports import ImportTable
 from migrator.names import dotted
 from migrator.rules._flow_walk import MODEL_NOT_FORWARD, Binding, Walker, reaching
+from migrator.rules._global_draws import nn_subclasses
 
 FACTORIES = {"randn", "rand", "randint", "randperm", "zeros", "ones", "full", "empty", "arange", "linspace",
              "logspace", "eye", "tril_indices", "triu_indices", "empty_strided", "bartlett_window",
@@ -534,18 +535,7 @@ class Tracer:
 
     def _nn_classes(self) -> Set[str]:
         """Classes of this module that are nn.Modules (directly or through another class of the module)."""
-        found: Set[str] = set()
-        changed = True
-        while changed:
-            changed = False
-            for name, cls in self.w.classes.items():
-                if name not in found and any(
-                        (dotted(base.value) or "") in found
-                        or any(q.startswith("torch.nn") for q in self.table.names(base.value))
-                        or (dotted(base.value) or "").rsplit(".", 1)[-1] == "Module" for base in cls.bases):
-                    found.add(name)
-                    changed = True
-        return found
+        return nn_subclasses(self.w.classes, lambda base: any(q.startswith("torch.nn") for q in self.table.names(base)))
 
 
 def _rows(res: Res) -> Res:

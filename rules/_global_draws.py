@@ -157,18 +157,26 @@ class Draws:
         return None
 
 
-def module_classes(module: cst.Module) -> Set[str]:
-    """Classes of the file whose base is an nn.Module (`nn.Module`, `torch.nn.Module`, or another such class)."""
-    classes = {c.name.value: [dotted(b.value) or "" for b in c.bases] for c in m.findall(module, m.ClassDef())}
+def nn_subclasses(classes: Dict[str, cst.ClassDef],
+                  nn_base: Callable[[cst.BaseExpression], bool] = lambda base: False) -> Set[str]:
+    """The names among `classes` that are nn.Modules: a base named `Module` (`nn.Module`, `torch.nn.Module`), one
+    `nn_base` accepts (a qualified-name check), or another class found so."""
     found: Set[str] = set()
     changed = True
     while changed:
         changed = False
-        for name, bases in classes.items():
-            if name not in found and any(b.rsplit(".", 1)[-1] == "Module" or b in found for b in bases):
+        for name, cls in classes.items():
+            if name not in found and any(
+                    (dotted(base.value) or "") in found or nn_base(base.value)
+                    or (dotted(base.value) or "").rsplit(".", 1)[-1] == "Module" for base in cls.bases):
                 found.add(name)
                 changed = True
     return found
+
+
+def module_classes(module: cst.Module) -> Set[str]:
+    """Classes of the file whose base is an nn.Module (`nn.Module`, `torch.nn.Module`, or another such class)."""
+    return nn_subclasses({c.name.value: c for c in m.findall(module, m.ClassDef())})
 
 
 def builds_module(stmt: cst.CSTNode, classes: Set[str]) -> List[str]:

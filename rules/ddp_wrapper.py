@@ -61,7 +61,8 @@ import libcst as cst
 from migrator import matching as m
 from libcst.metadata import ParentNodeProvider, QualifiedNameProvider
 
-from migrator.names import assigned_names, dotted, qualified_names
+from migrator.names import dotted, qualified_names
+from migrator.rules._captures import plain_objects
 from migrator.rules._ddp_options import read_wrapper
 from migrator.rules.base import TODO_PREFIX, Context, Example, Rule, RuleTransformer
 
@@ -214,15 +215,7 @@ class _Transformer(RuleTransformer):
         self._module = node
         # names bound only to instances of the file's plain classes (`flow = Flow(Net())`): no nn.Module, so never
         # wrapped; PTM105 sets up the model they hold (`flow.model`), and `flow.model` must stay as written
-        from migrator.rules._captures import plain_classes
-        plain = plain_classes(node)
-        made: dict = {}
-        for a in m.findall(node, m.Assign()):
-            kind = (dotted(a.value.func) or "").rsplit(".", 1)[-1] if isinstance(a.value, cst.Call) else None
-            for t in a.targets:
-                for name in assigned_names(t.target):
-                    made[name] = made.get(name, True) and kind in plain
-        self._plain_objects = {n for n, only in made.items() if only and plain}
+        self._plain_objects = plain_objects(node)
         if self.ctx.target != "fabric" or ".module" not in (self.ctx.text or ".module"):
             return True
         from migrator.rules._moves import _uses_for_training, setup_block, setup_point

@@ -25,6 +25,7 @@ import libcst as cst
 
 from migrator import matching as m
 from migrator.names import dotted
+from migrator.rules._captures import deepcopy_of
 from migrator.rules._moves import plain_after_setup, plain_models_here, strip_move
 from migrator.rules.base import Example, Context, Rule, RuleTransformer
 
@@ -40,15 +41,6 @@ def strip_moves_in_chain(node: cst.BaseExpression, facts) -> cst.BaseExpression:
             if inner is not node.func.value:
                 return node.with_changes(func=node.func.with_changes(value=inner))
     return node
-
-
-def _deepcopy_of(value: cst.BaseExpression, models) -> str:
-    """`copy.deepcopy(model)` / `deepcopy(model)` of a model -> "model"; "" otherwise."""
-    if isinstance(value, cst.Call) and (dotted(value.func) or "").rsplit(".", 1)[-1] == "deepcopy" and value.args:
-        name = dotted(value.args[0].value)
-        if name in models:
-            return name
-    return ""
 
 
 def _moves(stmt: cst.CSTNode, name: str, facts) -> bool:
@@ -82,7 +74,7 @@ class _Transformer(RuleTransformer):
             if not (isinstance(stmt, cst.SimpleStatementLine) and len(stmt.body) == 1
                     and isinstance(stmt.body[0], cst.Assign) and len(stmt.body[0].targets) == 1):
                 continue
-            model = _deepcopy_of(stmt.body[0].value, models)
+            model = deepcopy_of(stmt.body[0].value, models)
             copy = dotted(stmt.body[0].targets[0].target)
             if not model or not copy or copy in models:
                 continue

@@ -58,6 +58,7 @@ from libcst.metadata import QualifiedNameProvider
 
 from migrator import matching as m
 from migrator.names import dotted, qualified_names
+from migrator.rules._captures import deepcopy_of
 from migrator.rules._global_draws import (Draws, builds_module, first_setup_draw, module_classes, seeds_anywhere,
                                            trains)
 from migrator.diagnostics import WARNING
@@ -118,9 +119,7 @@ class _Transformer(RuleTransformer):
             if owner in built and owner not in set_up:
                 return True
         for a in m.findall(node, m.Assign()):
-            if isinstance(a.value, cst.Call) and (dotted(a.value.func) or "").rsplit(".", 1)[-1] == "deepcopy" \
-                    and a.value.args and dotted(a.value.args[0].value) in set_up \
-                    and not any(dotted(t.target) in set_up for t in a.targets):
+            if deepcopy_of(a.value, set_up) and not any(dotted(t.target) in set_up for t in a.targets):
                 return True
         return False
 
