@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Dict, FrozenSet, Optional
+from typing import Dict, FrozenSet, Optional, Set
 
 import libcst as cst
 from libcst.metadata import MetadataWrapper
@@ -75,25 +75,53 @@ def folder_fw_functions(sources: Dict[str, str], target: str = "fabric") -> Froz
             chosen -= kept
         if chosen == before:
             break
-    return frozenset(chosen) | _cpu_inputs(parsed, sources, target, frozenset(chosen))
+    creators = {n for n, facts in infos.items() if facts.setup_scope and not facts.fw_exists}
+    return frozenset(chosen) | _cpu_inputs(parsed, sources, target, frozenset(chosen), creators)
 
 
-def _cpu_inputs(parsed: Dict[str, cst.Module], sources: Dict[str, str], target: str, chosen: FrozenSet[str]):
-    """PTM114's cross-file fact: the tensors that a trainer class handed the object makes on the CPU, as entries
-    of the same set (rules/input_device.CPU_INPUT), so that the entry script creates the object for CPU processes."""
+def _cpu_inputs(parsed: Dict[str, cst.Module], sources: Dict[str, str], target: str, chosen: FrozenSet[str],
+                creators: Set[str] = frozenset()):
+    """PTM114's cross-file fact: the tensors that a trainer class handed the object makes on the CPU, or that a class
+    or function the creating script (`creators`) imports from a sibling and calls makes there beside a model, as
+    entries of the same set (rules/input_device.CPU_INPUT), so that the entry script creates the object for CPU
+    processes."""
     from migrator.rules.input_device import CPU_INPUT, cpu_input_entries
+    constructed: Dict[str, Set[str]] = {}
+    for name in creators:
+        for qual in _called_siblings(parsed[name], set(parsed) - {name}):
+            mod, obj = qual.split(".", 1)
+            constructed.setdefault(mod, set()).add(obj)
     out = set()
     for name, module in parsed.items():
         if CPU_INPUT.split()[0] in sources[name]:
             continue  # never: a module that names the prefix would only confuse the set
-        if not any(c.startswith(f"{name}.") for c in chosen):
+        if not any(c.startswith(f"{name}.") for c in chosen) and name not in constructed:
             continue
         facts = analyze(MetadataWrapper(module, unsafe_skip_copy=True), target, chosen, name, sources[name])
         try:
-            out.update(cpu_input_entries(name, module, facts, sources[name]))
+            out.update(cpu_input_entries(name, module, facts, sources[name], frozenset(constructed.get(name, ()))))
         except Exception:  # an analysis gap in one module must not stop the folder's migration
             continue
     return frozenset(out)
+
+
+def _called_siblings(module: cst.Module, siblings: Set[str]) -> Set[str]:
+    """"sibling.Name" for each name this module imports from a sibling (`from flow import RF`) and calls."""
+    imported = {}
+    for stmt in module.body:
+        for small in stmt.body if isinstance(stmt, cst.SimpleStatementLine) else ():
+            if isinstance(small, cst.ImportFrom) and small.module is not None and \
+                    not isinstance(small.names, cst.ImportStar) and not small.relative:
+                mod = cst.Module([]).code_for_node(small.module)
+                if mod in siblings:
+                    for alias in small.names:
+                        name = cst.Module([]).code_for_node(alias.name)
+                        imported[alias.asname.name.value if alias.asname else name] = f"{mod}.{name}"
+    if not imported:
+        return set()
+    from migrator import matching as m
+    return {imported[c.func.value] for c in m.findall(module, m.Call())
+            if isinstance(c.func, cst.Name) and c.func.value in imported}
 
 
 def _imported_names(module: cst.Module, qualified) -> Dict[str, str]:

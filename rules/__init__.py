@@ -22,6 +22,7 @@ The few orderings that matter:
 - device-flag (PTM115) right before framework-object: it reads where the object will be created (after every rule
   that adds a use of it above) and asks PTM100 for the device (`Facts.device_choice`, shared with PTM114);
 - main-guard right after framework-object, so the new object goes under the guard with the code;
+- teardown after framework-object: it acts only where that rule created the object;
 - unused-device last: it deletes what the others left unused.
 """
 from __future__ import annotations
@@ -58,6 +59,7 @@ from migrator.rules.schedule_length import ScheduleLength
 from migrator.rules.seed import Seed
 from migrator.rules.setup_dataloaders import SetupDataloaders
 from migrator.rules.setup_model_optimizer import SetupModelOptimizer
+from migrator.rules.teardown import Teardown
 from migrator.rules.tensor_moves import TensorMoves
 from migrator.rules.unused_device import UnusedDevice
 from migrator.rules.write_once import WriteOnce
@@ -105,6 +107,7 @@ REGISTRY: List[Rule] = [
     DeviceFlag(),
     FrameworkObject(),
     MainGuard(),
+    Teardown(),
     UnusedDevice(),
     SemanticReports(),
     NotMigrated(),

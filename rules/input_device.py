@@ -44,7 +44,7 @@ on one CPU process are the original's. Scripts that place tensors themselves are
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Set, Tuple
+from typing import Dict, FrozenSet, List, Optional, Set, Tuple
 
 import libcst as cst
 
@@ -116,7 +116,8 @@ class Plan:
         self.reports: List[Tuple[cst.CSTNode, str]] = []
         self.overridden: Optional[Tuple[Optional[cst.CSTNode], str]] = None  # an explicit --accelerator not applied
         self.cpu_only: List[str] = []  # what keeps the training on CPU processes
-        self.sibling_notes: List[Tuple[str, str, cst.CSTNode]] = []  # the part of it that siblings make (their TODOs are in their files)
+        # the part of it that siblings make: (file with the TODO or "", note, call here, how to train on GPUs)
+        self.sibling_notes: List[Tuple[str, str, cst.CSTNode, str]] = []
 
     def __bool__(self) -> bool:
         return bool(self.kw or self.wrap or self.after or self.numpy or self.todos)
@@ -202,7 +203,7 @@ def make_plan(module: cst.Module, ctx: Context) -> Optional[Plan]:
         p.cpu_only.append(f"{what} in `{method}`")
     siblings = _sibling_cpu_inputs(module, ctx)
     if siblings and falls_back:  # the sibling's TODO says how to move it; the object is created here
-        p.cpu_only.extend(text for _, text, _ in siblings)
+        p.cpu_only.extend(text for _, text, _, _ in siblings)
         p.sibling_notes = siblings
     if p.cpu_only and falls_back:
         explicit = ctx.options.accelerator
@@ -214,9 +215,11 @@ def make_plan(module: cst.Module, ctx: Context) -> Optional[Plan]:
                                    f"processes ({cpu_arg}), where the original trained; move them to "
                                    f"`{fw}.device`, then set the accelerator")
         facts.device_choice = "cpu"
-        files = sorted({file for file, _, _ in p.sibling_notes})
-        facts.device_comment = (f"# {cpu_arg}: tensors made on the CPU reach the model (see the TODO(pt-migrate) "
-                                f"PTM114 comments{' in ' + ', '.join(files) if files else ''})")
+        files = sorted({file for file, _, _, _ in p.sibling_notes if file})
+        refs = [f"see the TODO(pt-migrate) PTM114 comments{' in ' + ', '.join(files) if files else ''}"] \
+            if p.todos or files else []
+        refs += sorted({note.split(" makes ")[0] for file, note, _, _ in p.sibling_notes if not file})
+        facts.device_comment = f"# {cpu_arg}: tensors made on the CPU reach the model ({'; '.join(refs)})"
     return p
 
 
@@ -243,19 +246,25 @@ def receiver_cpu_inputs(module: cst.Module, facts, source: str) -> List[Tuple[cs
             if method.split(".")[0] in facts.fw_classes]
 
 
-def cpu_input_entries(module_name: str, module: cst.Module, facts, source: str) -> List[str]:
+def cpu_input_entries(module_name: str, module: cst.Module, facts, source: str,
+                      constructed: FrozenSet[str] = frozenset()) -> List[str]:
     """The `CPU_INPUT` entries for one module of a folder (migrator.project): "<prefix><module>.<Class> <method>:
-    <what>" for each of `receiver_cpu_inputs`."""
-    return [f"{CPU_INPUT}{module_name}.{method.split('.')[0]} {method}: {what}"
-            for _, what, method in receiver_cpu_inputs(module, facts, source)]
+    <what>" for each of `receiver_cpu_inputs`, and of `constructed_cpu_inputs` for the classes and functions
+    `constructed` that the script creating the object imports from this module and calls."""
+    found = receiver_cpu_inputs(module, facts, source)
+    if constructed:
+        found = found + constructed_cpu_inputs(module, facts, source, set(constructed))
+    return [f"{CPU_INPUT}{module_name}.{method.split('.')[0]} {method}: {what}" for _, what, method in found]
 
 
 def _sibling_cpu_inputs(module: cst.Module, ctx: Context) -> List[Tuple[str, str, cst.CSTNode]]:
-    """What siblings of this module that it imports (their classes it hands the object) make on the CPU: the
-    `CPU_INPUT` entries of `ctx.options.external_fw_functions`, as (file, "`method` (file) makes what", the call
-    of the sibling's class here)."""
+    """What siblings of this module that it imports (their classes it hands the object, or calls) make on the CPU:
+    the `CPU_INPUT` entries of `ctx.options.external_fw_functions`, as (file, "`method` (file) makes what", the call
+    of the sibling's class here), the file empty where the sibling gets no TODO (it does not receive the object,
+    and stays as it is: the note says what to change there)."""
     from migrator.analysis import _imported_external_fw
     out = []
+    cpu_arg = 'accelerator="cpu"' if ctx.target == "fabric" else "cpu=True"
     for entry in sorted(ctx.options.external_fw_functions):
         if not entry.startswith(CPU_INPUT):
             continue
@@ -263,9 +272,14 @@ def _sibling_cpu_inputs(module: cst.Module, ctx: Context) -> List[Tuple[str, str
         method, what = rest.split(": ", 1)
         local = _imported_external_fw(module, frozenset({qual}))
         if qual.split(".")[0] != ctx.options.module_name and local:
+            file = f"{qual.split('.')[0]}.py"
             call = next((c for c in m.findall(module, m.Call()) if dotted(c.func) in local), module)
-            out.append((f"{qual.split('.')[0]}.py", f"`{method}` ({qual.split('.')[0]}.py) makes {what} on the CPU",
-                        call))
+            how = ("the TODO(pt-migrate) PTM114 there says how to train on GPUs"
+                   if qual in ctx.options.external_fw_functions else
+                   f"to train on GPUs, make it on the device of the tensors it meets there (`device=x.device`) and "
+                   f"remove {cpu_arg}")
+            out.append((file if qual in ctx.options.external_fw_functions else "",
+                        f"`{method}` ({file}) makes {what} on the CPU", call, how))
     return out
 
 
@@ -327,26 +341,83 @@ def _operands(node: cst.CSTNode, tracer: Tracer) -> List[cst.BaseExpression]:
     return []
 
 
-def _cpu_in_modules(module: cst.Module, tracer: Tracer):
+def _cpu_in_modules(module: cst.Module, tracer: Tracer, names: Optional[Set[str]] = None):
     """(statement, what, method) for each tensor a class of the file makes on the CPU outside `__init__`: a module
     class (a factory or a constructor without `device=`, or `.numpy()`), or a trainer class (one whose methods call
-    backward; class bodies are not followed, so what it makes by hand cannot be put on the device)."""
+    backward; class bodies are not followed, so what it makes by hand cannot be put on the device). `names`: these
+    classes instead (`constructed_cpu_inputs`)."""
     found = []
     trainers = tracer.facts.fw_classes | tracer.facts.class_candidates
-    for name in sorted(tracer.nn_classes | (trainers & set(tracer.w.classes))):
+    if names is None:
+        names = tracer.nn_classes | (trainers & set(tracer.w.classes))
+    for name in sorted(names):
         cls = tracer.w.classes[name]
         for item in cls.body.body:
-            if not isinstance(item, cst.FunctionDef) or item.name.value in INIT_METHODS:
-                continue
-            for stmt, call in _calls_by_statement(item):
-                q = tracer.torch_name(call.func) or ""
-                last = q.rsplit(".", 1)[-1]
-                kws = {a.keyword.value for a in call.args if a.keyword is not None}
-                if q.count(".") == 1 and last in FACTORIES | MAKERS and "device" not in kws:
-                    found.append((stmt, f"`{code_of(call)}`", f"{name}.{item.name.value}"))
-                elif isinstance(call.func, cst.Attribute) and call.func.attr.value == "numpy" and not call.args \
-                        and not _on_cpu(call.func.value):
-                    found.append((stmt, f"`{code_of(call)}`", f"{name}.{item.name.value}"))
+            if isinstance(item, cst.FunctionDef) and item.name.value not in INIT_METHODS:
+                found.extend(_cpu_calls(item, tracer, f"{name}.{item.name.value}"))
+    return found
+
+
+def _cpu_calls(fn: cst.FunctionDef, tracer: Tracer, label: str):
+    """(statement, what, label) for each factory or constructor without `device=`, and each `.numpy()`, in `fn`."""
+    found = []
+    for stmt, call in _calls_by_statement(fn):
+        q = tracer.torch_name(call.func) or ""
+        last = q.rsplit(".", 1)[-1]
+        kws = {a.keyword.value for a in call.args if a.keyword is not None}
+        if q.count(".") == 1 and last in FACTORIES | MAKERS and "device" not in kws:
+            found.append((stmt, f"`{code_of(call)}`", label))
+        elif isinstance(call.func, cst.Attribute) and call.func.attr.value == "numpy" and not call.args \
+                and not _on_cpu(call.func.value):
+            found.append((stmt, f"`{code_of(call)}`", label))
+    return found
+
+
+def _calls_a_given_callable(fn: cst.FunctionDef, self_attrs: Set[str]) -> bool:
+    """`fn` calls one of its parameters (`model(x)`) or an attribute its class was given (`self.model(x)`)."""
+    params = {p.name.value for p in fn.params.params + fn.params.kwonly_params}
+    for call in m.findall(fn.body, m.Call()):
+        f = call.func
+        if isinstance(f, cst.Name) and f.value in params:
+            return True
+        if m.matches(f, m.Attribute(value=m.Name("self"))) and f.attr.value in self_attrs:
+            return True
+    return False
+
+
+def _given_attrs(cls: cst.ClassDef) -> Set[str]:
+    """Attributes that `__init__` binds straight from a parameter (`self.model = model`)."""
+    init = next((i for i in cls.body.body if isinstance(i, cst.FunctionDef) and i.name.value == "__init__"), None)
+    if init is None:
+        return set()
+    params = {p.name.value for p in init.params.params + init.params.kwonly_params}
+    out = set()
+    for a in m.findall(init.body, m.Assign()):
+        if isinstance(a.value, cst.Name) and a.value.value in params:
+            out |= {t.target.attr.value for t in a.targets if m.matches(t.target, m.Attribute(value=m.Name("self")))}
+    return out
+
+
+def constructed_cpu_inputs(module: cst.Module, facts, source: str, names: Set[str]):
+    """(statement, what, method) for each tensor that the classes and functions `names` of a sibling module, which
+    the script that creates the object imports and calls, make on the CPU where a model meets it: the methods of an
+    nn.Module subclass, or of a class that calls a callable it was given (`RF(model)`, whose `forward` calls
+    `self.model(x)` beside `torch.randn(...)`), and a function that calls one of its parameters. The module stays as
+    it is (it gets neither the object nor a TODO), so the entry script creates the object for CPU processes.
+    [] when the module places tensors itself, creates or receives the object."""
+    if facts.fw_exists or facts.setup_scope or facts.fw_classes or facts.fw_functions:
+        return []
+    table = ImportTable(source)
+    if ".cuda(" in source or places_devices(module, table, facts.fw):
+        return []
+    tracer = Tracer(module, facts, source)
+    classes = {n for n in names & set(tracer.w.classes)
+               if n in tracer.nn_classes or any(isinstance(i, cst.FunctionDef) and _calls_a_given_callable(
+                   i, _given_attrs(tracer.w.classes[n])) for i in tracer.w.classes[n].body.body)}
+    found = _cpu_in_modules(module, tracer, classes)
+    for fn in module.body:
+        if isinstance(fn, cst.FunctionDef) and fn.name.value in names and _calls_a_given_callable(fn, set()):
+            found.extend(_cpu_calls(fn, tracer, fn.name.value))
     return found
 
 
@@ -397,10 +468,9 @@ class _Transformer(RuleTransformer):
         for where, message in self.plan.reports:
             self.report(where, message, True)
         cpu_arg = 'accelerator="cpu"' if self.ctx.target == "fabric" else "cpu=True"
-        for _, note, call in self.plan.sibling_notes:
+        for _, note, call, how in self.plan.sibling_notes:
             self.report(call, f"{note}: `{self.facts.fw}` is created for CPU processes "
-                              f"({cpu_arg}), where the original trained (the TODO(pt-migrate) PTM114 there says how "
-                              f"to train on GPUs)", False, WARNING)
+                              f"({cpu_arg}), where the original trained ({how})", False, WARNING)
         if self.plan.overridden is not None:
             where, message = self.plan.overridden
             self.report(where if where is not None else node, message, False, WARNING)

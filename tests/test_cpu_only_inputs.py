@@ -93,3 +93,87 @@ def test_the_fixture_once_writers_trainer():
     lines = out["trainer"].code.splitlines()
     at = next(i for i, line in enumerate(lines) if "probe = torch.linspace" in line)
     assert lines[at - 1].strip().startswith("# TODO(pt-migrate) PTM114:")
+
+
+# A sibling the entry script calls, which never receives the object: a rectified-flow objective holding the model
+# (minRF), a model class of models.py, a loss function handed the model. It stays byte for byte; the entry script
+# creates the object for CPU processes and says what to change in the sibling.
+FLOW_TRAIN = '''import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from {sibling} import {name}
+
+if __name__ == "__main__":
+    data = TensorDataset(torch.randn(64, 4), torch.randn(64, 1))
+    loader = DataLoader(data, batch_size=8)
+    model = {model}
+    optimizer = torch.optim.Adam(model.parameters(), lr=5e-3)
+    for x, y in loader:
+        optimizer.zero_grad()
+        loss = {loss}
+        loss.backward()
+        optimizer.step()
+'''
+SIBLINGS = {
+    "holder": ("flow", "RF", "torch.nn.Linear(4, 1)", "RF(model).forward(x, y)", '''import torch
+
+
+class RF:
+    def __init__(self, model):
+        self.model = model
+
+    def forward(self, x, y):
+        t = torch.sigmoid(torch.randn(x.size(0), 1))
+        return torch.nn.functional.mse_loss(self.model(x) * t, y * t)
+'''),
+    "model_class": ("models", "Net", "Net()", "torch.nn.functional.mse_loss(model(x), y)", '''import torch
+
+
+class Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 1)
+
+    def forward(self, x):
+        return self.fc(x) + torch.zeros(x.size(0), 1)
+'''),
+    "loss_function": ("losses", "noisy_loss", "torch.nn.Linear(4, 1)", "noisy_loss(model, x, y)", '''import torch
+
+
+def noisy_loss(net, x, y):
+    noise = torch.rand(x.size(0), 4) * 0.01
+    return torch.nn.functional.mse_loss(net(x + noise), y)
+'''),
+}
+
+
+def _run_pair(entry: str, sibling_name: str, sibling: str, target: str):
+    sources = {"train": entry, sibling_name: sibling}
+    ext = folder_fw_functions(sources, target)
+    return {name: migrate(src, target, Options(external_fw_functions=ext, module_name=name))
+            for name, src in sources.items()}
+
+
+@pytest.mark.parametrize("target", ["fabric", "accelerate"])
+@pytest.mark.parametrize("style", sorted(SIBLINGS))
+def test_a_called_sibling_that_makes_tensors_on_the_cpu(target, style):
+    sibling, name, model, loss, code = SIBLINGS[style]
+    out = _run_pair(FLOW_TRAIN.format(sibling=sibling, name=name, model=model, loss=loss), sibling, code, target)
+    assert CPU_ARG[target] in out["train"].code, out["train"].code
+    assert out[sibling].code == code, "the sibling stays byte for byte"
+    note = next(d for d in out["train"].diagnostics if d.code == "PTM114" and f"{sibling}.py" in d.message)
+    assert "device=x.device" in note.message and "TODO" not in note.message
+
+
+@pytest.mark.parametrize("sibling_code", [
+    # places tensors itself: the move rules' business
+    SIBLINGS["holder"][4].replace("torch.randn(x.size(0), 1)", "torch.randn(x.size(0), 1, device=x.device)"),
+    # a data helper that never calls a model: what it makes feeds the loader
+    "import torch\n\n\nclass RF:\n    def __init__(self, n):\n        self.n = n\n\n"
+    "    def forward(self, x, y):\n        return torch.randn(self.n, 1)\n",
+])
+def test_a_called_sibling_that_leaves_the_device_to_the_framework(sibling_code):
+    sibling, name, model, loss, _ = SIBLINGS["holder"]
+    entry = FLOW_TRAIN.format(sibling=sibling, name=name, model=model, loss=loss)
+    out = _run_pair(entry, sibling, sibling_code, "fabric")
+    assert CPU_ARG["fabric"] not in out["train"].code

@@ -1,0 +1,113 @@
+"""PTM153 teardown: the process group the framework made is torn down when the script ends.
+
+What it does: where this run created the framework object (PTM100) and the script has no teardown of its own
+(`destroy_process_group()`, kept by PTM130, or `accelerator.end_training()`), adds at the end of the script's
+entry code, the last block that runs (the end of `if __name__ == "__main__":`, or after the module's last
+statement):
+
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+Why: the original made no process group, or tore its own down; the migrated script runs on several processes
+and the framework leaves its group to the interpreter's exit. Under gloo (CPU processes) the exit then races
+gloo's worker threads, which still hold tensors: now and then a process aborts after all its work is done
+("terminate called without an active exception", SIGABRT), and torchrun marks the job failed (issue #13, kind 6;
+pytorch/pytorch#190489). PyTorch asks for `destroy_process_group()` at the end of every program that made one.
+
+Example: a script whose `main()` trains gets, at the end of `if __name__ == "__main__":` after `main()`, the
+two lines above.
+
+Fabric form: Fabric has no public teardown; lightning 2.6 registers its own at exit for NCCL only, and a group
+already gone is skipped there. Accelerate form: the same two lines (`accelerator.end_training()` does the
+same, but the object is often local to `main()`; accelerate 1.15 checks `is_initialized()` too).
+
+Fix safety: safe: the check makes it a no-op on one process. Not added where the entry's last statement ends the
+process itself (`sys.exit(main())`: nothing after it runs), where the script's own teardown stays, or in a
+file that only defines things (the entry script is elsewhere).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import libcst as cst
+
+from migrator import matching as m
+from migrator.analysis import is_main_guard
+from migrator.names import dotted
+from migrator.rules.base import Context, Example, Rule, RuleTransformer
+
+TEARDOWN = "if torch.distributed.is_initialized():\n    torch.distributed.destroy_process_group()\n"
+COMMENT = "# tear down the framework's process group before exit: without it, gloo can abort the exit"
+_OWN = ("destroy_process_group", "end_training")
+_EXITS = ("sys.exit", "exit", "quit", "os._exit")
+
+
+def _is_definition(stmt: cst.BaseStatement) -> bool:
+    if isinstance(stmt, (cst.FunctionDef, cst.ClassDef)):
+        return True
+    if isinstance(stmt, cst.SimpleStatementLine):
+        return all(isinstance(s, (cst.Import, cst.ImportFrom)) or
+                   (isinstance(s, cst.Expr) and isinstance(s.value, (cst.SimpleString, cst.ConcatenatedString)))
+                   for s in stmt.body)
+    return False
+
+
+def _ends_process(stmt: cst.BaseStatement) -> bool:
+    """`sys.exit(main())`, `raise SystemExit(...)`: what follows never runs."""
+    if not isinstance(stmt, cst.SimpleStatementLine):
+        return False
+    for small in stmt.body:
+        if isinstance(small, cst.Raise):
+            return True
+        if isinstance(small, cst.Expr) and isinstance(small.value, cst.Call) and dotted(small.value.func) in _EXITS:
+            return True
+    return False
+
+
+class _Transformer(RuleTransformer):
+    def leave_Module(self, original_node: cst.Module, updated_node: cst.Module):
+        body = list(updated_node.body)
+        last = next((i for i in range(len(body) - 1, -1, -1) if not _is_definition(body[i])), None)
+        if last is None:
+            return updated_node  # a file of definitions: the entry script is elsewhere
+        stmt = body[last]
+        teardown = cst.parse_statement(TEARDOWN).with_changes(
+            leading_lines=[cst.EmptyLine(comment=cst.Comment(COMMENT))])
+        where: Optional[cst.CSTNode] = original_node.body[last] if last < len(original_node.body) else stmt
+        if is_main_guard(stmt) and isinstance(stmt.body, cst.IndentedBlock) and stmt.orelse is None:
+            inner = list(stmt.body.body)
+            if not inner or _ends_process(inner[-1]):
+                return updated_node
+            body[last] = stmt.with_changes(body=stmt.body.with_changes(body=inner + [teardown]))
+        elif _ends_process(stmt) or isinstance(stmt, cst.If) and is_main_guard(stmt):
+            return updated_node
+        else:
+            body.insert(last + 1, teardown.with_changes(leading_lines=[cst.EmptyLine()] + list(teardown.leading_lines)))
+        self.ctx.imports.add("torch")
+        self.report(where, "the framework's process group is torn down at the end: without it, gloo can abort "
+                           "the exit after the work is done (\"terminate called without an active exception\")", True)
+        return updated_node.with_changes(body=body)
+
+
+class Teardown(Rule):
+    code = "PTM153"
+    name = "teardown"
+    plain_scripts_only = True  # a script on the framework ends its own way
+    examples = [
+        Example(
+            before='import torch\n\n\ndef main():\n    model = torch.nn.Linear(4, 1)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    model(torch.randn(8, 4)).sum().backward()\n    optimizer.step()\n\n\nif __name__ == "__main__":\n    main()\n',
+            fabric='import torch\n\n\ndef main():\n    model = torch.nn.Linear(4, 1)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    model(torch.randn(8, 4)).sum().backward()\n    optimizer.step()\n\n\nif __name__ == "__main__":\n    main()\n    ' + COMMENT + '\n    if torch.distributed.is_initialized():\n        torch.distributed.destroy_process_group()\n',
+            accelerate='import torch\n\n\ndef main():\n    model = torch.nn.Linear(4, 1)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    model(torch.randn(8, 4)).sum().backward()\n    optimizer.step()\n\n\nif __name__ == "__main__":\n    main()\n    ' + COMMENT + '\n    if torch.distributed.is_initialized():\n        torch.distributed.destroy_process_group()\n',
+        )
+    ]
+
+    def transformer(self, ctx: Context) -> RuleTransformer:
+        return _Transformer(self, ctx)
+
+    def apply(self, wrapper, ctx):
+        if ctx.facts.fw_exists or not ctx.facts.setup_scope:
+            return wrapper.module  # PTM100 created no object in this file
+        text = ctx.text or wrapper.module.code
+        if any(word in text for word in _OWN):
+            return wrapper.module  # the script's own teardown stays (PTM130)
+        return super().apply(wrapper, ctx)

@@ -1,0 +1,96 @@
+"""PTM153 teardown: where the framework's process group is torn down, and where nothing is added."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from migrator import Options, migrate
+
+TRAIN = ("    model = torch.nn.Linear(4, 1)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n"
+         "    loss = model(torch.randn(2, 4)).sum()\n    loss.backward()\n    optimizer.step()\n")
+FUNC = "import torch\n\n\ndef main():\n" + TRAIN
+TEARDOWN = "if torch.distributed.is_initialized():\n{i}    torch.distributed.destroy_process_group()\n"
+
+
+def run(code: str, target: str = "fabric", options: Options = None):
+    result = migrate(code, target, options or Options())
+    assert result.error is None, result.error
+    again = migrate(result.code, target, options or Options())
+    assert again.code == result.code, "a second run must change nothing"
+    return result.code, [d for d in result.diagnostics if d.code == "PTM153"]
+
+
+@pytest.mark.parametrize("target", ["fabric", "accelerate"])
+def test_end_of_main_guard(target):
+    code, diags = run(FUNC + '\n\nif __name__ == "__main__":\n    main()\n', target)
+    assert code.endswith("    main()\n    # tear down the framework's process group before exit: without it, gloo can "
+                         "abort the exit\n    " + TEARDOWN.format(i="    "))
+    assert diags and diags[0].fixed
+
+
+def test_guard_then_definitions_and_argument_parsing():
+    src = ("import argparse\n" + FUNC + '\n\nif __name__ == "__main__":\n    p = argparse.ArgumentParser()\n'
+           '    p.add_argument("--lr", type=float)\n    main()\n\n\ndef unused():\n    pass\n')
+    code, _ = run(src)
+    assert "    main()\n    # tear down" in code and code.endswith("def unused():\n    pass\n")
+
+
+def test_module_level_script_and_trailing_call():
+    code, _ = run("import torch\n\n" + TRAIN.replace("    ", ""))
+    assert code.endswith("optimizer.step()\n\n# tear down the framework's process group before exit: without it, "
+                         "gloo can abort the exit\n" + TEARDOWN.format(i=""))
+    code, _ = run(FUNC + "\n\nmain()\n", "accelerate")
+    assert code.endswith("main()\n\n# tear down the framework's process group before exit: without it, gloo can abort "
+                         "the exit\n" + TEARDOWN.format(i=""))
+
+
+def test_left_alone():
+    for src in (FUNC + '\n\nif __name__ == "__main__":\n    import sys\n    sys.exit(main())\n',  # nothing after runs
+                FUNC + '\n\nif __name__ == "__main__":\n    raise SystemExit(main())\n',
+                FUNC,  # definitions only: the entry script is elsewhere
+                FUNC.replace("import torch\n", "import torch\nimport torch.distributed as dist\n")
+                + "    dist.destroy_process_group()\n\n\nif __name__ == '__main__':\n    main()\n"):  # its own stays
+        code, diags = run(src)
+        assert code.count("destroy_process_group") == src.count("destroy_process_group") and not diags, code
+    src = FUNC.replace("import torch\n", "import torch\nfrom accelerate import Accelerator\n") + \
+        "    accelerator = Accelerator()\n    accelerator.end_training()\n\n\nif __name__ == '__main__':\n    main()\n"
+    code, diags = run(src, "accelerate")
+    assert "destroy_process_group" not in code and not diags
+
+
+def test_script_on_the_framework_is_left_alone():
+    src = ("import torch\nfrom lightning.fabric import Fabric\n\n\ndef main():\n    fabric = Fabric()\n"
+           "    fabric.launch()\n" + TRAIN + '\n\nif __name__ == "__main__":\n    main()\n')
+    code, diags = run(src)
+    assert "destroy_process_group" not in code and not diags
+
+
+def test_torch_import_is_added():
+    src = ("from torch import nn, optim\n\n\ndef main():\n    model = nn.Linear(4, 1)\n"
+           "    optimizer = optim.SGD(model.parameters(), lr=0.1)\n    optimizer.step()\n\n\n"
+           "if __name__ == '__main__':\n    main()\n")
+    code, _ = run(src)
+    assert "import torch\n" in code and "torch.distributed.destroy_process_group()" in code
+    compile(code, "<migrated>", "exec")
+
+
+@pytest.mark.slow
+def test_migrated_script_exits_cleanly_on_two_processes(tmp_path):
+    """As a user runs it: `python train.py` (Fabric starts the second process); status 0, no gloo abort."""
+    src = ("import torch\nfrom torch.utils.data import DataLoader, TensorDataset\n\n\ndef main():\n"
+           "    torch.manual_seed(0)\n    data = TensorDataset(torch.randn(64, 4), torch.randn(64, 1))\n"
+           "    loader = DataLoader(data, batch_size=8)\n    model = torch.nn.Linear(4, 1)\n"
+           "    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    for x, y in loader:\n"
+           "        optimizer.zero_grad()\n        loss = torch.nn.functional.mse_loss(model(x), y)\n"
+           "        loss.backward()\n        optimizer.step()\n    print('done', loss.item())\n\n\n"
+           "if __name__ == '__main__':\n    main()\n")
+    result = migrate(src, "fabric", Options(accelerator="cpu", devices=2, strategy="ddp"))
+    assert "destroy_process_group" in result.code
+    script = tmp_path / "train.py"
+    script.write_text(result.code)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "terminate called" not in proc.stderr and "done" in proc.stdout
