@@ -283,7 +283,7 @@ def _summary(outcomes: List[FileOutcome], target: str, options: Options, err, pe
                and is_entry_script(o.result.code)]
     for o in scripts[:5]:
         click.echo(f"To run {o.path} on several devices:", file=err)
-        for line in launch_lines(o.path, target, options, _rank_env_at(o, outcomes)):
+        for line in launch_lines(o.path, target, options, _rank_env_at(o, outcomes), o.result.code):
             click.echo(f"  {line}", file=err)
 
 

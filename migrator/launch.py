@@ -86,11 +86,15 @@ def reads_rank_env(texts: Dict[str, str]) -> Optional[str]:
     return None
 
 
-def launch_lines(script: str, target: str, options: Options, rank_env_at: Optional[str] = None) -> List[str]:
+def launch_lines(script: str, target: str, options: Options, rank_env_at: Optional[str] = None,
+                 code: str = "") -> List[str]:
     """The commands that start `script` on several devices. `rank_env_at` (`path:line`, from reads_rank_env): the
-    code reads RANK, which only torchrun sets, so Fabric's own launcher is not offered."""
+    code reads RANK, which only torchrun sets, so Fabric's own launcher is not offered. `code`: the migrated
+    script; where it creates the object for CPU processes itself (PTM101, PTM114), without --devices Fabric's own
+    launcher would start one process (lightning 2.6: `devices="auto"` on the CPU is 1), so torchrun is offered."""
     n = options.devices or "N"
-    cpu = options.accelerator == "cpu"
+    forced = 'Fabric(accelerator="cpu"' in code or "Accelerator(cpu=True" in code
+    cpu = options.accelerator == "cpu" or forced
     nodes = options.num_nodes or 2
     lines: List[str] = []
     if target == "fabric" and options.launcher == "fabric-run":
@@ -102,6 +106,9 @@ def launch_lines(script: str, target: str, options: Options, rank_env_at: Option
     if target == "fabric" and rank_env_at:
         lines.append(f"torchrun --nproc_per_node {n} {script}    # not `python {script}`: {rank_env_at} reads RANK, "
                      f"which Fabric's own launcher does not set")
+    elif target == "fabric" and forced and not options.devices:
+        lines.append(f"torchrun --nproc_per_node {n} {script}    # CPU processes, as the comment above `Fabric(...)` "
+                     f"says")
     elif target == "fabric":
         if options.devices:
             lines.append(f"python {script}    # Fabric starts {options.devices} processes itself")

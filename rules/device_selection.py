@@ -16,6 +16,12 @@ the script uses as a device *type* (`f"{device}:{rank}"`, `device == "cuda"`, `d
 A flag of the script's own that picked the device (`"cuda" if use_cuda else "cpu"`, `if args.cuda: device = ...`)
 is recorded (`Facts.device_flags`): PTM115 creates the framework object to follow it, so `--no-cuda` still means CPU.
 
+A script that pins the CPU (`device = torch.device("cpu")` or `"cpu"`, and no accelerator named anywhere in it)
+made its other tensors on the CPU too (DETR-style `torch.zeros(())` accumulators, noise): on a GPU they would meet
+the model's outputs and fail. Without `--accelerator`, that line stays and PTM100 creates the object for CPU
+processes, where the original trained (`Fabric(accelerator="cpu", ...)` / `Accelerator(cpu=True)`), with a comment
+that says so; `--accelerator cuda` rebinds it as above.
+
 Fabric form: `fabric.device`. Accelerate form: `accelerator.device`.
 
 A device chosen at module level above `if __name__ == "__main__":`, where the training is set up, is picked at
@@ -37,6 +43,10 @@ from migrator.rules.base import Example, Context, Rule, RuleTransformer
 import dataclasses
 
 from migrator.rules.device_flag import says_index, switch_of, switch_of_if
+
+
+def _code(node: cst.CSTNode) -> str:
+    return cst.Module([]).code_for_node(node)
 
 
 class _Transformer(RuleTransformer):
@@ -75,6 +85,33 @@ class _Transformer(RuleTransformer):
                 if name is not None:
                     kinds[name] = kinds.get(name, True) and isinstance(a.value, cst.SimpleString)
         self._fixed_strings = {n for n, fixed in kinds.items() if fixed}
+        # a script that pins the CPU (`device = torch.device("cpu")`, no accelerator named anywhere) made its other
+        # tensors there too (`torch.zeros(())` accumulators): on a GPU they would meet the model's outputs
+        text = self.ctx.text or node.code
+        # a second run finds the object it created for CPU processes, and its own comment, which names GPUs
+        pinned = ('accelerator="cpu"' in text or "cpu=True" in text) if self.facts.fw_exists else \
+            self.facts.cpu_only_source
+        self._pins_cpu = pinned and self.ctx.options.accelerator is None and not (
+            self.ctx.target == "fabric" and self.ctx.options.launcher == "fabric-run")
+        return True
+
+    def _keeps_cpu(self, node: cst.Assign, target: str) -> bool:
+        """`device = torch.device("cpu")` in a script that pins the CPU: the line stays and PTM100 creates the
+        object for CPU processes, where the original trained."""
+        value = node.value
+        if isinstance(value, cst.Call) and self.qn(value.func) & {"torch.device"} and len(value.args) == 1:
+            value = value.args[0].value
+        if not (self._pins_cpu and isinstance(value, cst.SimpleString) and value.evaluated_value == "cpu"):
+            return False
+        if self.facts.fw_exists:
+            return True
+        cpu_arg = 'accelerator="cpu"' if self.ctx.target == "fabric" else "cpu=True"
+        self.facts.device_choice = "cpu"
+        self.facts.device_comment = (f"# {cpu_arg}: the script pins the CPU (`{target} = {_code(node.value)}`); "
+                                     f"pass --accelerator to train on GPUs, after checking the tensors it makes")
+        self.report(node, f"`{target} = {_code(node.value)}` stays: the script pins the CPU, so `{self.fw}` is "
+                          f"created for CPU processes ({cpu_arg}); tensors it makes without a device (accumulators, "
+                          f"noise) would not follow the model to a GPU", True)
         return True
 
     def _before_object(self) -> bool:
@@ -95,6 +132,8 @@ class _Transformer(RuleTransformer):
             return updated_node
         target = dotted(updated_node.targets[0].target)
         if target is None or not self._picks_device(target, original_node.value):
+            return updated_node
+        if self._keeps_cpu(original_node, target):
             return updated_node
         if self._before_object():
             if "." not in target and not self._elif_depth():

@@ -512,3 +512,18 @@ def test_a_folder_without_a_training_script_says_so(tmp_path):
     r = invoke([str(tmp_path), "--target", "fabric"])
     assert r.exit_code == 0 and "no training script among 1 file(s)" in r.output
     assert (tmp_path / "util.py").read_text() == "def f():\n    return 1\n"
+
+
+def test_launch_hint_for_a_script_kept_on_cpu_processes(tmp_path, monkeypatch):
+    """A script the migration keeps on CPU processes (it pins the CPU: PTM101): Fabric's own launcher would start one
+    process there, so torchrun is offered; Accelerate gets the CPU line."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "train.py").write_text(LOOP_CALLER.replace("from trainer import fit\n", "").replace(
+        "    fit(model, optimizer, torch.randn(8, 4), torch.randint(0, 2, (8,)))\n",
+        '    device = torch.device("cpu")\n    model(torch.randn(8, 4).to(device)).sum().backward()\n'
+        '    optimizer.step()\n'))
+    r = invoke([".", "--target", "fabric", "--diff"])
+    assert "torchrun --nproc_per_node N train.py    # CPU processes" in r.stderr, r.stderr
+    assert "python train.py    #" not in r.stderr
+    r = invoke([".", "--target", "accelerate", "--diff"])
+    assert "# CPU: `accelerate launch --cpu` starts one process" in r.stderr, r.stderr
