@@ -97,6 +97,9 @@ class Facts:
     accelerator_kwargs: Dict[str, str] = field(default_factory=dict)  # asked of PTM100 by later rules: kw -> code
     # options of the DDP wrappers PTM131 removed, for PTM100 to give the object (rules/_ddp_options.py)
     ddp_wrappers: List[object] = field(default_factory=list)
+    # PTM131 kept a DistributedDataParallel wrapper (a model nothing sets up): it needs a process group even on one
+    # device, so PTM100 asks Fabric for strategy="ddp"
+    kept_ddp: bool = False
     # the first node that shows the script already uses the other framework (its constructor, or a backward
     # called on an object named like it): such a script is not migrated (engine, PTM005)
     other_framework: Optional[cst.CSTNode] = None

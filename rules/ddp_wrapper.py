@@ -161,6 +161,7 @@ class _Transformer(RuleTransformer):
                                      f"`{self.facts.fw}` here (no optimizer of this file trains it), so nothing "
                                      f"would wrap it in its place; set it up with the framework, then remove the "
                                      f"wrapper")
+            self.facts.kept_ddp = self.facts.kept_ddp or bool(qualified_names(self, original_node.func) & DDP_NAMES)
             return updated_node
         if inner is not None:
             self.report(original_node, "removed the DDP/DataParallel wrapper: setup/prepare wraps the model", True)

@@ -22,7 +22,9 @@ processes (`accelerator="cpu"`) where a hand-made input cannot be put on the dev
 
 The options of a DDP wrapper that PTM131 removed go to the object: `strategy=DDPStrategy(find_unused_parameters=True)`
 in place of `strategy="ddp"` (Fabric), `kwargs_handlers=[DistributedDataParallelKwargs(...)]` (Accelerate); what
-cannot be passed gets a PTM131 TODO above the object (rules/_ddp_options.py).
+cannot be passed gets a PTM131 TODO above the object (rules/_ddp_options.py). Where PTM131 keeps a
+DistributedDataParallel wrapper (around a model nothing sets up, DINO's teacher), Fabric gets `strategy="ddp"`
+(unless `--strategy` says otherwise): on one device only that strategy makes the process group the wrapper needs.
 
 Accelerate form: `Accelerator(cpu=True, mixed_precision=...)` from `--accelerator cpu` and `--precision`;
 `cpu=not args.cuda` for the script's flag, `cpu=True` for PTM114.
@@ -46,6 +48,8 @@ from migrator.names import dotted
 from migrator.rules.base import Context, Example, Rule, RuleTransformer, with_todo
 
 ENV_COMMENT = "# without --devices, the device and node counts follow torchrun when it starts the script"
+# lightning 2.6: on one device Fabric makes a process group only for strategy="ddp"
+KEPT_DDP_COMMENT = '# strategy="ddp": the DistributedDataParallel wrapper kept below needs a process group, on one device too'
 
 
 def fabric_ctor(ctx: Context, ddp=None) -> str:
@@ -73,6 +77,8 @@ def fabric_ctor(ctx: Context, ddp=None) -> str:
             args.append(f"strategy={ddp.argument[1]}")  # DDPStrategy: "ddp" (or its spawn / fork form) with options
         elif o.strategy:
             args.append(f'strategy="{o.strategy}"')
+        elif ctx.facts.kept_ddp:
+            args.append('strategy="ddp"')
         if ctx.options.num_nodes is not None:
             args.append(f"num_nodes={o.num_nodes}")
         elif o.devices is None:
@@ -124,8 +130,9 @@ def creation_statements(ctx: Context, ddp=None) -> List[cst.BaseStatement]:
     if ctx.target == "fabric":
         code = fabric_ctor(ctx, ddp)
         stmts = [cst.parse_statement(code)]
-        stmts[0] = stmts[0].with_changes(leading_lines=_comments(ENV_COMMENT if "os.environ" in code else None,
-                                                                 note if "accelerator=" in code else None))
+        stmts[0] = stmts[0].with_changes(leading_lines=_comments(
+            ENV_COMMENT if "os.environ" in code else None, note if "accelerator=" in code else None,
+            KEPT_DDP_COMMENT if ctx.facts.kept_ddp and 'strategy="ddp"' in code and not ctx.options.strategy else None))
         if ctx.options.launcher != "fabric-run":
             stmts.append(cst.parse_statement(f"{ctx.fw}.launch()"))
         return stmts + _matmul_precision(ctx)
