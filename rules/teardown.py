@@ -22,8 +22,10 @@ already gone is skipped there. Accelerate form: the same two lines (`accelerator
 same, but the object is often local to `main()`; accelerate 1.15 checks `is_initialized()` too).
 
 Fix safety: safe: the check makes it a no-op on one process. Not added where the entry's last statement ends the
-process itself (`sys.exit(main())`: nothing after it runs), where the script's own teardown stays, or in a
-file that only defines things (the entry script is elsewhere).
+process itself (`sys.exit(main())`: nothing after it runs), where the script's own teardown stays and always runs
+(one under the script's `if distributed:` is skipped on one process, where the framework may still have made a
+group: the teardown is added after it), or in a file that only defines things: where a sibling's function creates
+the object (`fit` of trainer.py), the entry script is not changed for it.
 """
 from __future__ import annotations
 
@@ -108,6 +110,33 @@ class Teardown(Rule):
         if ctx.facts.fw_exists or not ctx.facts.setup_scope:
             return wrapper.module  # PTM100 created no object in this file
         text = ctx.text or wrapper.module.code
-        if any(word in text for word in _OWN):
+        if any(word in text for word in _OWN) and _own_teardown_always_runs(wrapper.module):
             return wrapper.module  # the script's own teardown stays (PTM130)
         return super().apply(wrapper, ctx)
+
+
+def _own_teardown_always_runs(module: cst.Module) -> bool:
+    """The script tears the group down itself on every run: a `destroy_process_group()` / `end_training()` under no
+    `if` but `is_initialized()` (PTM130's guard). One under the script's own flag (`if distributed:`, computed from
+    the world size) is skipped on one process, where the framework may still have made a group (Accelerate under
+    torchrun, Fabric with strategy="ddp"); the added teardown then runs after it, and does nothing when it ran."""
+    found = []
+
+    class _Find(cst.CSTVisitor):
+        def __init__(self):
+            self.tests = []
+
+        def visit_If(self, node):
+            self.tests.append(node.test)
+
+        def leave_If(self, node):
+            self.tests.pop()
+
+        def visit_Call(self, node):
+            name = (dotted(node.func) or "").rsplit(".", 1)[-1]
+            if name in _OWN:
+                found.append(all(m.matches(t, m.Call(func=m.Attribute(attr=m.Name("is_initialized"))))
+                                 for t in self.tests))
+
+    module.visit(_Find())
+    return any(found)

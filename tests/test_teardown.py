@@ -59,6 +59,21 @@ def test_left_alone():
     assert "destroy_process_group" not in code and not diags
 
 
+def test_a_teardown_under_the_script_s_own_flag_gets_one_after_it():
+    """`if distributed: dist.destroy_process_group()`: on one process under torchrun Accelerate makes a group while the
+    script's flag (world size > 1) says not distributed; seen on a GPU as NCCL's "destroy_process_group() was not
+    called" warning."""
+    src = (FUNC.replace("import torch\n", "import os\nimport torch\nimport torch.distributed as dist\n")
+           .replace("def main():\n", "def main():\n    distributed = int(os.environ.get('WORLD_SIZE', 1)) > 1\n"
+                    "    if distributed:\n        dist.init_process_group('gloo')\n")
+           + "    if distributed:\n        dist.destroy_process_group()\n\n\nif __name__ == '__main__':\n    main()\n")
+    for target in ("fabric", "accelerate"):
+        code, diags = run(src, target)
+        assert code.count("destroy_process_group()") == 2 and diags, code
+        assert code.endswith("    main()\n    # tear down the framework's process group before exit: without it, gloo "
+                             "can abort the exit\n    " + TEARDOWN.format(i="    "))
+
+
 def test_script_on_the_framework_is_left_alone():
     src = ("import torch\nfrom lightning.fabric import Fabric\n\n\ndef main():\n    fabric = Fabric()\n"
            "    fabric.launch()\n" + TRAIN + '\n\nif __name__ == "__main__":\n    main()\n')
