@@ -20,7 +20,7 @@ A script that pins the CPU (`device = torch.device("cpu")` or `"cpu"`, and no ac
 made its other tensors on the CPU too (DETR-style `torch.zeros(())` accumulators, noise): on a GPU they would meet
 the model's outputs and fail. Without `--accelerator`, that line stays and PTM100 creates the object for CPU
 processes, where the original trained (`Fabric(accelerator="cpu", ...)` / `Accelerator(cpu=True)`), with a comment
-that says so; `--accelerator cuda` rebinds it as above.
+that says so; `--accelerator cuda` rebinds it as above, with a TODO that names the risk.
 
 Fabric form: `fabric.device`. Accelerate form: `accelerator.device`.
 
@@ -93,6 +93,8 @@ class _Transformer(RuleTransformer):
             self.facts.cpu_only_source
         self._pins_cpu = pinned and self.ctx.options.accelerator is None and not (
             self.ctx.target == "fabric" and self.ctx.options.launcher == "fabric-run")
+        # --accelerator cuda on such a script: the user's choice, with a TODO at the line
+        self._pin_overridden = pinned and not self.facts.fw_exists and self.ctx.options.accelerator not in (None, "cpu")
         return True
 
     def _keeps_cpu(self, node: cst.Assign, target: str) -> bool:
@@ -101,7 +103,15 @@ class _Transformer(RuleTransformer):
         value = node.value
         if isinstance(value, cst.Call) and self.qn(value.func) & {"torch.device"} and len(value.args) == 1:
             value = value.args[0].value
-        if not (self._pins_cpu and isinstance(value, cst.SimpleString) and value.evaluated_value == "cpu"):
+        if not (isinstance(value, cst.SimpleString) and value.evaluated_value == "cpu"):
+            return False
+        if self._pin_overridden:
+            self.todo(node, f"the script pinned the CPU here; with --accelerator {self.ctx.options.accelerator} "
+                            f"`{target}` is `{self.fw}.device`: tensors the script makes without a device "
+                            f"(`torch.zeros(...)` accumulators, noise) stay on the CPU and meet the model's outputs; "
+                            f"make them on `{target}`")
+            return False
+        if not self._pins_cpu:
             return False
         if self.facts.fw_exists:
             return True
