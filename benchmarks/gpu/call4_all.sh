@@ -12,15 +12,7 @@
 # CHECKS / ECO_CHECKS (verify's checks; `a` on a machine of one GPU), SKIP_VERIFY=1 / SKIP_ECO=1 (one part only).
 set -uo pipefail
 OUT=${1:-${OUT:-gpu-call4-out}}
-mkdir -p "$OUT"; OUT=$(cd "$OUT" && pwd)
-SRC=$PWD
-H=/tmp/ptm-head
-rm -rf "$H"; mkdir -p "$H"
-tar -xzf .gpu-head/head.tar.gz -C "$H"
-mkdir -p "$H/benchmarks/ecosystem"
-ln -sfn "$SRC/benchmarks/ecosystem/wheels" "$H/benchmarks/ecosystem/wheels"
-ln -sfn "$SRC/benchmarks/ecosystem/wheels" "$H/.whl"   # call1's _setup.sh finds libcst, pyflakes, click there
-cd "$H"
+. benchmarks/gpu/_head.sh
 exec > >(tee "$OUT/call4.log") 2>&1
 echo "call4: $(date -u) snapshot $(tar -tzf "$SRC/.gpu-head/head.tar.gz" | wc -l) files"
 mkdir -p /tmp/c4v /tmp/c4e

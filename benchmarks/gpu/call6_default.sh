@@ -9,15 +9,7 @@
 # Knobs: RUNS_BUDGET (400), ECO_BUDGET (400), RJOBS (10), EJOBS (5), CASES, ENTRIES, SKIP_ECO=1.
 set -uo pipefail
 OUT=${1:-${OUT:-gpu-call6-out}}
-mkdir -p "$OUT"; OUT=$(cd "$OUT" && pwd)
-SRC=$PWD
-H=/tmp/ptm-head
-rm -rf "$H"; mkdir -p "$H"
-tar -xzf .gpu-head/head.tar.gz -C "$H"
-mkdir -p "$H/benchmarks/ecosystem"
-ln -sfn "$SRC/benchmarks/ecosystem/wheels" "$H/benchmarks/ecosystem/wheels"
-ln -sfn "$SRC/benchmarks/ecosystem/wheels" "$H/.whl"
-cd "$H"
+. benchmarks/gpu/_head.sh
 exec > >(tee "$OUT/call6.log") 2>&1
 echo "call6: $(date -u) snapshot $(tar -tzf "$SRC/.gpu-head/head.tar.gz" | wc -l) files; $(nvidia-smi -L 2>/dev/null | wc -l) GPU(s)"
 . benchmarks/gpu/_setup.sh || exit 3
