@@ -29,6 +29,10 @@ not applied): on a GPU the first step would fail with "Expected all tensors to b
 The same holds across files: a trainer class of a sibling module (`trainer.py`) that the entry script hands the
 object and that makes a tensor on the CPU in its methods gets the TODO at that line, and the entry script, found
 through the folder's facts (migrator/project.py), creates the object for CPU processes with a warning at the call.
+So does a class or function of a sibling module that the script creating the object imports and calls, and that
+makes a tensor on the CPU beside a model it was given (minRF's `RF(model)` whose `forward` draws `torch.randn`, an
+nn.Module of models.py, a loss helper that calls the model it receives): that module stays as it is (it gets neither
+the object nor a TODO), and the warning at the call says what to change there.
 
 Why: the framework puts the set-up model on the GPU and moves the set-up loaders' batches; a tensor made by hand
 stays on the CPU, and the first step on a GPU fails with "Expected all tensors to be on the same device". A CPU
@@ -257,7 +261,7 @@ def cpu_input_entries(module_name: str, module: cst.Module, facts, source: str,
     return [f"{CPU_INPUT}{module_name}.{method.split('.')[0]} {method}: {what}" for _, what, method in found]
 
 
-def _sibling_cpu_inputs(module: cst.Module, ctx: Context) -> List[Tuple[str, str, cst.CSTNode]]:
+def _sibling_cpu_inputs(module: cst.Module, ctx: Context) -> List[Tuple[str, str, cst.CSTNode, str]]:
     """What siblings of this module that it imports (their classes it hands the object, or calls) make on the CPU:
     the `CPU_INPUT` entries of `ctx.options.external_fw_functions`, as (file, "`method` (file) makes what", the call
     of the sibling's class here), the file empty where the sibling gets no TODO (it does not receive the object,
