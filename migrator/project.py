@@ -107,16 +107,7 @@ def _cpu_inputs(parsed: Dict[str, cst.Module], sources: Dict[str, str], target: 
 
 def _called_siblings(module: cst.Module, siblings: Set[str]) -> Set[str]:
     """"sibling.Name" for each name this module imports from a sibling (`from flow import RF`) and calls."""
-    imported = {}
-    for stmt in module.body:
-        for small in stmt.body if isinstance(stmt, cst.SimpleStatementLine) else ():
-            if isinstance(small, cst.ImportFrom) and small.module is not None and \
-                    not isinstance(small.names, cst.ImportStar) and not small.relative:
-                mod = cst.Module([]).code_for_node(small.module)
-                if mod in siblings:
-                    for alias in small.names:
-                        name = cst.Module([]).code_for_node(alias.name)
-                        imported[alias.asname.name.value if alias.asname else name] = f"{mod}.{name}"
+    imported = _imported_names(module, frozenset(), siblings)
     if not imported:
         return set()
     from migrator import matching as m
@@ -124,7 +115,9 @@ def _called_siblings(module: cst.Module, siblings: Set[str]) -> Set[str]:
             if isinstance(c.func, cst.Name) and c.func.value in imported}
 
 
-def _imported_names(module: cst.Module, qualified) -> Dict[str, str]:
+def _imported_names(module: cst.Module, qualified, modules: FrozenSet[str] = frozenset()) -> Dict[str, str]:
+    """Local name -> "module.name" for each `from module import name` whose "module.name" is in `qualified`, or whose
+    module is one of `modules`."""
     out = {}
     for stmt in module.body:
         if isinstance(stmt, cst.SimpleStatementLine):
@@ -134,7 +127,7 @@ def _imported_names(module: cst.Module, qualified) -> Dict[str, str]:
                     mod = cst.Module([]).code_for_node(small.module)
                     for alias in small.names:
                         name = cst.Module([]).code_for_node(alias.name)
-                        if f"{mod}.{name}" in qualified:
+                        if f"{mod}.{name}" in qualified or (mod in modules and not small.relative):
                             out[alias.asname.name.value if alias.asname else name] = f"{mod}.{name}"
     return out
 
