@@ -67,7 +67,9 @@ def _ends_process(stmt: cst.BaseStatement) -> bool:
 
 
 class _Transformer(RuleTransformer):
-    def leave_Module(self, original_node: cst.Module, updated_node: cst.Module):
+    def edit(self, original_node: cst.Module) -> cst.Module:
+        """The module with the teardown added (the rule looks at top-level statements only: no traversal)."""
+        updated_node = original_node
         body = list(updated_node.body)
         last = next((i for i in range(len(body) - 1, -1, -1) if not _is_definition(body[i])), None)
         if last is None:
@@ -112,7 +114,10 @@ class Teardown(Rule):
         text = ctx.text or wrapper.module.code
         if any(word in text for word in _OWN) and _own_teardown_always_runs(wrapper.module):
             return wrapper.module  # the script's own teardown stays (PTM130)
-        return super().apply(wrapper, ctx)
+        transformer = self.prepared(wrapper, ctx)
+        updated = transformer.edit(wrapper.module)
+        transformer.place_reports(wrapper.module)
+        return updated
 
 
 def _own_teardown_always_runs(module: cst.Module) -> bool:
