@@ -109,3 +109,22 @@ def test_migrated_script_exits_cleanly_on_two_processes(tmp_path):
                           timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "terminate called" not in proc.stderr and "done" in proc.stdout
+
+
+@pytest.mark.slow
+def test_verify_reads_the_world_size_before_the_teardown(tmp_path):
+    """A script without an optimizer step (manual SGD) is asked its rank and world size at its end, after PTM153's
+    teardown destroyed the group: verify's runner records them when the group is destroyed (check b read 1)."""
+    src = ("import torch\n\n\ndef main():\n    torch.manual_seed(0)\n    model = torch.nn.Linear(4, 1)\n"
+           "    for _ in range(3):\n        model.zero_grad()\n        loss = model(torch.randn(8, 4)).pow(2).mean()\n"
+           "        loss.backward()\n        for p in model.parameters():\n            p.data.add_(p.grad, alpha=-0.1)\n"
+           "    print('loss', loss.item())\n\n\nif __name__ == '__main__':\n    main()\n")
+    script = tmp_path / "train.py"
+    script.write_text(src)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "migrator", "verify", str(script), "--target", "fabric", "--devices",
+                           "2", "--checks", "b", "--json"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    import json
+    checks = {c["id"]: c for c in json.loads(proc.stdout)["checks"]}
+    assert checks["b"]["status"] == "pass", checks["b"]

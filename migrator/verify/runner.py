@@ -99,6 +99,28 @@ class Recorder:
         if self.steps < self.max_steps:
             self.losses.append({"step": self.steps + 1, "loss": value})
 
+    def wrap_teardown(self) -> None:
+        """Record the rank and world size right before the script (or PTM153's teardown) destroys the process group:
+        a script without an optimizer step (manual SGD) is otherwise asked at its end, when the group is gone, and
+        check b read world size 1."""
+        try:
+            import torch.distributed as dist
+            from torch.distributed import distributed_c10d
+        except Exception:
+            return
+        original = getattr(dist, "destroy_process_group", None)
+        if original is None:
+            return
+        recorder = self
+
+        def destroy_process_group(*args, **kwargs):
+            if dist.is_initialized():
+                recorder.last_rank_world = _rank_world(None)
+            return original(*args, **kwargs)
+
+        dist.destroy_process_group = destroy_process_group
+        distributed_c10d.destroy_process_group = destroy_process_group
+
     def wrap_scaler(self, torch) -> None:
         """Remember which tensor GradScaler.scale made from which loss (only the latest few)."""
         try:
@@ -478,6 +500,7 @@ class Recorder:
             register_module_forward_hook(self.forward_hook)
         self.wrap_backward(torch.Tensor, "backward", 0)
         self.wrap_scaler(torch)
+        self.wrap_teardown()
         self.wrap_draws(torch)
         self.wrap_writes(torch, sources)
         if "lightning" in sources:
