@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ast
 import re
+import shlex
 import warnings
 from typing import Dict, List, Optional
 
@@ -92,6 +93,7 @@ def launch_lines(script: str, target: str, options: Options, rank_env_at: Option
     code reads RANK, which only torchrun sets, so Fabric's own launcher is not offered. `code`: the migrated
     script; where it creates the object for CPU processes itself (PTM101, PTM114), without --devices Fabric's own
     launcher would start one process (lightning 2.6: `devices="auto"` on the CPU is 1), so torchrun is offered."""
+    script = shlex.quote(str(script))  # pasted into a shell: `Seq2Seq(Attention).py` needs quotes
     n = options.devices or "N"
     forced = 'Fabric(accelerator="cpu"' in code or "Accelerator(cpu=True" in code
     cpu = options.accelerator == "cpu" or forced

@@ -527,3 +527,10 @@ def test_launch_hint_for_a_script_kept_on_cpu_processes(tmp_path, monkeypatch):
     assert "python train.py    #" not in r.stderr
     r = invoke([".", "--target", "accelerate", "--diff"])
     assert "# CPU: `accelerate launch --cpu` starts one process" in r.stderr, r.stderr
+
+
+def test_launch_hint_quotes_a_file_name_for_the_shell(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "Seq2Seq(Attention).py").write_text(SCRIPT)
+    r = invoke(["Seq2Seq(Attention).py", "--target", "fabric", "--diff"])
+    assert "torchrun --nproc_per_node N 'Seq2Seq(Attention).py'" in r.stderr, r.stderr
