@@ -24,8 +24,8 @@ def run(code: str, target: str = "fabric", options: Options = None):
 @pytest.mark.parametrize("target", ["fabric", "accelerate"])
 def test_end_of_main_guard(target):
     code, diags = run(FUNC + '\n\nif __name__ == "__main__":\n    main()\n', target)
-    assert code.endswith("    main()\n    # tear down the framework's process group before exit: without it, gloo can "
-                         "abort the exit\n    " + TEARDOWN.format(i="    "))
+    assert code.endswith("    main()\n    # the framework's process group, torn down at the end as PyTorch asks "
+                         "(pt-migrate explain PTM153)\n    " + TEARDOWN.format(i="    "))
     assert diags and diags[0].fixed
 
 
@@ -33,16 +33,16 @@ def test_guard_then_definitions_and_argument_parsing():
     src = ("import argparse\n" + FUNC + '\n\nif __name__ == "__main__":\n    p = argparse.ArgumentParser()\n'
            '    p.add_argument("--lr", type=float)\n    main()\n\n\ndef unused():\n    pass\n')
     code, _ = run(src)
-    assert "    main()\n    # tear down" in code and code.endswith("def unused():\n    pass\n")
+    assert "    main()\n    # the framework's process group" in code and code.endswith("def unused():\n    pass\n")
 
 
 def test_module_level_script_and_trailing_call():
     code, _ = run("import torch\n\n" + TRAIN.replace("    ", ""))
-    assert code.endswith("optimizer.step()\n\n# tear down the framework's process group before exit: without it, "
-                         "gloo can abort the exit\n" + TEARDOWN.format(i=""))
+    assert code.endswith("optimizer.step()\n\n# the framework's process group, torn down at the end as PyTorch "
+                         "asks (pt-migrate explain PTM153)\n" + TEARDOWN.format(i=""))
     code, _ = run(FUNC + "\n\nmain()\n", "accelerate")
-    assert code.endswith("main()\n\n# tear down the framework's process group before exit: without it, gloo can abort "
-                         "the exit\n" + TEARDOWN.format(i=""))
+    assert code.endswith("main()\n\n# the framework's process group, torn down at the end as PyTorch asks (pt-migrate "
+                         "explain PTM153)\n" + TEARDOWN.format(i=""))
 
 
 def test_left_alone():
@@ -70,8 +70,8 @@ def test_a_teardown_under_the_script_s_own_flag_gets_one_after_it():
     for target in ("fabric", "accelerate"):
         code, diags = run(src, target)
         assert code.count("destroy_process_group()") == 2 and diags, code
-        assert code.endswith("    main()\n    # tear down the framework's process group before exit: without it, gloo "
-                             "can abort the exit\n    " + TEARDOWN.format(i="    "))
+        assert code.endswith("    main()\n    # the framework's process group, torn down at the end as PyTorch asks "
+                             "(pt-migrate explain PTM153)\n    " + TEARDOWN.format(i="    "))
 
 
 def test_script_on_the_framework_is_left_alone():
