@@ -47,7 +47,10 @@ def _reads(tree: cst.CSTNode, name: str) -> int:
 
 
 class _Transformer(RuleTransformer):
-    def _prune(self, stmts):
+    def _prune(self, stmts, originals=()):
+        """`originals`: the statements of the tree the pass read, in the same order as `stmts` where they match, so
+        that a report has the line it had in that tree (an updated statement has no position)."""
+        where = {id(u): o for u, o in zip(stmts, originals)} if len(originals) == len(stmts) else {}
         out = []
         for stmt in stmts:
             fw_device = m.Attribute(m.Name(self.fw), m.Name("device"))
@@ -57,7 +60,8 @@ class _Transformer(RuleTransformer):
                 name = stmt.body[0].targets[0].target.value
                 others = sum(_uses(s, name) for s in stmts if s is not stmt)
                 if others == 0:
-                    self.report(stmt, f"removed `{name}`: nothing uses it after the migration", True)
+                    self.report(where.get(id(stmt), stmt), f"removed `{name}`: nothing uses it after the migration",
+                                True)
                     continue
             out.append(stmt)
         return out
@@ -84,9 +88,10 @@ class _Transformer(RuleTransformer):
         return out
 
     def leave_Module(self, original_node, updated_node):
+        pairs = [(s, o) for s, o in zip(updated_node.body, original_node.body) if not _empty_if(s)]
         body = [s for s in updated_node.body if not _empty_if(s)]
         if self.facts.setup_scope == MODULE:  # a flat script: its module-level `device` is a local like any other
-            body = self._prune(body)
+            body = self._prune(body, [o for _, o in pairs] if len(pairs) == len(body) else ())
         if self.facts.setup_scope == MAIN_GUARD:
             pruned = self._prune_rebinding(updated_node, body)
             if any(a is not b for a, b in zip(pruned, body)):
@@ -101,7 +106,7 @@ class _Transformer(RuleTransformer):
 
     def leave_FunctionDef(self, original_node, updated_node):
         updated_node = super().leave_FunctionDef(original_node, updated_node)
-        body = self._prune(list(updated_node.body.body))
+        body = self._prune(list(updated_node.body.body), list(original_node.body.body))
         if not body:
             return updated_node
         return updated_node.with_changes(body=updated_node.body.with_changes(body=body))
