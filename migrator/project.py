@@ -76,7 +76,25 @@ def folder_fw_functions(sources: Dict[str, str], target: str = "fabric") -> Froz
         if chosen == before:
             break
     creators = {n for n, facts in infos.items() if facts.setup_scope and not facts.fw_exists}
-    return frozenset(chosen) | _cpu_inputs(parsed, sources, target, frozenset(chosen), creators)
+    return frozenset(chosen) | _cpu_inputs(parsed, sources, target, frozenset(chosen), creators) | \
+        _sibling_draws(parsed, creators)
+
+
+def _sibling_draws(parsed: Dict[str, cst.Module], creators: Set[str]) -> FrozenSet[str]:
+    """PTM145's cross-file fact: the classes and functions that a creating script imports from a sibling and calls,
+    and that draw from torch's global generator outside `__init__` (a loss helper's `torch.randn`, a diffusion
+    trainer's timesteps), as entries of the same set (rules/rank_seed.SIBLING_DRAWS): the creating script's loop draws
+    through them, and its ranks need their own seeds."""
+    from migrator.rules.rank_seed import SIBLING_DRAWS, draws_outside_init
+    out = set()
+    for name in creators:
+        for qual in _called_siblings(parsed[name], set(parsed) - {name}):
+            mod, obj = qual.split(".", 1)
+            node = next((n for n in parsed[mod].body if isinstance(n, (cst.FunctionDef, cst.ClassDef))
+                         and n.name.value == obj), None)
+            if node is not None and draws_outside_init(node):
+                out.add(f"{SIBLING_DRAWS}{qual}")
+    return frozenset(out)
 
 
 def _cpu_inputs(parsed: Dict[str, cst.Module], sources: Dict[str, str], target: str, chosen: FrozenSet[str],

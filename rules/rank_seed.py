@@ -2,7 +2,9 @@
 
 What it does: in the scope that seeds (`fabric.seed_everything(s)` / `set_seed(s)`, from PTM109) and sets the
 models up, when the training loop there draws from the global RNG (`torch.randn`, `rand`, `randint`,
-`randn_like`, `rand_like`, `randint_like`, `randperm`, `bernoulli`, `multinomial`, `normal`), or a Dataset class of
+`randn_like`, `rand_like`, `randint_like`, `randperm`, `bernoulli`, `multinomial`, `normal`), itself or through a
+function or class that draws outside `__init__` (of the file, or imported from a sibling module of the run and
+called by the script: a loss helper's jitter, nanoGPT's `get_batch`, minRF's `RF.forward`), or a Dataset class of
 the file that this scope instantiates draws from torch's, NumPy's or Python's global generator in `__getitem__` /
 `__iter__` (or a `self.` method they call), adds after the last model setup (and after any later statement
 that draws before the loop, such as building that dataset): `if fabric.global_rank > 0:
@@ -37,6 +39,9 @@ Example: after `generator, opt_g = fabric.setup(generator, opt_g)`:
 Fabric form: `fabric.seed_everything(s + fabric.global_rank)` on ranks above 0.
 Accelerate form: `set_seed(s, device_specific=True)` on processes above 0.
 
+A scope whose seed already reads the rank (nanoGPT's `1337 + seed_offset`, the offset being the rank) is left as
+it is.
+
 Fix safety: safe on one process (nothing runs: rank 0 draws what the original draws); dropout masks also differ
 between ranks afterwards, as they do under any per-rank seed. A script that never names a device draws its noise on
 the CPU; migrated and run on a GPU, its batches arrive on the device and `torch.bernoulli(torch.full_like(x, p))`
@@ -45,8 +50,8 @@ draws from CUDA's generator instead, so one-process losses on `--accelerator cud
 (fixtures/noise_seed_device) draws on the device too. DataLoader workers seed `random`, torch and NumPy from a base
 seed drawn from torch's generator when the loop makes the loader's iterator, after the per-rank seed, so their
 draws differ per rank too. The common seed of an unseeded script makes its runs repeatable (the original's differ
-from run to run); a Dataset or a trainer method in another module, and a statement that both draws the problem
-and trains (`Trainer().fit()`), are not seen: the per-rank seed lands after the last statement that draws.
+from run to run); a Dataset or a trainer method in another module that the script does not call itself, and a
+statement that both draws the problem and trains (`Trainer().fit()`), are not seen: the per-rank seed lands after the last statement that draws.
 """
 from __future__ import annotations
 
@@ -69,16 +74,33 @@ DRAWS = {"randn", "rand", "randint", "randn_like", "rand_like", "randint_like", 
 MARK = "the ranks draw different random numbers in the loop"
 COMMON_MARK = "one problem for all processes: the script seeded nothing"  # no "rank": PTM115 reads it as a use
 COMMON_SEED = 0  # arbitrary: any seed shared by the ranks gives them one problem
+# How a sibling's draws reach the creating script's run: entries "<prefix>module.Name" of
+# `Options.external_fw_functions` (migrator.project), which is only tested for "module.function" names
+SIBLING_DRAWS = "PTM145 draws "
 
 
-def _draws_in_loop(stmt) -> bool:
+def draws_outside_init(node: cst.CSTNode) -> bool:
+    """A function, or a class's methods other than `__init__`, call `torch.<draw>` (the global generator)."""
+    bodies = [node] if isinstance(node, cst.FunctionDef) else [
+        i for i in node.body.body if isinstance(i, cst.FunctionDef) and i.name.value != "__init__"]
+    return any(call.func.attr.value in DRAWS for b in bodies
+               for call in m.findall(b, m.Call(func=m.Attribute(value=m.Name("torch")))))
+
+
+def _draws_in_loop(stmt, drawing=frozenset()) -> bool:
+    """A training loop in `stmt` draws from torch's global generator: itself, or through `drawing`, the local names
+    of a sibling's classes and functions that draw (and the names bound to instances of those classes)."""
     for loop in m.findall(stmt, m.For() | m.While()):
         trains = m.findall(loop.body, m.Call(func=m.Attribute(attr=m.Name("backward")))) or \
             m.findall(loop.body, m.Call(func=m.Attribute(attr=m.Name("step"))))
         if not trains:
             continue
-        for call in m.findall(loop.body, m.Call(func=m.Attribute(value=m.Name("torch")))):
-            if call.func.attr.value in DRAWS:
+        for call in m.findall(loop.body, m.Call()):
+            func = call.func
+            if isinstance(func, cst.Attribute) and m.matches(func.value, m.Name("torch")) and func.attr.value in DRAWS:
+                return True
+            base = func.value if isinstance(func, cst.Attribute) else func
+            if isinstance(base, cst.Name) and base.value in drawing:
                 return True
     return False
 
@@ -91,6 +113,7 @@ class _Transformer(RuleTransformer):
     seed_name_taken = False
 
     def visit_Module(self, node: cst.Module):
+        self._module = node
         if not (self.facts.is_training and self.facts.setup_scope):
             return True
         self.draws = Draws(node, lambda n: qualified_names(self, n))
@@ -180,6 +203,35 @@ class _Transformer(RuleTransformer):
         line = cst.parse_statement(f"{call}  # {COMMON_MARK}\n")
         return body[:at] + [line] + body[at:], orig[:at] + [line] + orig[at:]
 
+    def _varies_by_rank(self, seed: cst.BaseExpression) -> bool:
+        """The seed reads the rank, itself or through a name bound to an expression that does."""
+        code = cst.Module(body=[]).code_for_node
+        rankish = ("rank", "process_index")
+        if any(r in code(seed).lower() for r in rankish):
+            return True
+        names = {n.value for n in m.findall(seed, m.Name())}
+        return any(any(r in code(a.value).lower() for r in rankish) for a in m.findall(self._module, m.Assign())
+                   if any(isinstance(t.target, cst.Name) and t.target.value in names for t in a.targets))
+
+    def _drawing_names(self, body) -> Set[str]:
+        """Local names through which the loop draws from torch's global generator: a class or function of this file,
+        or one imported from a sibling (migrator.project's SIBLING_DRAWS entries), that draws outside `__init__`,
+        and the names this block binds to instances of such a class (`helper = LossHelper(model)`)."""
+        local = {n.name.value for n in self._module.body if isinstance(n, (cst.FunctionDef, cst.ClassDef))
+                 and draws_outside_init(n)}
+        entries = [e[len(SIBLING_DRAWS):] for e in self.ctx.options.external_fw_functions if e.startswith(SIBLING_DRAWS)]
+        if entries:
+            from migrator.analysis import _imported_external_fw
+            local |= _imported_external_fw(self._module, frozenset(entries))
+        if not local:
+            return set()
+        names = set(local)
+        for stmt in body:
+            for a in m.findall(stmt, m.Assign()):
+                if isinstance(a.value, cst.Call) and dotted(a.value.func) in local:
+                    names |= {t.target.value for t in a.targets if isinstance(t.target, cst.Name)}
+        return names
+
     def _dataset_draws(self, body) -> Set[str]:
         """Libraries drawn from by the `__getitem__` / `__iter__` of the local Dataset classes that this block
         instantiates (itself or in a local function it calls): per-sample randomness of the set-up loaders."""
@@ -223,7 +275,8 @@ class _Transformer(RuleTransformer):
                 if self.draws.in_node(orig[j]):
                     last = j
         kinds = self._dataset_draws(orig)
-        in_loop = any(_draws_in_loop(s) for s in body[last + 1:])
+        drawing = self._drawing_names(body)
+        in_loop = any(_draws_in_loop(s, drawing) for s in body[last + 1:])
         if not kinds and not in_loop and not self.common_seeded:
             return None
         if self.common_seeded:
@@ -232,6 +285,8 @@ class _Transformer(RuleTransformer):
         if any(MARK in code(s) for s in body):
             return None  # done by an earlier run
         seeds = [(i, self._seed(s)) for i, s in enumerate(body[:last]) if self._seed(s) is not None]
+        if seeds and self._varies_by_rank(seeds[-1][1]):
+            return None  # seeded per rank already (nanoGPT's `1337 + seed_offset`, the offset being the rank)
         where = orig[last] if len(orig) == len(body) else body[last]
         why = ("the training loop" if in_loop or not kinds else "the Dataset's `__getitem__`/`__iter__`") \
             if not self.common_seeded else "training (as in the unseeded original)"

@@ -131,7 +131,7 @@ class Teardown(Rule):
 
 def _own_teardown_always_runs(module: cst.Module) -> bool:
     """The script tears the group down itself on every run: a `destroy_process_group()` / `end_training()` under no
-    `if` but `is_initialized()` (PTM130's guard). One under the script's own flag (`if distributed:`, computed from
+    `if` but `is_initialized()` (PTM130's guard) and the main guard. One under the script's own flag (`if distributed:`, computed from
     the world size) is skipped on one process, where the framework may still have made a group (Accelerate under
     torchrun, Fabric with strategy="ddp"); the added teardown then runs after it, and does nothing when it ran."""
     found = []
@@ -141,10 +141,12 @@ def _own_teardown_always_runs(module: cst.Module) -> bool:
             self.tests = []
 
         def visit_If(self, node):
-            self.tests.append(node.test)
+            if not is_main_guard(node):  # the entry's own block runs on every run
+                self.tests.append(node.test)
 
         def leave_If(self, node):
-            self.tests.pop()
+            if not is_main_guard(node):
+                self.tests.pop()
 
         def visit_Call(self, node):
             name = (dotted(node.func) or "").rsplit(".", 1)[-1]

@@ -128,3 +128,10 @@ def test_verify_reads_the_world_size_before_the_teardown(tmp_path):
     import json
     checks = {c["id"]: c for c in json.loads(proc.stdout)["checks"]}
     assert checks["b"]["status"] == "pass", checks["b"]
+
+
+def test_an_own_teardown_in_the_main_guard_is_enough():
+    src = (FUNC.replace("import torch\n", "import torch\nimport torch.distributed as dist\n")
+           + "\n\nif __name__ == '__main__':\n    main()\n    dist.destroy_process_group()\n")
+    code, diags = run(src)
+    assert code.count("destroy_process_group()") == 1 and not diags, code
