@@ -120,7 +120,7 @@ class Facts:
     create_after: Optional[str] = None
     # the script's switches that chose a device PTM101 replaced (rules/device_flag.Switch): PTM115 carries them
     device_flags: List[object] = field(default_factory=list)
-    # the source names no accelerator ("cuda", "mps", "xpu", "gpu"): with a literal CPU device it pins
+    # the source names no accelerator ("cuda", "mps", "xpu", "gpu", "accelerator"): with a literal CPU device it pins
     # the CPU (PTM101)
     cpu_only_source: bool = False
 
@@ -578,7 +578,7 @@ def analyze(wrapper: MetadataWrapper, target: str, external_fw: frozenset = froz
         return facts  # the engine stops here (not training, or on the other framework): the rest is for the rules
     _keep_samplers(facts, collector, module)
     text = collector.source.lower()
-    facts.cpu_only_source = not any(word in text for word in ("cuda", "mps", "xpu", "gpu"))
+    facts.cpu_only_source = not any(word in text for word in ("cuda", "mps", "xpu", "gpu", "accelerator"))
     fw_receivers = {facts.fw, f"self.{facts.fw}"}
     facts.on_target = facts.fw_exists and bool(fw_receivers & collector.fw_method_receivers)
     facts.handed_over = {a for recv, args in collector.handed_over if recv in fw_receivers for a in args if a}

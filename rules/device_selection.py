@@ -105,6 +105,8 @@ class _Transformer(RuleTransformer):
             value = value.args[0].value
         if not (isinstance(value, cst.SimpleString) and value.evaluated_value == "cpu"):
             return False
+        if any(isinstance(s, cst.If) and not is_main_guard(s) for s in self._stmts[:-1]):
+            return False  # one branch of a choice (`if use_accel: ... else: device = torch.device("cpu")`)
         if self._pin_overridden:
             self.todo(node, f"the script pinned the CPU here; with --accelerator {self.ctx.options.accelerator} "
                             f"`{target}` is `{self.fw}.device`: tensors the script makes without a device "

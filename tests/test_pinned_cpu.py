@@ -50,3 +50,11 @@ def test_an_explicit_accelerator_wins():
     code = run(src, "fabric", Options(accelerator="cuda"))
     assert 'Fabric(accelerator="cuda"' in code and "device = fabric.device" in code
     assert "# TODO(pt-migrate) PTM101: the script pinned the CPU here; with --accelerator cuda" in code
+
+
+def test_a_cpu_branch_of_a_choice_is_not_a_pin():
+    src = ('import argparse\nimport torch\n\n\ndef main():\n    p = argparse.ArgumentParser()\n'
+           '    p.add_argument("--fast", action="store_true")\n    args = p.parse_args()\n    if args.fast:\n'
+           '        device = torch.device("cpu")\n    else:\n        device = torch.device("cpu")\n' + TAIL)
+    code = run(src, "fabric")
+    assert CPU_ARG["fabric"] not in code
