@@ -22,6 +22,10 @@ the GIL while the main thread is already in `Py_FinalizeEx`: the thread is made 
 destructor and the C++ runtime terminates. The group outlives `destroy_process_group()` (the DDP wrapper still holds
 it), so nothing in the script can join those threads before the interpreter exits short of skipping the exit itself
 (`os._exit`), which the tool does not write into a user's script. Under torchrun the job is then marked failed.
+The same race can hang a rank instead: where a script destroys the group itself inside `main()` (kept by PTM130)
+while its DDP model is still alive, the model freed afterwards drops the group's last reference with the GIL held,
+and the group's destructor waits for a worker thread that waits for the GIL (seen once in 28 repro runs; the
+original under torchrun takes the same path).
 
 Example: a script whose `main()` trains gets, at the end of `if __name__ == "__main__":` after `main()`, the
 two lines above.
