@@ -8,6 +8,27 @@ import os
 import runpy
 import sys
 
+_SEEN = None  # (rank, world size) when the script (or PTM153's teardown) destroyed the process group
+
+
+def _record_at_teardown() -> None:
+    """The migrated scripts tear the group down at their end (PTM153): keep what it was, for `_report`."""
+    try:
+        import torch.distributed as dist
+        from torch.distributed import distributed_c10d
+    except Exception:
+        return
+    original = dist.destroy_process_group
+
+    def destroy_process_group(*args, **kwargs):
+        global _SEEN
+        if dist.is_initialized() and not args and not kwargs.get("group"):
+            _SEEN = (dist.get_rank(), dist.get_world_size())
+        return original(*args, **kwargs)
+
+    dist.destroy_process_group = destroy_process_group
+    distributed_c10d.destroy_process_group = destroy_process_group
+
 
 def _accelerate_world():
     """(rank, world) as Accelerate's state sees it, when the script made one; None otherwise.
@@ -36,6 +57,10 @@ def _report() -> None:
             if dist.get_rank() == 0:
                 print(f"WORLD_SIZE_SEEN={dist.get_world_size()}", flush=True)
             return
+        if _SEEN is not None:
+            if _SEEN[0] == 0:
+                print(f"WORLD_SIZE_SEEN={_SEEN[1]}", flush=True)
+            return
     except Exception as e:  # report, do not hide, a broken process group
         print(f"WORLD_SIZE_SEEN=error {e!r}", flush=True)
         return
@@ -46,6 +71,7 @@ def main() -> None:
     script = os.path.abspath(sys.argv[1])
     sys.argv = [script] + sys.argv[2:]
     sys.path.insert(0, os.path.dirname(script))
+    _record_at_teardown()
     runpy.run_path(script, run_name="__main__")
     _report()
     # The migrated scripts leave the process group to the framework; under load gloo's teardown at interpreter
