@@ -50,6 +50,7 @@ from migrator import matching as m
 from migrator.analysis import is_main_guard
 from migrator.names import dotted
 from migrator.rules.base import Context, Example, Rule, RuleTransformer
+from migrator.rules.framework_object import _is_docstring, _is_import
 
 TEARDOWN = "if torch.distributed.is_initialized():\n    torch.distributed.destroy_process_group()\n"
 COMMENT = "# the framework's process group, torn down at the end as PyTorch asks (pt-migrate explain PTM153)"
@@ -58,13 +59,8 @@ _EXITS = ("sys.exit", "exit", "quit", "os._exit")
 
 
 def _is_definition(stmt: cst.BaseStatement) -> bool:
-    if isinstance(stmt, (cst.FunctionDef, cst.ClassDef)):
-        return True
-    if isinstance(stmt, cst.SimpleStatementLine):
-        return all(isinstance(s, (cst.Import, cst.ImportFrom)) or
-                   (isinstance(s, cst.Expr) and isinstance(s.value, (cst.SimpleString, cst.ConcatenatedString)))
-                   for s in stmt.body)
-    return False
+    """An import, a docstring, a def or a class: what framework_object.first_code_index skips too."""
+    return isinstance(stmt, (cst.FunctionDef, cst.ClassDef)) or _is_import(stmt) or _is_docstring(stmt)
 
 
 def _ends_process(stmt: cst.BaseStatement) -> bool:
