@@ -1,9 +1,9 @@
 """PTM153 teardown: the process group the framework made is torn down when the script ends.
 
-What it does: where this run created the framework object (PTM100) and the script has no teardown of its own
-(`destroy_process_group()`, kept by PTM130, or `accelerator.end_training()`), adds at the end of the script's
-entry code, the last block that runs (the end of `if __name__ == "__main__":`, or after the module's last
-statement):
+What it does: where this run created the framework object (PTM100) inside a function that sets up the models
+(`main()`, `train(args)`), and the script has no teardown of its own (`destroy_process_group()`, kept by PTM130,
+or `accelerator.end_training()`), adds at the end of the script's entry code, the last block that runs (the end of
+`if __name__ == "__main__":`, or after the module's last statement), once that function has returned:
 
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
@@ -22,9 +22,13 @@ the GIL while the main thread is already in `Py_FinalizeEx`: the thread is made 
 destructor and the C++ runtime terminates. The group outlives `destroy_process_group()` (the DDP wrapper still holds
 it), so nothing in the script can join those threads before the interpreter exits short of skipping the exit itself
 (`os._exit`), which the tool does not write into a user's script. Under torchrun the job is then marked failed.
-The same race can hang a rank instead: where a script destroys the group itself inside `main()` (kept by PTM130)
-while its DDP model is still alive, the model freed afterwards drops the group's last reference with the GIL held,
-and the group's destructor waits for a worker thread that waits for the GIL (seen once in 28 repro runs; the
+The same race hangs a rank where the group is destroyed while its DDP model is still alive: the model freed
+afterwards drops the group's last reference from the reducer, which pybind11 frees holding the GIL, and the group's
+destructor waits for a worker thread that waits for the GIL. So no teardown is added where the models outlive it:
+set up at module level or in the main guard (a flat script: its names live until the interpreter exits; the
+teardown there hung 2 of 78 two-process runs in CI and about 1 in 5 under the test runner, which frees the
+script's names before exit), returned to the entry code (`model = train()`), or bound as globals. A script that
+destroys the group itself inside `main()` (kept by PTM130) has the same hazard (seen once in 28 repro runs; the
 original under torchrun takes the same path).
 
 Example: a script whose `main()` trains gets, at the end of `if __name__ == "__main__":` after `main()`, the
@@ -34,7 +38,8 @@ Fabric form: Fabric has no public teardown; lightning 2.6 registers its own at e
 already gone is skipped there. Accelerate form: the same two lines (`accelerator.end_training()` does the
 same, but the object is often local to `main()`; accelerate 1.15 checks `is_initialized()` too).
 
-Fix safety: safe: the check makes it a no-op on one process. Not added where the entry's last statement ends the
+Fix safety: safe: the check makes it a no-op on one process. Not added where the models outlive it (above), where
+the entry's last statement ends the
 process itself (`sys.exit(main())`: nothing after it runs), where the script's own teardown stays and always runs
 (one under the script's `if distributed:` is skipped on one process, where the framework may still have made a
 group: the teardown is added after it), or in a file that only defines things: where a sibling's function creates
@@ -47,7 +52,7 @@ from typing import Optional
 import libcst as cst
 
 from migrator import matching as m
-from migrator.analysis import is_main_guard
+from migrator.analysis import MAIN_GUARD, MODULE, is_main_guard
 from migrator.names import dotted
 from migrator.rules.base import Context, Example, Rule, RuleTransformer
 from migrator.rules.framework_object import _is_docstring, _is_import
@@ -120,6 +125,8 @@ class Teardown(Rule):
     def apply(self, wrapper, ctx):
         if ctx.facts.fw_exists or not ctx.facts.setup_scope:
             return wrapper.module  # PTM100 created no object in this file
+        if not _models_freed_before_end(wrapper.module, ctx.facts.setup_scope):
+            return wrapper.module  # destroying the group before the set-up model is freed can hang at exit
         text = ctx.text or wrapper.module.code
         if any(word in text for word in _OWN) and _own_teardown_always_runs(wrapper.module):
             return wrapper.module  # the script's own teardown stays (PTM130)
@@ -127,6 +134,32 @@ class Teardown(Rule):
         updated = transformer.edit(wrapper.module)
         transformer.place_reports(wrapper.module)
         return updated
+
+
+def _models_freed_before_end(module: cst.Module, setup_scope: str) -> bool:
+    """The set-up models are gone when the entry code ends: they are locals of the function that sets them up (not
+    module-level or main-guard code, whose names live until the interpreter exits), the function binds no global,
+    and no call of it in the entry code keeps what it returns.
+
+    Why it matters (torch 2.11-2.13, gloo): the DDP wrapper's reducer holds the process group. Destroyed while the
+    model lives, the group's last reference goes with the model, later; pybind11 frees the reducer holding the GIL,
+    and the group's destructor then joins a worker thread that waits for the GIL to free its last work item: a hang
+    (fixtures mkdir_module_exists and schedule_flat, 2 of 78 two-process runs in CI, 1 in 5 runs here). With the
+    model freed first, `destroy_process_group()` drops the last reference through the group's Python object,
+    whose destructor releases the GIL (pytorch/pytorch#154976)."""
+    if setup_scope in (MODULE, MAIN_GUARD):
+        return False
+    func = next((s for s in module.body if isinstance(s, cst.FunctionDef) and s.name.value == setup_scope), None)
+    if func is None or m.findall(func, m.Global()):
+        return False
+    for stmt in module.body:
+        if isinstance(stmt, (cst.FunctionDef, cst.ClassDef)):
+            continue
+        for assign in m.findall(stmt, m.Assign() | m.AnnAssign() | m.AugAssign() | m.NamedExpr()):
+            if assign.value is not None and any(dotted(c.func) == setup_scope
+                                                for c in m.findall(assign.value, m.Call())):
+                return False
+    return True
 
 
 def _own_teardown_always_runs(module: cst.Module) -> bool:

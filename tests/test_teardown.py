@@ -36,13 +36,25 @@ def test_guard_then_definitions_and_argument_parsing():
     assert "    main()\n    # the framework's process group" in code and code.endswith("def unused():\n    pass\n")
 
 
-def test_module_level_script_and_trailing_call():
-    code, _ = run("import torch\n\n" + TRAIN.replace("    ", ""))
-    assert code.endswith("optimizer.step()\n\n# the framework's process group, torn down at the end as PyTorch "
-                         "asks (pt-migrate explain PTM153)\n" + TEARDOWN.format(i=""))
+def test_trailing_call_at_module_level():
     code, _ = run(FUNC + "\n\nmain()\n", "accelerate")
     assert code.endswith("main()\n\n# the framework's process group, torn down at the end as PyTorch asks (pt-migrate "
                          "explain PTM153)\n" + TEARDOWN.format(i=""))
+
+
+@pytest.mark.parametrize("target", ["fabric", "accelerate"])
+def test_not_where_the_models_outlive_the_teardown(target):
+    """Destroyed while a set-up model lives, the group goes with the model later, from the DDP reducer that pybind11
+    frees holding the GIL, and gloo's destructor waits for a worker that waits for the GIL (2 of 78 flat fixtures
+    hung in CI): module-level or main-guard training, a returned model, a global."""
+    guarded = 'if __name__ == "__main__":\n' + TRAIN
+    returned = FUNC + "    return model\n\n\nif __name__ == '__main__':\n    net = main()\n    print(net)\n"
+    annotated = FUNC + "    return model\n\n\nif __name__ == '__main__':\n    net: object = main()\n"
+    global_model = FUNC.replace("def main():\n", "def main():\n    global model\n") + "\n\nmain()\n"
+    for src in ("import torch\n\n" + TRAIN.replace("    ", ""), "import torch\n\n" + guarded, returned, annotated,
+                global_model):
+        code, diags = run(src, target)
+        assert "destroy_process_group" not in code and not diags, code
 
 
 def test_left_alone():

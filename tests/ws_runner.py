@@ -72,7 +72,9 @@ def main() -> None:
     sys.argv = [script] + sys.argv[2:]
     sys.path.insert(0, os.path.dirname(script))
     _record_at_teardown()
-    runpy.run_path(script, run_name="__main__")
+    # kept until os._exit: freeing a flat script's set-up model here, after a destroy_process_group(), runs gloo's
+    # group destructor holding the GIL, which can wait forever for a worker thread (seen in CI; PTM153's docs)
+    script_globals = runpy.run_path(script, run_name="__main__")  # noqa: F841
     _report()
     # The migrated scripts leave the process group to the framework; under load gloo's teardown at interpreter
     # exit can abort ("terminate called without an active exception") after all the work is done. The test

@@ -738,7 +738,9 @@ def main(argv: Optional[List[str]] = None) -> None:
         sys.path.insert(0, folder)
     sys.argv = [script] + script_args
     try:
-        runpy.run_path(script, run_name="__main__")
+        # kept until os._exit: freeing a flat script's set-up model here, after its own destroy_process_group(),
+        # runs gloo's group destructor holding the GIL, which can wait forever for a worker thread (PTM153)
+        script_globals = runpy.run_path(script, run_name="__main__")  # noqa: F841
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
         rec.write("finished" if code == 0 else "exit", error=None if code == 0 else str(e.code), exit_code=code)
