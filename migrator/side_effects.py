@@ -205,6 +205,27 @@ def caching_if(node: cst.If, qn: QN) -> bool:
     return any(saves_to_file(b, qn) or downloads(b, qn) for b in branches)
 
 
+LOADS = {"torch.load", "json.load", "pickle.load", "numpy.load", "yaml.safe_load", "yaml.load"}
+LOAD_TAILS = ("load", "load_from_disk", "read_text", "read_bytes", "read_csv")
+
+
+def reads_file(node: cst.CSTNode, qn: QN) -> bool:
+    """The code reads a file: `torch.load(p)`, `json.load(f)`, `np.load`, `open(p)` for reading, `Path(p).read_text()`."""
+    for call in m.findall(node, m.Call()):
+        if qn(call.func) & LOADS or _tail(call) in LOAD_TAILS \
+                or isinstance(call.func, cst.Attribute) and call.func.attr.value in LOAD_TAILS:
+            return True
+        if (dotted(call.func) == "open" or qn(call.func) & OPEN_FUNCS) and not open_mode(call, qn):
+            return True
+    return False
+
+
+def caching_try(node: cst.Try, qn: QN) -> bool:
+    """`try: x = torch.load(p)` / `except ...: <build x and write p>`: data prepared once and kept in a file, read
+    through try/except. On several processes a rank can read the file while another is still writing it."""
+    return reads_file(node.body, qn) and any(saves_to_file(h.body, qn) for h in node.handlers)
+
+
 def rankish(test: cst.BaseExpression) -> bool:
     """A test that reads a rank or a main-process flag (`rank == 0`, `args.local_rank in [-1, 0]`,
     `is_master`, `fabric.is_global_zero`): the script already chose which process runs the code."""

@@ -4,7 +4,7 @@ What it does: in the framework scope, a statement that downloads (a dataset buil
 with `pretrained=True`, `datasets.load_dataset`, `from_pretrained` of transformers and the like,
 `torch.hub.load`, `urlretrieve`, `.prepare_data()`), a call of a function or class of the module that does, and
 an `if` that prepares a file once (`if not os.path.exists(path): <build it and write it>`, or the write in the
-`else` of such a test) go into `with fabric.rank_zero_first(local=False):` /
+`else` of such a test) and a `try` that reads a file whose `except` builds and writes one go into `with fabric.rank_zero_first(local=False):` /
 `with accelerator.main_process_first():`. Consecutive statements share one block. Every rank still builds its
 own dataset object: only the order changes.
 
@@ -78,6 +78,7 @@ class _Scan(m.Visitor):
         self.stmt_download: Dict[int, str] = {}
         self.stmt_calls: Dict[int, Set[str]] = {}
         self.direct: Set[str] = set()
+        self.caching_trys: Set[str] = set()  # top-level functions with a `try: <read a file>` / `except: <write it>`
         self.calls: Dict[str, Set[str]] = {}
         self.exists_ifs: Dict[str, List[cst.If]] = {}
 
@@ -100,6 +101,10 @@ class _Scan(m.Visitor):
         if self.owner is not None and se.exists_test(node.test):
             self.exists_ifs.setdefault(self.owner, []).append(node)
 
+    def visit_Try(self, node: cst.Try) -> None:
+        if self.owner is not None and se.caching_try(node, self.qn):
+            self.caching_trys.add(self.owner)
+
     def visit_Call(self, node: cst.Call) -> None:
         name = dotted(node.func)
         what = se.download_call(node, self.qn)
@@ -119,7 +124,8 @@ def local_downloaders(module: cst.Module, qn, scan: Optional[_Scan] = None) -> S
         scan = _Scan(qn)
         module.visit(scan)
     found = {name for name in scan.calls
-             if name in scan.direct or any(se.caching_if(i, qn) for i in scan.exists_ifs.get(name, ()))}
+             if name in scan.direct or name in scan.caching_trys
+             or any(se.caching_if(i, qn) for i in scan.exists_ifs.get(name, ()))}
     calls = dict(scan.calls)
     for stmt in module.body:
         if isinstance(stmt, cst.ClassDef):  # what constructing it runs: __init__ and the methods it calls
@@ -196,6 +202,17 @@ class _Transformer(RuleTransformer):
     def leave_If(self, original_node, updated_node):
         self._uncover(original_node)
         return super().leave_If(original_node, updated_node)
+
+    def visit_Try(self, node: cst.Try):
+        if not self.covered and se.caching_try(node, self.qn):
+            # the read in `try` would race the write in `except` on another rank (a half-written file)
+            self._decide(node, "prepares a file once (`try` reads it, `except` writes it)")
+            self._cover(node)
+        return True
+
+    def leave_Try(self, original_node, updated_node):
+        self._uncover(original_node)
+        return updated_node
 
     def visit_SimpleStatementLine(self, node: cst.SimpleStatementLine):
         if self.covered:
@@ -280,7 +297,7 @@ class DownloadFirst(Rule):
     code = "PTM150"
     name = "download-first"
     plain_scripts_only = True  # a script on the framework chose its own order
-    triggers = ("download", "pretrained", "load_dataset", "hub", "urlretrieve", "prepare_data", "exists", "isfile",
+    triggers = ("download", "pretrained", "load_dataset", "hub", "urlretrieve", "prepare_data", "exists", "isfile", "except",
                 "isdir", "is_file", "is_dir")
     examples = [
         Example(

@@ -90,6 +90,37 @@ def test_caching_block_with_torch_save_goes_in_the_block_and_keeps_torch_save():
     assert "fabric.save(" not in r.code and not _todos(r, "PTM150")
 
 
+@pytest.mark.parametrize("target,header", [("fabric", "with fabric.rank_zero_first(local=False):"),
+                                           ("accelerate", "with accelerator.main_process_first():")])
+@pytest.mark.parametrize("body", [
+    # torch.load / torch.save, a missing file
+    "    try:\n        stats = torch.load('stats.pt')\n    except FileNotFoundError:\n"
+    "        stats = build()\n        torch.save(stats, 'stats.pt')\n",
+    # json through open(), several exception types, an else
+    "    try:\n        with open(vocab_path) as f:\n            vocab = json.load(f)\n"
+    "    except (OSError, ValueError):\n        vocab = sorted(set('abc'))\n"
+    "        with open(vocab_path, 'w') as f:\n            json.dump(vocab, f)\n    else:\n        print(len(vocab))\n",
+    # pickle, a bare except
+    "    try:\n        feats = pickle.load(open('f.pkl', 'rb'))\n    except:\n        feats = [1, 2]\n"
+    "        pickle.dump(feats, open('f.pkl', 'wb'))\n",
+])
+def test_cache_read_through_try_goes_first(target, header, body):
+    """`try: <read the file>` / `except: <build it and write it>`: on several processes a rank read the file while rank
+    0 was still writing it (EOFError in CI, save_divergent_path_function): the main process goes first."""
+    r = _migrate(body, target, head="import json\nimport pickle\n" + HEAD.replace("def main():\n", "def main(vocab_path='v.json'):\n"))
+    indented = "".join("    " + line if line.strip() else line for line in body.splitlines(True))
+    assert f"    {header}\n" + indented in r.code, r.code
+    assert "fabric.save(" not in r.code and "accelerator.save(" not in r.code and not _todos(r, "PTM150")
+
+
+def test_try_that_only_reads_or_calls_a_collective_is_not_wrapped():
+    r = _migrate("    try:\n        stats = torch.load('stats.pt')\n    except FileNotFoundError:\n        stats = None\n")
+    assert "rank_zero_first" not in r.code
+    r = _migrate("    try:\n        stats = torch.load('stats.pt')\n    except FileNotFoundError:\n"
+                 "        stats = build()\n        torch.distributed.barrier()\n        torch.save(stats, 'stats.pt')\n")
+    assert "rank_zero_first" not in _code(r) and _todos(r, "PTM150")
+
+
 # ---- PTM151 write-once -------------------------------------------------------------------------------------------
 
 def test_output_call_guarded_and_consecutive_ones_share_the_guard():
