@@ -6,17 +6,20 @@ Two processes (CPU, gloo; Accelerate gets ACCELERATE_USE_CPU=1, what `accelerate
 `Accelerator()` under torchrun on a CPU-only machine otherwise trains each process alone): rank 0 reports WORLD_SIZE_SEEN=2 (tests/ws_runner.py), the number of step lines
 is half (+-1) of the single-process count (the data is sharded) and no step line appears twice.
 
-All runs of the selected cases are started at once on a small pool (they mostly wait on imports), each with
-a 120 s timeout, and each test waits only for its own case.
+All runs of the selected cases are started at once on a small pool, each with a 120 s timeout, and each test
+waits only for its own case. Most of a run's time is importing torch, Lightning and Accelerate (about 13 CPU
+seconds of a case's 36 on 2 cores), so the one-process runs are forked from a server that has imported them
+(multiprocessing's forkserver, OMP_NUM_THREADS=1 before torch loads); the 2-process runs start as users start
+them (Fabric launching itself, torchrun), each rank a new interpreter.
 """
 from __future__ import annotations
 
+import multiprocessing
 import os
 import re
-import shutil
+import signal
 import subprocess
 import sys
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -42,6 +45,68 @@ def _env() -> dict:
                         "GROUP_WORLD_SIZE", "PYTHONPATH")}
     env.update(OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="", PYTHONUNBUFFERED="1", PYTHONHASHSEED="0")
     return env
+
+
+_PRELOAD = ["torch", "lightning.fabric", "accelerate", "ws_runner"]
+_FORKSERVER = None
+
+
+def _forkserver():
+    """multiprocessing's forkserver context with torch, Lightning and Accelerate imported (started once).
+
+    libgomp reads OMP_NUM_THREADS when torch loads it, so the server starts with the runs' environment; no
+    thread is running in it when it forks (nothing is computed there)."""
+    global _FORKSERVER
+    if _FORKSERVER is None:
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(_PRELOAD)
+        saved = dict(os.environ)
+        os.environ.clear()
+        os.environ.update(_env())
+        try:
+            from multiprocessing import forkserver
+            forkserver.ensure_running()
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+        _FORKSERVER = ctx
+    return _FORKSERVER
+
+
+def _forked_run(cwd: str, argv: list, env: dict, out_path: str) -> None:
+    """In the forked child: a session of its own (killed as a group on timeout), the run's folder,
+    environment and output file, then tests/ws_runner.py's main as `python ws_runner.py SCRIPT` runs it."""
+    os.setsid()
+    os.chdir(cwd)
+    os.environ.clear()
+    os.environ.update(env)
+    fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    import ws_runner
+    sys.argv = argv
+    ws_runner.main()
+
+
+def _run_forked(cmd, cwd: Path, extra_env: dict):
+    """A one-process run (`python ws_runner.py SCRIPT`) forked from the preloaded server: (exit code, output),
+    the exit code None on a timeout."""
+    out_path = cwd.parent / f"{cwd.name}.out"
+    proc = _forkserver().Process(target=_forked_run, args=(str(cwd), cmd[1:], {**_env(), **extra_env},
+                                                         str(out_path)))
+    proc.start()
+    proc.join(TIMEOUT)
+    if proc.exitcode is None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.join()
+        code = None
+    else:
+        code = proc.exitcode
+    return code, out_path.read_text(errors="replace") if out_path.exists() else ""
 
 
 def _run(cmd, cwd: Path, extra_env: dict):
@@ -120,7 +185,8 @@ def runs(request, tmp_path_factory):
         if case.name not in selected:
             continue
         for kind, (d, cmd, extra) in _prepare(case, root / case.name).items():
-            futures[(case.name, kind)] = pool.submit(_run, cmd, d, extra)
+            run = _run if kind.endswith("2proc") else _run_forked
+            futures[(case.name, kind)] = pool.submit(run, cmd, d, extra)
     yield futures
     pool.shutdown(wait=True, cancel_futures=True)
 
