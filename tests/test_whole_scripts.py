@@ -17,10 +17,10 @@ from __future__ import annotations
 import multiprocessing
 import os
 import re
-import signal
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import psutil
@@ -48,35 +48,31 @@ def _env() -> dict:
 
 
 _PRELOAD = ["torch", "lightning.fabric", "accelerate", "ws_runner"]
-_FORKSERVER = None
 
 
 def _forkserver():
-    """multiprocessing's forkserver context with torch, Lightning and Accelerate imported (started once).
+    """multiprocessing's forkserver context with torch, Lightning and Accelerate imported.
 
-    libgomp reads OMP_NUM_THREADS when torch loads it, so the server starts with the runs' environment; no
-    thread is running in it when it forks (nothing is computed there)."""
-    global _FORKSERVER
-    if _FORKSERVER is None:
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(_PRELOAD)
-        saved = dict(os.environ)
+    Called once, before the pool's threads start: the server takes the process's environment when it starts,
+    and libgomp reads OMP_NUM_THREADS when torch loads it, so os.environ is the runs' for that moment. No
+    thread is running in the server when it forks (nothing is computed there)."""
+    from multiprocessing import forkserver
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(_PRELOAD)
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(_env())
+    try:
+        forkserver.ensure_running()
+    finally:
         os.environ.clear()
-        os.environ.update(_env())
-        try:
-            from multiprocessing import forkserver
-            forkserver.ensure_running()
-        finally:
-            os.environ.clear()
-            os.environ.update(saved)
-        _FORKSERVER = ctx
-    return _FORKSERVER
+        os.environ.update(saved)
+    return ctx
 
 
 def _forked_run(cwd: str, argv: list, env: dict, out_path: str) -> None:
-    """In the forked child: a session of its own (killed as a group on timeout), the run's folder,
-    environment and output file, then tests/ws_runner.py's main as `python ws_runner.py SCRIPT` runs it."""
-    os.setsid()
+    """In the forked child: the run's folder, environment and output file, then tests/ws_runner.py's main as
+    `python ws_runner.py SCRIPT` runs it."""
     os.chdir(cwd)
     os.environ.clear()
     os.environ.update(env)
@@ -89,23 +85,17 @@ def _forked_run(cwd: str, argv: list, env: dict, out_path: str) -> None:
     ws_runner.main()
 
 
-def _run_forked(cmd, cwd: Path, extra_env: dict):
-    """A one-process run (`python ws_runner.py SCRIPT`) forked from the preloaded server: (exit code, output),
-    the exit code None on a timeout."""
+def _run_forked(ctx, cmd, cwd: Path, extra_env: dict):
+    """A one-process run (`python ws_runner.py SCRIPT`) forked from the preloaded server `ctx`: (exit code,
+    output), the exit code None on a timeout."""
     out_path = cwd.parent / f"{cwd.name}.out"
-    proc = _forkserver().Process(target=_forked_run, args=(str(cwd), cmd[1:], {**_env(), **extra_env},
-                                                         str(out_path)))
+    proc = ctx.Process(target=_forked_run, args=(str(cwd), cmd[1:], {**_env(), **extra_env}, str(out_path)))
     proc.start()
     proc.join(TIMEOUT)
-    if proc.exitcode is None:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    code = proc.exitcode
+    if code is None:
+        _kill_tree(proc.pid)
         proc.join()
-        code = None
-    else:
-        code = proc.exitcode
     return code, out_path.read_text(errors="replace") if out_path.exists() else ""
 
 
@@ -178,6 +168,7 @@ def runs(request, tmp_path_factory):
     """Start every run of the selected cases at once; each test waits for its own futures."""
     selected = {item.callspec.params["case"].name for item in request.session.items
                 if item.originalname == "test_whole_script" and hasattr(item, "callspec")}
+    forked = partial(_run_forked, _forkserver())
     pool = ThreadPoolExecutor(max_workers=max(2, min(8, os.cpu_count() or 2)))
     futures = {}
     root = tmp_path_factory.mktemp("whole_scripts")
@@ -185,7 +176,7 @@ def runs(request, tmp_path_factory):
         if case.name not in selected:
             continue
         for kind, (d, cmd, extra) in _prepare(case, root / case.name).items():
-            run = _run if kind.endswith("2proc") else _run_forked
+            run = _run if kind.endswith("2proc") else forked
             futures[(case.name, kind)] = pool.submit(run, cmd, d, extra)
     yield futures
     pool.shutdown(wait=True, cancel_futures=True)
